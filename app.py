@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The finetune-stack CDK app: one cdk.Stage per team x stage from config/teams.yaml.
+
+The only place that reads the environment and the config file. Context values:
+  -c config=PATH     another teams file (default config/teams.yaml)
+  -c team=NAME       synthesize only this team's stages (comma-separated list allowed)
+  -c stage=NAME      synthesize only stages with this name (comma-separated list allowed)
+A config with problems stops synthesis with exit status 2 and one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+# jsii runs on Node: prefer the supported Node the project installs (make node) over an end-of-life system one.
+_PROJECT_NODE = ROOT / "node_modules" / ".bin" / "node"
+if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
+    os.environ["JSII_NODE"] = str(_PROJECT_NODE)
+
+from stacks.settings import ConfigError, StageConfig, load_config  # noqa: E402
+
+
+def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str | None) -> list[StageConfig]:
+    """Filter by comma-separated team and stage names; unknown names are an error, not an empty app."""
+    def wanted(value: str | None) -> set[str] | None:
+        return {name.strip() for name in value.split(",") if name.strip()} if value else None
+
+    team_filter, stage_filter = wanted(teams), wanted(stage_names)
+    problems = []
+    if team_filter and (unknown := team_filter - {s.team for s in stages}):
+        problems.append(f"-c team: no team named {', '.join(sorted(unknown))}")
+    if stage_filter and (unknown := stage_filter - {s.name for s in stages}):
+        problems.append(f"-c stage: no stage named {', '.join(sorted(unknown))}")
+    if problems:
+        raise ConfigError("context", problems)
+    return [s for s in stages
+            if (team_filter is None or s.team in team_filter) and (stage_filter is None or s.name in stage_filter)]
+
+
+def feature_flags() -> dict[str, object]:
+    """The feature flags in cdk.json, so `python app.py` and tests synthesize exactly what `cdk synth` does."""
+    return json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+
+
+def build_app(config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None,
+              outdir: str | None = None):
+    """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config)."""
+    from aws_cdk import App
+
+    from stacks.team_stage import TeamStage
+
+    selected = select_stages(load_config(config_path), teams, stage_names)
+    app = App(context=feature_flags(), **({"outdir": outdir} if outdir else {}))
+    for stage in selected:
+        TeamStage(app, stage=stage)
+    return app
+
+
+def main() -> int:
+    from aws_cdk import App
+
+    # Context arrives from the CLI in CDK_CONTEXT_JSON; read it through a bare App before building ours.
+    context = App().node
+    config_path = context.try_get_context("config") or str(ROOT / "config" / "teams.yaml")
+    try:
+        app = build_app(config_path, teams=context.try_get_context("team"),
+                        stage_names=context.try_get_context("stage"))
+    except ConfigError as error:
+        print(f"finetune-stack: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+        print(error, file=sys.stderr)
+        return 2
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

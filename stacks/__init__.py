@@ -1,0 +1,1 @@
+"""finetune-stack CDK stacks; reusable constructs live in ``stacks.components``."""

@@ -1,0 +1,37 @@
+"""The team stage's customer-managed KMS key."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+
+class TeamKey(Construct):
+    """One KMS key per team stage, rotated yearly, encrypting its buckets, logs, topics and volumes.
+
+    The key policy gives the account's administrators (through IAM) control of the key, as AWS recommends so the
+    key never becomes unmanageable, and lets CloudWatch Logs use it only for this stage's log groups.
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, qualified_name: str, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+        self.key = kms.Key(
+            self, "Key",
+            alias=f"alias/finetune-stack/{qualified_name}",
+            description=f"finetune-stack {qualified_name}: data, artifacts, logs and volumes",
+            enable_key_rotation=True,
+            rotation_period=Duration.days(365),
+            removal_policy=removal_policy,
+            pending_window=Duration.days(30),
+        )
+        log_group_arn = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*{qualified_name}*"
+        self.key.add_to_resource_policy(iam.PolicyStatement(
+            sid="AllowCloudWatchLogsForThisStage",
+            principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+            resources=["*"],  # in a key policy, "*" means this key
+            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}},
+        ))

@@ -1,0 +1,60 @@
+"""Data stack: the team key, the buckets and the network every other stack of the stage builds on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.components.data_buckets import DataBuckets
+from stacks.components.network import TeamNetwork
+from stacks.components.retention import log_retention
+from stacks.components.team_key import TeamKey
+from stacks.settings import StageConfig
+
+
+class DataStack(Stack):
+    """Stateful layer of one team stage. Its resources keep their data on non-ephemeral stages (RETAIN)."""
+
+    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: key, buckets, network",
+                         **kwargs)
+        removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
+
+        self.team_key = TeamKey(self, "TeamKey", qualified_name=stage.qualified_name,
+                                removal_policy=removal_policy).key
+        buckets = DataBuckets(
+            self, "Buckets",
+            qualified_name=stage.qualified_name, account=stage.account, region=stage.region,
+            key=self.team_key, removal_policy=removal_policy,
+            noncurrent_version_days=stage.noncurrent_version_days,
+            log_retention_days=stage.log_retention_days,
+        )
+        self.data_bucket = buckets.data_bucket
+        self.artifacts_bucket = buckets.artifacts_bucket
+        self.logs_bucket = buckets.logs_bucket
+        self.network = TeamNetwork(
+            self, "Network",
+            settings=stage.vpc, qualified_name=stage.qualified_name, key=self.team_key,
+            log_retention=log_retention(stage.log_retention_days),
+            removal_policy=removal_policy,
+        )
+
+        published = {
+            "DataBucketName": ("data-bucket", self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),
+            "ArtifactsBucketName": ("artifacts-bucket", self.artifacts_bucket.bucket_name,
+                                    "Base models, job outputs and checkpoints"),
+            "LogsBucketName": ("logs-bucket", self.logs_bucket.bucket_name, "S3 server access logs"),
+            "TeamKeyArn": ("kms-key-arn", self.team_key.key_arn, "KMS key of this team stage"),
+            "VpcId": ("vpc-id", self.network.vpc.vpc_id, "VPC for training jobs and endpoints"),
+        }
+        for output_id, (parameter, value, description) in published.items():
+            CfnOutput(self, output_id, value=value, description=description)
+            ssm.StringParameter(
+                self, f"{output_id}Parameter",
+                parameter_name=f"{stage.ssm_prefix}/{parameter}",
+                string_value=value,
+                description=f"finetune-stack {stage.qualified_name}: {description}",
+            )

@@ -1,0 +1,395 @@
+"""The typed, validated model of ``config/teams.yaml`` — the only place configuration is parsed.
+
+A platform engineer edits the YAML; reviewers read it in a pull request; ``app.py`` loads it with
+:func:`load_config`. Every problem in the file is reported at once, each with its path and offending value,
+through :class:`ConfigError`, so a broken config never reaches the CDK constructs.
+
+Teams hold ``defaults`` that each stage may override key by key (nested sections merge, lists replace).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MANAGED_BY = "finetune-stack"
+"""Value of the ``managed-by`` tag on every resource."""
+
+SSM_PREFIX = "/finetune-stack"
+"""Root of the SSM parameters each stage publishes: ``/finetune-stack/{team}/{stage}/...``."""
+
+COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa")
+"""Rule packs a stage may list under ``compliance``; AwsSolutions always runs."""
+
+# Lengths keep derived names valid: the longest is the S3 bucket `{team}-{stage}-artifacts-{account}-{region}`
+# (at most 63 characters with a 14-character region).
+TEAM_NAME_MAX = 16
+STAGE_NAME_MAX = 8
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+# Instance type *format* only; which types exist is AWS's business, not a list we keep.
+_SIZE = r"(nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[1-9][0-9]*xl)?)"
+_SAGEMAKER_INSTANCE_RE = re.compile(rf"^ml\.[a-z][a-z0-9-]*\.{_SIZE}$")
+_EC2_INSTANCE_RE = re.compile(rf"^[a-z][a-z0-9-]*\.{_SIZE}$")
+_VPC_ID_RE = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
+_SUBNET_ID_RE = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
+_IAM_POLICY_ARN_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::([0-9]{12}|aws):policy/[\w+=,.@/-]{1,512}$")
+_COST_CENTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/=+@-]{0,127}$")
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region of the commercial, China and GovCloud partitions, from botocore's offline endpoint data."""
+    import botocore.loaders  # local import: only validation needs it
+
+    endpoints = botocore.loaders.create_loader().load_data("endpoints")
+    return frozenset(region for partition in endpoints["partitions"] for region in partition["regions"])
+
+
+def _check(pattern: re.Pattern[str], message: str):
+    def validate(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _check_region(value: str) -> str:
+    if value not in known_regions():
+        raise ValueError("is not an AWS region name (for example eu-west-1)")
+    return value
+
+
+def _check_retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        raise ValueError(f"is not a CloudWatch Logs retention period (one of {', '.join(map(str, LOG_RETENTION_DAYS))})")
+    return value
+
+
+TeamName = Annotated[str, Field(max_length=TEAM_NAME_MAX), _check(
+    _NAME_RE, "is not a valid team name (lowercase letters, digits and single hyphens, starting with a letter)")]
+StageName = Annotated[str, Field(max_length=STAGE_NAME_MAX), _check(
+    _NAME_RE, "is not a valid stage name (lowercase letters, digits and single hyphens, starting with a letter)")]
+AccountId = Annotated[str, _check(_ACCOUNT_RE, "is not a 12-digit AWS account id")]
+Region = Annotated[str, AfterValidator(_check_region)]
+Email = Annotated[str, _check(_EMAIL_RE, "is not an email address")]
+SageMakerInstanceType = Annotated[str, _check(
+    _SAGEMAKER_INSTANCE_RE, "is not a SageMaker instance type (format ml.<family>.<size>, e.g. ml.g5.2xlarge)")]
+Ec2InstanceType = Annotated[str, _check(
+    _EC2_INSTANCE_RE, "is not an EC2 instance type (format <family>.<size>, e.g. g5.2xlarge)")]
+VpcId = Annotated[str, _check(_VPC_ID_RE, "is not a VPC id (vpc- and 8 or 17 hex digits)")]
+SubnetId = Annotated[str, _check(_SUBNET_ID_RE, "is not a subnet id (subnet- and 8 or 17 hex digits)")]
+PolicyArn = Annotated[str, _check(_IAM_POLICY_ARN_RE, "is not an IAM managed policy ARN")]
+CostCenter = Annotated[str, _check(_COST_CENTER_RE, "is not a valid cost-center tag value")]
+RetentionDays = Annotated[int, AfterValidator(_check_retention)]
+ComplianceName = Literal["nist-800-53-r5", "hipaa"]
+
+
+def _check_cidr(value: str, *, private_only: bool) -> str:
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError:
+        raise ValueError("is not an IPv4 CIDR block (for example 10.40.0.0/16)") from None
+    if private_only and (not network.is_private or not 16 <= network.prefixlen <= 24):
+        raise ValueError("must be a private range between /16 and /24")
+    return value
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class NewVpc(_Strict):
+    """A VPC this stage creates: isolated subnets only, with the endpoints training needs."""
+
+    cidr: str = Field("10.40.0.0/16", description="IPv4 CIDR of the VPC (a /16 to /24 private range).")
+    zones: int = Field(2, ge=2, le=4, description="Number of availability zones (the account's first N).")
+
+    _cidr = field_validator("cidr")(lambda value: _check_cidr(value, private_only=True))
+
+
+class ExistingVpc(_Strict):
+    """A VPC the organisation already runs; nothing is looked up, so ids and zones are given here."""
+
+    vpc_id: VpcId = Field(description="Id of the existing VPC.")
+    cidr: str = Field(description="The VPC's IPv4 CIDR; interface endpoints admit HTTPS from it.")
+    isolated_subnet_ids: list[SubnetId] = Field(min_length=1, description="Private subnets for training and endpoints.")
+    availability_zones: list[str] = Field(min_length=1, description="AZ of each subnet, in the same order.")
+    create_endpoints: bool = Field(True, description="Create the VPC endpoints training needs (false if they exist).")
+
+    _cidr = field_validator("cidr")(lambda value: _check_cidr(value, private_only=False))
+
+    @model_validator(mode="after")
+    def _zones_match_subnets(self) -> ExistingVpc:
+        if len(self.availability_zones) != len(self.isolated_subnet_ids):
+            raise ValueError(f"lists {len(self.isolated_subnet_ids)} subnets but {len(self.availability_zones)} "
+                             "availability zones; give one zone per subnet")
+        return self
+
+
+class TrainingLimits(_Strict):
+    """What this team's fine-tuning jobs may ask for; the pipeline's Validate step enforces it."""
+
+    instance_types: list[SageMakerInstanceType] = Field(
+        default_factory=lambda: ["ml.g5.2xlarge"], min_length=1,
+        description="SageMaker instance types a training job may use.")
+    max_instance_count: int = Field(2, ge=1, le=64, description="Most instances one training job may use.")
+    max_runtime_hours: int = Field(24, ge=1, le=672, description="Longest a training job may run.")
+    spot: bool = Field(True, description="Use managed spot training by default.")
+
+
+class StageSpec(_Strict):
+    """Settings of one stage; the same keys form a team's ``defaults``. Everything is optional here and
+    resolved (defaults, then the stage's own values) into :class:`StageConfig`."""
+
+    account: AccountId | None = Field(None, description="12-digit AWS account id the stage deploys to.")
+    region: Region | None = Field(None, description="AWS region the stage deploys to.")
+    ephemeral: bool | None = Field(
+        None, description="Destroy buckets and their objects when the stage is deleted (never on data you keep).")
+    compliance: list[ComplianceName] | None = Field(
+        None, description="Extra cdk-nag rule packs for this stage (AwsSolutions always runs).")
+    budget_usd_monthly: float | None = Field(None, gt=0, le=10_000_000, description="Monthly AWS Budgets limit, USD.")
+    permissions_boundary_arn: PolicyArn | None = Field(
+        None, description="Managed policy applied as permissions boundary to every role in the stage.")
+    log_retention_days: RetentionDays | None = Field(None, description="Retention of the stage's CloudWatch logs.")
+    noncurrent_version_days: int | None = Field(
+        None, ge=1, le=3650, description="Days a replaced or deleted object version is kept in data and artifacts.")
+    new_vpc: NewVpc | None = Field(None, description="Create a VPC (the default when no VPC is given).")
+    existing_vpc: ExistingVpc | None = Field(None, description="Use an existing VPC instead of creating one.")
+    training: TrainingLimits | None = Field(None, description="Limits for training jobs.")
+
+
+class StageConfig(_Strict):
+    """One team stage, fully resolved: what the CDK constructs receive."""
+
+    team: str
+    name: str
+    account: str
+    region: str
+    cost_center: str
+    email: str
+    ephemeral: bool
+    compliance: tuple[ComplianceName, ...]
+    budget_usd_monthly: float
+    permissions_boundary_arn: str | None
+    log_retention_days: int
+    noncurrent_version_days: int
+    vpc: NewVpc | ExistingVpc
+    training: TrainingLimits
+
+    @property
+    def qualified_name(self) -> str:
+        """``{team}-{stage}``: the stage id and the root of every resource name."""
+        return f"{self.team}-{self.name}"
+
+    @property
+    def is_prod(self) -> bool:
+        """Production-like stages keep their data when the stack is deleted."""
+        return not self.ephemeral
+
+    @property
+    def ssm_prefix(self) -> str:
+        return f"{SSM_PREFIX}/{self.team}/{self.name}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"team": self.team, "stage": self.name, "cost-center": self.cost_center, "managed-by": MANAGED_BY}
+
+
+# Values used where neither the team defaults nor the stage say anything.
+_BUILTIN_DEFAULTS: dict[str, Any] = {
+    "ephemeral": False,
+    "compliance": [],
+    "budget_usd_monthly": 1000.0,
+    "permissions_boundary_arn": None,
+    "log_retention_days": 365,
+    "noncurrent_version_days": 90,
+    "training": {},
+}
+
+
+class Team(_Strict):
+    """A team and its stages."""
+
+    name: TeamName = Field(description="Team name; with the stage it names every resource.")
+    cost_center: CostCenter = Field(description="Value of the cost-center tag.")
+    email: Email = Field(description="Team contact: budget alerts and pipeline notifications.")
+    defaults: StageSpec = Field(default_factory=StageSpec, description="Settings every stage inherits.")
+    stages: dict[StageName, StageSpec] = Field(min_length=1, description="The team's stages by name.")
+
+
+class TeamsFile(_Strict):
+    """Root of ``config/teams.yaml``."""
+
+    teams: list[Team] = Field(min_length=1, description="Every team this platform stamps.")
+
+
+class ConfigError(Exception):
+    """Every problem found in one config file; ``str()`` gives one line per problem."""
+
+    def __init__(self, source: str, problems: Iterable[str]):
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{source}: {problem}" for problem in self.problems))
+
+
+def _path(location: Iterable[str | int]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `path: value problem`, in the words a config author understands."""
+    location = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]  # drop union tags
+    path = _path(location)
+    kind, value = error["type"], error.get("input")
+    if kind == "missing":
+        return f"{path}: is required"
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key (check the spelling; config/teams.schema.json lists the keys)"
+    if kind == "value_error":
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        return f"{path}: {value!r} {message}" if not isinstance(value, (dict, list)) else f"{path}: {message}"
+    if kind == "literal_error":
+        return f"{path}: {value!r} is not one of {error['ctx']['expected']}"
+    if kind in {"string_too_long", "too_long"}:
+        return f"{path}: {value!r} is too long ({error['msg'].lower()})"
+    message = error["msg"].replace("Input should be", "must be")
+    return f"{path}: {value!r} {message[0].lower()}{message[1:]}"
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]:
+    """Apply team defaults to each stage; return the stages and any problem found while resolving."""
+    stages: list[StageConfig] = []
+    problems: list[str] = []
+    first_index: dict[str, int] = {}
+    for index, team in enumerate(teams_file.teams):
+        if team.name in first_index:
+            problems.append(f"teams[{index}].name: {team.name!r} duplicates teams[{first_index[team.name]}].name")
+            continue
+        first_index[team.name] = index
+        defaults = team.defaults.model_dump(exclude_none=True)
+        for stage_name, spec in team.stages.items():
+            where = f"teams[{index}].stages.{stage_name}"
+            values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec.model_dump(exclude_none=True))
+            for required in ("account", "region"):
+                if required not in values:
+                    problems.append(f"{where}.{required}: is required (set it on the stage or in "
+                                    f"teams[{index}].defaults)")
+            if "new_vpc" in values and "existing_vpc" in values:
+                problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
+            if any(p.startswith(where) for p in problems):
+                continue
+            vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
+            values.pop("new_vpc", None)
+            if "vpc_id" in vpc and not all(zone.startswith(values["region"]) for zone in vpc["availability_zones"]):
+                problems.append(f"{where}: availability zones {vpc['availability_zones']} are not in region "
+                                f"{values['region']!r}")
+                continue
+            stages.append(StageConfig(
+                team=team.name, name=stage_name, cost_center=team.cost_center, email=team.email,
+                vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
+                **{key: value for key, value in values.items() if key != "compliance"},
+                compliance=tuple(dict.fromkeys(values["compliance"])),
+            ))
+    return stages, problems
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects duplicate mapping keys, which plain YAML silently overwrites."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {_first_line(node, key, loader)})",
+                key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+def _first_line(node: yaml.MappingNode, key: Any, loader: _UniqueKeyLoader) -> int:
+    for key_node, _ in node.value:
+        if loader.construct_object(key_node) == key:
+            return key_node.start_mark.line + 1
+    return 0
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConfig]:
+    """Parse and validate the YAML text of a teams file into resolved stages, or raise :class:`ConfigError`."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(source, [f"{where}: {error.problem or error.context}"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [f"not valid YAML: {error}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a mapping with a top-level 'teams' list"])
+    try:
+        teams_file = TeamsFile.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(source, [_describe(e) for e in error.errors()]) from None
+    stages, problems = resolve_stages(teams_file)
+    if problems:
+        raise ConfigError(source, problems)
+    return stages
+
+
+def load_config(path: str | Path) -> list[StageConfig]:
+    """Read and validate a teams file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [f"cannot be read: {error}"]) from None
+    return parse_config(text, source=str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of the teams file, committed as ``config/teams.schema.json`` for editors."""
+    schema = TeamsFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "finetune-stack teams"
+    return schema
