@@ -30,7 +30,8 @@ class StageRulePack:
 
     @property
     def name(self) -> str:
-        return f"{self._pack.name} ({self._stage.stage_name})"
+        # The pack's own name: the CDK report then reads as cdk-nag's does.
+        return self._pack.name
 
     @property
     def version(self) -> str | None:

@@ -274,6 +274,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
         return f"{path}: {value!r} {message}" if not isinstance(value, (dict, list)) else f"{path}: {message}"
+    if kind == "too_short":
+        return f"{path}: must have at least {error['ctx']['min_length']} entry"
     if kind == "literal_error":
         return f"{path}: {value!r} is not one of {error['ctx']['expected']}"
     if kind in {"string_too_long", "too_long"}:

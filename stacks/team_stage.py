@@ -34,19 +34,26 @@ class TeamStage(Stage):
                 self, "PermissionsBoundary", stage.permissions_boundary_arn))
 
         register_rule_packs(self, stage.compliance)
-        Aspects.of(self).add(AcknowledgeCdkProviderLint())
+        Aspects.of(self).add(CdkProviderGovernance(stage.tags))
 
 
 @jsii.implements(IAspect)
-class AcknowledgeCdkProviderLint:
-    """cfn-lint W3005 on the Lambda handlers of CDK's own custom-resource providers, acknowledged in the template.
+class CdkProviderGovernance:
+    """Governance for the raw resources of aws-cdk-lib's own custom-resource providers.
 
-    aws-cdk-lib's CustomResourceProvider (behind S3 auto-delete and the VPC default-security-group restriction)
-    adds a DependsOn on its role that a GetAtt of the same role already implies. The duplicate is harmless and
-    not ours to change, so the template says so on exactly those resources and cfn-lint stays at zero warnings.
+    The providers behind S3 auto-delete and the VPC default-security-group restriction are plain CfnResources
+    without a tag manager, so ``Tags.of`` misses them: their role and handler get the stage's tags here.
+    Their handler also carries a DependsOn on its role that a GetAtt of the same role already implies (cfn-lint
+    W3005); it is harmless and not ours to change, so the template acknowledges it on exactly those resources.
     """
 
+    def __init__(self, tags: dict[str, str]) -> None:
+        self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
     def visit(self, node: IConstruct) -> None:
-        if (isinstance(node, CfnResource) and node.cfn_resource_type == "AWS::Lambda::Function"
-                and node.node.path.endswith("CustomResourceProvider/Handler")):
+        if not isinstance(node, CfnResource) or "CustomResourceProvider" not in node.node.path:
+            return
+        if node.cfn_resource_type in ("AWS::IAM::Role", "AWS::Lambda::Function"):
+            node.add_property_override("Tags", self._tags)
+        if node.cfn_resource_type == "AWS::Lambda::Function":
             node.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
