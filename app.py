@@ -60,7 +60,21 @@ def build_app(config_path: str | Path, *, teams: str | None = None, stage_names:
     return app
 
 
+def check_config(config_path: str | Path) -> int:
+    """`python app.py --check [PATH]`: validate the config without synthesizing (exit 0, or 2 with the problems)."""
+    try:
+        stages = load_config(config_path)
+    except ConfigError as error:
+        print(f"finetune-stack: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{config_path}: {len(stages)} team stages: {', '.join(s.qualified_name for s in stages)}")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--check"]:
+        return check_config(sys.argv[2] if len(sys.argv) > 2 else ROOT / "config" / "teams.yaml")
     from aws_cdk import App
 
     # Context arrives from the CLI in CDK_CONTEXT_JSON; read it through a bare App before building ours.

