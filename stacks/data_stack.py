@@ -1,4 +1,4 @@
-"""Data stack: the team key, the buckets and the network every other stack of the stage builds on."""
+"""Data stack: the team key, buckets, network and topic every other stack of the stage builds on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from constructs import Construct
 from stacks.components.data_buckets import DataBuckets
 from stacks.components.network import TeamNetwork
 from stacks.components.retention import log_retention
+from stacks import naming
 from stacks.components.team_key import TeamKey
+from stacks.components.team_topic import TeamTopic
 from stacks.settings import StageConfig
 
 
@@ -42,6 +44,9 @@ class DataStack(Stack):
             removal_policy=removal_policy,
         )
 
+        self.topic = TeamTopic(self, "TeamTopic", topic_name=naming.team_topic(stage.qualified_name),
+                               key=self.team_key, email=stage.email).topic
+
         published = {
             "DataBucketName": ("data-bucket", self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),
             "ArtifactsBucketName": ("artifacts-bucket", self.artifacts_bucket.bucket_name,
@@ -49,6 +54,7 @@ class DataStack(Stack):
             "LogsBucketName": ("logs-bucket", self.logs_bucket.bucket_name, "S3 server access logs"),
             "TeamKeyArn": ("kms-key-arn", self.team_key.key_arn, "KMS key of this team stage"),
             "VpcId": ("vpc-id", self.network.vpc.vpc_id, "VPC for training jobs and endpoints"),
+            "TeamTopicArn": ("topic-arn", self.topic.topic_arn, "SNS topic for pipeline events and alarms"),
         }
         for output_id, (parameter, value, description) in published.items():
             CfnOutput(self, output_id, value=value, description=description)

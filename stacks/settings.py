@@ -160,6 +160,87 @@ class TrainingLimits(_Strict):
     spot: bool = Field(True, description="Use managed spot training by default.")
 
 
+ResourceName = Annotated[str, Field(max_length=20), _check(
+    _NAME_RE, "is not a valid name (lowercase letters, digits and single hyphens, starting with a letter)")]
+_MODEL_DATA_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+_MODEL_PACKAGE_RE = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/[A-Za-z0-9-]{1,63}/[0-9]+$")
+_CRON_RE = re.compile(r"^cron\([^()]+\)$")
+
+
+class Serverless(_Strict):
+    """Serverless inference for a classifier endpoint: pay per request, no instances."""
+
+    memory_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144] = Field(3072, description="Memory per worker.")
+    max_concurrency: int = Field(5, ge=1, le=200, description="Concurrent invocations before throttling.")
+
+
+class EndpointSpec(_Strict):
+    """A real-time SageMaker endpoint named `{team}-{stage}-{name}`, behind the team's inference API."""
+
+    name: ResourceName = Field(description="Short name; callers use it as `model`.")
+    kind: Literal["llm", "classifier"] = Field(description="llm: LMI (vLLM) container; classifier: HF PyTorch.")
+    model_data_url: Annotated[str, _check(_MODEL_DATA_RE, "is not an S3 URL of a model.tar.gz")] | None = Field(
+        None, description="Model artifact: s3://<artifacts bucket>/.../model.tar.gz.")
+    model_package_arn: Annotated[str, _check(_MODEL_PACKAGE_RE, "is not a SageMaker model package version ARN")] \
+        | None = Field(None, description="An approved model package version from the team's registry.")
+    instance_type: SageMakerInstanceType = Field("ml.g5.xlarge", description="Instance type of each endpoint instance.")
+    min_instances: int = Field(1, ge=1, le=100, description="Autoscaling minimum.")
+    max_instances: int = Field(2, ge=1, le=100, description="Autoscaling maximum.")
+    invocations_per_instance: int = Field(
+        60, ge=1, le=100000, description="Target SageMakerVariantInvocationsPerInstance (per minute).")
+    scale_down_out_of_hours: bool = Field(False, description="Scale to the minimum outside office hours (dev).")
+    serverless: Serverless | None = Field(None, description="Serverless instead of instances (classifiers only).")
+    data_capture_percent: int = Field(10, ge=0, le=100, description="Share of requests captured to S3 (0: off).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EndpointSpec:
+        if (self.model_data_url is None) == (self.model_package_arn is None):
+            raise ValueError("needs exactly one of model_data_url or model_package_arn")
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances {self.min_instances} exceeds max_instances {self.max_instances}")
+        if self.serverless is not None and self.kind != "classifier":
+            raise ValueError("serverless is only available for classifier endpoints (LLMs need GPUs)")
+        return self
+
+
+class OfficeHours(_Strict):
+    """When a host or dev endpoint runs; outside these hours it is stopped or scaled down."""
+
+    start: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 8 ? * MON-FRI *)")] = \
+        Field("cron(0 8 ? * MON-FRI *)", description="When to start (EventBridge Scheduler cron).")
+    stop: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 19 ? * MON-FRI *)")] = \
+        Field("cron(0 19 ? * MON-FRI *)", description="When to stop.")
+    timezone: str = Field("UTC", pattern=r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$", description="IANA time zone.")
+
+
+class HostSpec(_Strict):
+    """A GPU host from the Deep Learning AMI, reached by SSM Session Manager only."""
+
+    name: ResourceName = Field(description="Host name; the instance is named `{team}-{stage}-{name}`.")
+    instance_type: Ec2InstanceType = Field("g5.2xlarge", description="EC2 instance type.")
+    volume_gb: int = Field(200, ge=100, le=16384, description="Root volume size (gp3, encrypted with the team key).")
+    owner: Email | None = Field(None, description="Who uses the host; tagged `owner`.")
+    schedule: OfficeHours | None = Field(None, description="Start and stop the host on a schedule.")
+    idle_minutes: int = Field(60, ge=10, le=1440, description="Stop after GPU utilisation stays low this long.")
+    idle_gpu_percent: float = Field(5.0, gt=0, lt=100, description="Below this GPU utilisation the host is idle.")
+
+
+class ImageVersions(_Strict):
+    """AWS Deep Learning Container versions (resolved to URIs with the SageMaker SDK's offline image_uris)."""
+
+    pytorch_training: str = Field("2.8.0", description="PyTorch training DLC, the training image's base.")
+    pytorch_training_py: str = Field("py312", description="Python of the PyTorch training DLC.")
+    lmi: str = Field("0.32.0", description="Large Model Inference (DJL, vLLM backend) container for LLMs.")
+    huggingface_transformers: str = Field("4.49.0", description="Hugging Face PyTorch inference: transformers.")
+    huggingface_pytorch: str = Field("2.6.0", description="Hugging Face PyTorch inference: PyTorch.")
+    huggingface_py: str = Field("py312", description="Hugging Face PyTorch inference: Python.")
+    dlami_ssm_parameter: str = Field(
+        "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
+        pattern=r"^/aws/service/deeplearning/ami/.+",
+        description="SSM parameter of the Deep Learning AMI flavour for hosts.")
+
+
 class StageSpec(_Strict):
     """Settings of one stage; the same keys form a team's ``defaults``. Everything is optional here and
     resolved (defaults, then the stage's own values) into :class:`StageConfig`."""
@@ -179,6 +260,11 @@ class StageSpec(_Strict):
     new_vpc: NewVpc | None = Field(None, description="Create a VPC (the default when no VPC is given).")
     existing_vpc: ExistingVpc | None = Field(None, description="Use an existing VPC instead of creating one.")
     training: TrainingLimits | None = Field(None, description="Limits for training jobs.")
+    auto_approve_models: bool | None = Field(
+        None, description="Register models that pass the gate as Approved (else PendingManualApproval).")
+    images: ImageVersions | None = Field(None, description="Pinned container image versions.")
+    endpoints: list[EndpointSpec] | None = Field(None, description="Real-time endpoints of this stage.")
+    hosts: list[HostSpec] | None = Field(None, description="GPU hosts of this stage.")
 
 
 class StageConfig(_Strict):
@@ -198,6 +284,10 @@ class StageConfig(_Strict):
     noncurrent_version_days: int
     vpc: NewVpc | ExistingVpc
     training: TrainingLimits
+    auto_approve_models: bool
+    images: ImageVersions
+    endpoints: tuple[EndpointSpec, ...]
+    hosts: tuple[HostSpec, ...]
 
     @property
     def qualified_name(self) -> str:
@@ -227,6 +317,10 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "log_retention_days": 365,
     "noncurrent_version_days": 90,
     "training": {},
+    "auto_approve_models": False,
+    "images": {},
+    "endpoints": [],
+    "hosts": [],
 }
 
 
@@ -314,6 +408,10 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
                                     f"teams[{index}].defaults)")
             if "new_vpc" in values and "existing_vpc" in values:
                 problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
+            for key in ("endpoints", "hosts"):
+                names = [item["name"] for item in values.get(key, [])]
+                for duplicate in sorted({n for n in names if names.count(n) > 1}):
+                    problems.append(f"{where}.{key}: name {duplicate!r} is used more than once")
             if any(p.startswith(where) for p in problems):
                 continue
             vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
@@ -325,8 +423,10 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
             stages.append(StageConfig(
                 team=team.name, name=stage_name, cost_center=team.cost_center, email=team.email,
                 vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
-                **{key: value for key, value in values.items() if key != "compliance"},
+                **{key: value for key, value in values.items() if key not in ("compliance", "endpoints", "hosts")},
                 compliance=tuple(dict.fromkeys(values["compliance"])),
+                endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
+                hosts=tuple(HostSpec(**h) for h in values["hosts"]),
             ))
     return stages, problems
 

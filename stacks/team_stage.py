@@ -8,6 +8,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
 from stacks.data_stack import DataStack
+from stacks.training_stack import TrainingStack
 from stacks.rule_packs import register_rule_packs
 from stacks.settings import StageConfig
 
@@ -24,8 +25,10 @@ class TeamStage(Stage):
         super().__init__(scope, stage.qualified_name, env=Environment(account=stage.account, region=stage.region))
         self.config = stage
         # Stacks are named `{team}-{stage}-{Layer}` so two teams never collide in one account.
-        self.data = DataStack(self, "Data", stage=stage, stack_name=f"{stage.qualified_name}-data")
-        # Later layers (Training, Inference, Hosts, Monitoring) are added here and wired with grants.
+        name = stage.qualified_name
+        self.data = DataStack(self, "Data", stage=stage, stack_name=f"{name}-data")
+        self.training = TrainingStack(self, "Training", stage=stage, data=self.data, stack_name=f"{name}-training")
+        # Inference (issue 5), Hosts and Monitoring (issue 6) are added here and wired with grants.
 
         for key, value in stage.tags.items():
             Tags.of(self).add(key, value)

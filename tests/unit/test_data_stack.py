@@ -177,6 +177,6 @@ def test_stage_publishes_outputs_and_ssm_parameters(assembly, stage):
     stack = assembly.stack(stage, "Data")
     parameters = {r["Properties"]["Name"] for r in stack.resources_of_type("AWS::SSM::Parameter").values()}
     assert parameters == {f"/finetune-stack/{team}/{name}/{p}"
-                          for p in ("data-bucket", "artifacts-bucket", "logs-bucket", "kms-key-arn", "vpc-id")}
+                          for p in ("data-bucket", "artifacts-bucket", "logs-bucket", "kms-key-arn", "vpc-id", "topic-arn")}
     assert set(stack.template["Outputs"]) >= {"DataBucketName", "ArtifactsBucketName", "LogsBucketName",
                                               "TeamKeyArn", "VpcId"}

@@ -8,11 +8,16 @@ from tests.conftest import read_assembly
 
 pytestmark = pytest.mark.synth
 
-# CloudFormation types that accept no Tags property; they inherit nothing to tag.
-UNTAGGABLE = {
-    "AWS::KMS::Alias", "AWS::S3::BucketPolicy", "AWS::EC2::SubnetRouteTableAssociation", "AWS::IAM::ManagedPolicy",
-    "AWS::IAM::Policy", "Custom::S3AutoDeleteObjects", "Custom::VpcRestrictDefaultSG", "AWS::Lambda::Permission",
-}
+
+
+def taggable(resource_type: str) -> bool:
+    """Whether CloudFormation's own resource schema (as cfn-lint ships it) gives the type a Tags property."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    if not resource_type.startswith("AWS::"):
+        return False  # custom resources
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", resource_type).schema
+    return "Tags" in schema.get("properties", {})
 
 
 def _tags(resource: dict) -> dict[str, str]:
@@ -33,7 +38,7 @@ def test_every_taggable_resource_carries_the_governance_tags(assembly, stage, ex
         if stack_stage != stage:
             continue
         for logical_id, resource in stack.template["Resources"].items():
-            if resource["Type"] in UNTAGGABLE or resource["Type"] == "AWS::CDK::Metadata":
+            if not taggable(resource["Type"]):
                 continue
             tags = _tags(resource)
             assert {k: tags.get(k) for k in expected} == expected, f"{stage} {logical_id} {resource['Type']}"
@@ -81,7 +86,11 @@ def test_without_a_boundary_no_role_has_one(assembly):
 
 
 def test_stack_names_derive_from_team_and_stage(assembly):
-    assert sorted(assembly.stacks) == [("search-dev", "Data"), ("search-prod", "Data"), ("support-dev", "Data")]
+    stacks = {(stage, name): stack.template.get("Description", "") for (stage, name), stack in assembly.stacks.items()}
+    assert sorted(stacks) == [(stage, layer) for stage in ("search-dev", "search-prod", "support-dev")
+                              for layer in ("Data", "Training")]
+    for (stage, name), description in stacks.items():
+        assert description.startswith(f"finetune-stack {stage}: ")
 
 
 def test_synthesis_is_deterministic(assembly, tmp_path):

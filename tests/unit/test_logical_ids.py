@@ -7,7 +7,8 @@ import pytest
 
 pytestmark = pytest.mark.synth
 
-STATEFUL_TYPES = ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Logs::LogGroup", "AWS::EC2::VPC")
+STATEFUL_TYPES = ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Logs::LogGroup", "AWS::EC2::VPC",
+                  "AWS::SNS::Topic", "AWS::SageMaker::ModelPackageGroup")
 
 PINNED = {
     "Data": {
@@ -17,6 +18,10 @@ PINNED = {
         "BucketsArtifactsBucket49D84E1D": "AWS::S3::Bucket",
         "NetworkFlowLogs2BEC3212": "AWS::Logs::LogGroup",
         "NetworkVpc7FB7348F": "AWS::EC2::VPC",
+        "TeamTopic98726D49": "AWS::SNS::Topic",
+    },
+    "Training": {
+        "ModelPackageGroup": "AWS::SageMaker::ModelPackageGroup",
     },
 }
 

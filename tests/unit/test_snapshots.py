@@ -13,10 +13,14 @@ pytestmark = pytest.mark.synth
 SNAPSHOT_STAGE = "search-prod"
 
 
-def test_data_stack_snapshot(assembly, snapshot):
-    assert assembly.stack(SNAPSHOT_STAGE, "Data").template == snapshot(extension_class=JSONSnapshotExtension)
+SNAPSHOT_STACKS = ["Data", "Training"]
+
+
+@pytest.mark.parametrize("stack_name", SNAPSHOT_STACKS)
+def test_stack_snapshot(assembly, snapshot, stack_name):
+    assert assembly.stack(SNAPSHOT_STAGE, stack_name).template == snapshot(extension_class=JSONSnapshotExtension)
 
 
 def test_snapshot_covers_every_stack_of_the_stage(assembly):
-    """A new stack in the stage needs its own snapshot test above."""
-    assert sorted(name for stage, name in assembly.stacks if stage == SNAPSHOT_STAGE) == ["Data"]
+    """A new stack in the stage needs its entry in SNAPSHOT_STACKS."""
+    assert sorted(name for stage, name in assembly.stacks if stage == SNAPSHOT_STAGE) == SNAPSHOT_STACKS

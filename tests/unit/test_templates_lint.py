@@ -21,7 +21,7 @@ def test_every_template_is_clean(assembly):
     regions = {"search-dev": "eu-west-1", "search-prod": "us-east-1", "support-dev": "eu-west-1"}
     findings = {f"{stage}/{name}": lint(stack.template, regions[stage])
                 for (stage, name), stack in assembly.stacks.items()}
-    assert len(findings) == 3
+    assert {key.split("/")[0] for key in findings} == set(regions)
     assert findings == {key: [] for key in findings}
 
 

@@ -1,0 +1,125 @@
+"""Shared fixtures: real fine-tuning runs executed once per session and inspected by many tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_PY = REPO / "training_code" / "train.py"
+SAMPLES = REPO / "samples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+# Two cores are shared; fixed threads keep runs comparable and deterministic.
+THREADS = "2"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a training subprocess: no hub, fixed threads, no SageMaker leftovers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Run:
+    """A finished train.py process and its directories."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    root: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def failure(self) -> str | None:
+        path = self.root / "output" / "failure"
+        return path.read_text() if path.exists() else None
+
+    def evaluation(self) -> dict:
+        return json.loads((self.model_dir / "evaluation.json").read_text())
+
+    def training_metrics(self) -> dict:
+        return json.loads((self.model_dir / "training_metrics.json").read_text())
+
+
+def dirs_args(root: Path) -> list[str]:
+    return ["--model_dir", str(root / "model"), "--output_dir", str(root / "output"),
+            "--checkpoint_dir", str(root / "checkpoints")]
+
+
+def run_train(root: Path, args: list[str], timeout: float = 600, env: dict | None = None) -> Run:
+    """Run train.py in a subprocess with local-run flags rooted at ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_PY), *args, *dirs_args(root)],
+        capture_output=True, text=True, timeout=timeout, env=env or child_env(), cwd=REPO,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, root)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from finetune import local_models
+
+    try:
+        return local_models.minilm()
+    except local_models.ModelNotInstalled as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from finetune import local_models
+
+    try:
+        return local_models.smollm2()
+    except local_models.ModelNotInstalled as err:
+        pytest.skip(str(err))
+
+
+# Shipped SST-2 sample: 800 train rows, 200 validation rows (disjoint, from ../shared/data/sst2-sample).
+CLASSIFICATION_ARGS = [
+    "--task", "classification", "--method", "full",
+    "--train", str(SAMPLES / "sst2" / "train.jsonl"), "--validation", str(SAMPLES / "sst2" / "validation.jsonl"),
+    "--epochs", "2", "--batch_size", "32", "--learning_rate", "1.5e-4", "--warmup_ratio", "0.1",
+    "--max_seq_length", "64", "--logging_steps", "5", "--save_steps", "0",
+]
+
+
+@pytest.fixture(scope="session")
+def classification_run(tmp_path_factory, minilm_dir) -> Run:
+    """MiniLM, full fine-tuning on the shipped SST-2 sample."""
+    run = run_train(tmp_path_factory.mktemp("cls"), [*CLASSIFICATION_ARGS, "--base_model", str(minilm_dir)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def causal_run(tmp_path_factory, smollm2_dir) -> Run:
+    """SmolLM2-135M-Instruct, LoRA with packing on a slice of the shipped Dolly sample."""
+    args = [
+        "--task", "causal-lm", "--method", "lora", "--base_model", str(smollm2_dir),
+        "--train", str(SAMPLES / "dolly" / "train.jsonl"), "--validation", str(SAMPLES / "dolly" / "validation.jsonl"),
+        "--max_steps", "12", "--batch_size", "2", "--max_seq_length", "512", "--learning_rate", "3e-4",
+        "--lora_r", "16", "--lora_alpha", "32", "--max_eval_rows", "24", "--logging_steps", "1", "--save_steps", "0",
+    ]
+    run = run_train(tmp_path_factory.mktemp("causal"), args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
