@@ -8,6 +8,9 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
 from stacks.data_stack import DataStack
+from stacks.hosts_stack import HostsStack
+from stacks.inference_stack import InferenceStack
+from stacks.monitoring_stack import MonitoringStack
 from stacks.training_stack import TrainingStack
 from stacks.rule_packs import register_rule_packs
 from stacks.settings import StageConfig
@@ -28,7 +31,15 @@ class TeamStage(Stage):
         name = stage.qualified_name
         self.data = DataStack(self, "Data", stage=stage, stack_name=f"{name}-data")
         self.training = TrainingStack(self, "Training", stage=stage, data=self.data, stack_name=f"{name}-training")
-        # Inference (issue 5), Hosts and Monitoring (issue 6) are added here and wired with grants.
+        self.inference = InferenceStack(
+            self, "Inference", stage=stage, data=self.data, training=self.training,
+            stack_name=f"{name}-inference") if stage.endpoints else None
+        self.hosts = HostsStack(
+            self, "Hosts", stage=stage, data=self.data, training=self.training,
+            stack_name=f"{name}-hosts") if stage.hosts else None
+        self.monitoring = MonitoringStack(
+            self, "Monitoring", stage=stage, data=self.data, training=self.training, inference=self.inference,
+            hosts=self.hosts, stack_name=f"{name}-monitoring")
 
         for key, value in stage.tags.items():
             Tags.of(self).add(key, value)

@@ -87,8 +87,12 @@ def test_without_a_boundary_no_role_has_one(assembly):
 
 def test_stack_names_derive_from_team_and_stage(assembly):
     stacks = {(stage, name): stack.template.get("Description", "") for (stage, name), stack in assembly.stacks.items()}
-    assert sorted(stacks) == [(stage, layer) for stage in ("search-dev", "search-prod", "support-dev")
-                              for layer in ("Data", "Training")]
+    # Inference only where a stage has endpoints, Hosts only where it has hosts.
+    assert sorted(stacks) == sorted([
+        *[("search-dev", layer) for layer in ("Data", "Training", "Inference", "Hosts", "Monitoring")],
+        *[("search-prod", layer) for layer in ("Data", "Training", "Inference", "Monitoring")],
+        *[("support-dev", layer) for layer in ("Data", "Training", "Monitoring")],
+    ])
     for (stage, name), description in stacks.items():
         assert description.startswith(f"finetune-stack {stage}: ")
 

@@ -1,4 +1,4 @@
-"""One snapshot per stack of the search-prod stage, for reviewing unintended template changes.
+"""One snapshot per stack of the search-dev stage, for reviewing unintended template changes.
 
 Update after an intended change with `make snapshot-update` and commit the diff with the change.
 """
@@ -10,10 +10,10 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 pytestmark = pytest.mark.synth
 
-SNAPSHOT_STAGE = "search-prod"
+SNAPSHOT_STAGE = "search-dev"  # the example stage with every layer
 
 
-SNAPSHOT_STACKS = ["Data", "Training"]
+SNAPSHOT_STACKS = sorted(["Data", "Training", "Inference", "Hosts", "Monitoring"])
 
 
 @pytest.mark.parametrize("stack_name", SNAPSHOT_STACKS)
