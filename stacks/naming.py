@@ -40,3 +40,8 @@ def team_topic(qualified_name: str) -> str:
 
 def host(qualified_name: str, short_name: str) -> str:
     return f"{qualified_name}-{short_name}"
+
+
+def bucket(qualified_name: str, purpose: str, account: str, region: str) -> str:
+    """`{team}-{stage}-{purpose}-{account}-{region}`: purpose is data, artifacts or logs."""
+    return f"{qualified_name}-{purpose}-{account}-{region}"

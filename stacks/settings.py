@@ -158,6 +158,10 @@ class TrainingLimits(_Strict):
     max_instance_count: int = Field(2, ge=1, le=64, description="Most instances one training job may use.")
     max_runtime_hours: int = Field(24, ge=1, le=672, description="Longest a training job may run.")
     spot: bool = Field(True, description="Use managed spot training by default.")
+    base_models: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]] = Field(
+        default_factory=list,
+        description="Base models this team may fine-tune: names staged under s3://<artifacts>/models/base/<name>/ "
+                    "(`finetune models stage`) or hub ids. Validate rejects any other.")
 
 
 ResourceName = Annotated[str, Field(max_length=20), _check(

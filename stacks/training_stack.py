@@ -4,31 +4,348 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
 from stacks.components import images
+from stacks.components.acknowledgements import acknowledge
+from stacks.components.fine_tune_pipeline import FineTunePipeline
+from stacks.components.inference_api import PROXY_RUNTIME, powertools_layer_arn
+from stacks.components.lambda_code import assembled_code
+from stacks.components.retention import log_retention
 from stacks.components.training_image import TrainingImage
 from stacks.data_stack import DataStack
 from stacks.settings import StageConfig
 
+# The training container's own checks, reused by Validate instead of being restated.
+VALIDATE_LAYOUT = {
+    "validate_request": "lambda_handlers/validate_request",
+    "finetune/__init__.py": "training_code/finetune/__init__.py",
+    "finetune/config.py": "training_code/finetune/config.py",
+    "finetune/formats.py": "training_code/finetune/formats.py",
+    "finetune/errors.py": "training_code/finetune/errors.py",
+    "finetune/metrics.py": "training_code/finetune/metrics.py",
+}
+GATE_LAYOUT = {"gate": "lambda_handlers/gate"}
+
+
+class ScopedAccess:
+    """IAM statements on literal ARNs of this stage's buckets and key, with the acknowledgement of each wildcard.
+
+    Bucket names are deterministic (``naming.bucket``), so the ARNs are literal: a reviewer reads exactly which
+    prefixes a role reaches, and each `prefix/*` wildcard is acknowledged by name.
+    """
+
+    def __init__(self, stack: Stack, stage: StageConfig, key_arn: str) -> None:
+        self._stack, self._stage, self._key_arn = stack, stage, key_arn
+        self.partition = stack.resolve(stack.partition)  # literal ("aws") in an environment-specific stack
+
+    def bucket_arn(self, purpose: str) -> str:
+        return f"arn:{self._stack.partition}:s3:::{naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)}"
+
+    def _nag_arn(self, purpose: str, prefix: str) -> str:
+        bucket = naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)
+        return f"AwsSolutions-IAM5[Resource::arn:{self.partition}:s3:::{bucket}/{prefix}*]"
+
+    def grant(self, policy: iam.ManagedPolicy, *, read: list[tuple[str, str]] = (),
+              write: list[tuple[str, str]] = (), delete: list[tuple[str, str]] = ()) -> dict[str, str]:
+        """Object read/write/delete on (bucket purpose, prefix) pairs, listing of those prefixes, and the team
+        key for SSE-KMS. Returns the acknowledgements the statements need."""
+        acks: dict[str, str] = {}
+        for actions, pairs in ((["s3:GetObject", "s3:GetObjectVersion"], read),
+                               (["s3:PutObject", "s3:AbortMultipartUpload"], write),
+                               (["s3:DeleteObject"], delete)):
+            if not pairs:
+                continue
+            policy.add_statements(iam.PolicyStatement(
+                actions=actions, resources=[f"{self.bucket_arn(b)}/{p}*" for b, p in pairs]))
+            for b, p in pairs:
+                acks[self._nag_arn(b, p)] = (f"Objects under the {p or '(whole)'} prefix of this stage's own {b} "
+                                             "bucket: object keys are chosen by users and jobs at run time.")
+        for purpose in sorted({b for b, _ in [*read, *write, *delete]}):
+            prefixes = sorted({f"{p}*" for b, p in [*read, *write, *delete] if b == purpose})
+            policy.add_statements(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[self.bucket_arn(purpose)],
+                conditions={"StringLike": {"s3:prefix": prefixes}}))
+        policy.add_statements(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            resources=[self._key_arn]))
+        return acks
+
 
 class TrainingStack(Stack):
-    """Fine-tuning for one team stage. Exposes ``training_image`` and ``model_package_group_name``."""
+    """Fine-tuning for one team stage. Exposes ``training_image``, ``execution_role``, ``state_machine`` and
+    ``model_package_group_name``."""
 
     def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, **kwargs: Any) -> None:
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: fine-tuning pipeline",
                          **kwargs)
+        q = stage.qualified_name
+        removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
+        retention = log_retention(stage.log_retention_days)
+
         self.base_image_uri = images.pytorch_training(stage.region, stage.images)
         self.training_image = TrainingImage(self, "TrainingImage", base_image=self.base_image_uri)
 
-        self.model_package_group_name = naming.model_package_group(stage.qualified_name)
+        self.model_package_group_name = naming.model_package_group(q)
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self, "ModelPackageGroup",
             model_package_group_name=self.model_package_group_name,
-            model_package_group_description=f"Fine-tuned models of {stage.qualified_name}",
+            model_package_group_description=f"Fine-tuned models of {q}",
         )
         # Registered models are the record of what was trained and approved: never deleted with the stack.
         self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
+
+        self.execution_role = self._execution_role(stage, data)
+        self.job_security_group = self._job_security_group(stage, data)
+
+        validate = self._function(
+            "ValidateRequest", f"{q}-finetune-validate", assembled_code(VALIDATE_LAYOUT),
+            "validate_request.handler.lambda_handler",
+            validate_environment(stage, data.data_bucket.bucket_name, data.artifacts_bucket.bucket_name),
+            data, retention, removal_policy, "Checks a FineTune request and the first lines of its dataset")
+        acknowledge(validate.policy.node.default_child, {
+            **ScopedAccess(self, stage, data.team_key.key_arn).grant(
+                validate.policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
+            **_lambda_acks(f"{q}-finetune-validate")})
+        gate = self._function(
+            "Gate", f"{q}-finetune-gate", assembled_code(GATE_LAYOUT), "gate.handler.lambda_handler", {},
+            data, retention, removal_policy, "Compares a training job's evaluation with its base model and threshold")
+        acknowledge(gate.policy.node.default_child, {
+            **ScopedAccess(self, stage, data.team_key.key_arn).grant(
+                gate.policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
+            **_lambda_acks(f"{q}-finetune-gate")})
+
+        self.pipeline = FineTunePipeline(
+            self, "FineTune",
+            state_machine_name=naming.fine_tune_state_machine(q),
+            qualified_name=q,
+            execution_role=self.execution_role,
+            training_image_uri=self.training_image.image_uri,
+            llm_image_uri=images.lmi_inference(stage.region, stage.images),
+            classifier_image_uri=images.huggingface_inference(stage.region, stage.images, gpu=True),
+            artifacts_bucket_name=naming.bucket(q, "artifacts", stage.account, stage.region),
+            key=data.team_key,
+            topic=data.topic,
+            vpc_subnet_ids=data.network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED).subnet_ids,
+            security_group=self.job_security_group,
+            model_package_group_name=self.model_package_group_name,
+            auto_approve=stage.auto_approve_models,
+            endpoints=stage.endpoints,
+            validate_function=validate,
+            gate_function=gate,
+            log_retention=retention,
+            removal_policy=removal_policy,
+        )
+        self.state_machine = self.pipeline.state_machine
+        self.state_machine.add_to_role_policy(iam.PolicyStatement(
+            sid="UseTheTeamKey",  # encrypted execution data, logs and topic
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            resources=[data.team_key.key_arn]))
+        self.state_machine.node.add_dependency(self.model_package_group)
+        self._acknowledge_pipeline_wildcards(q)
+
+        # Training job state changes of this stage's jobs go to the team topic.
+        job_events = events.Rule(
+            self, "TrainingJobStateChanges",
+            rule_name=f"{q}-training-job-state",
+            description=f"SageMaker training job state changes of {q} to the team topic",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"], detail_type=["SageMaker Training Job State Change"],
+                detail={"TrainingJobName": [{"prefix": f"{q}-"}],
+                        "TrainingJobStatus": ["Completed", "Failed", "Stopped"]}),
+        )
+        job_events.add_target(targets.SnsTopic(data.topic, message=events.RuleTargetInput.from_text(
+            f"[{q}] training job {events.EventField.from_path('$.detail.TrainingJobName')} is "
+            f"{events.EventField.from_path('$.detail.TrainingJobStatus')}: "
+            f"{events.EventField.from_path('$.detail.FailureReason')}")))
+
+        for output_id, parameter, value, description in (
+            ("FineTuneStateMachineArn", "fine-tune-state-machine-arn", self.state_machine.state_machine_arn,
+             "Start a fine-tuning run here (finetune submit)"),
+            ("ModelPackageGroupName", "model-package-group", self.model_package_group_name,
+             "Model registry of this stage"),
+            ("TrainingImageUri", "training-image-uri", self.training_image.image_uri,
+             "The training image (also run on GPU hosts)"),
+            ("SageMakerExecutionRoleArn", "sagemaker-execution-role-arn", self.execution_role.role_arn,
+             "Role of training jobs and models"),
+        ):
+            CfnOutput(self, output_id, value=value, description=description)
+            ssm.StringParameter(self, f"{output_id}Parameter", parameter_name=f"{stage.ssm_prefix}/{parameter}",
+                                string_value=value, description=f"finetune-stack {q}: {description}")
+
+    def _execution_role(self, stage: StageConfig, data: DataStack) -> iam.Role:
+        """The role SageMaker training jobs and models assume: this stage's buckets, key, image and logs."""
+        q = stage.qualified_name
+        role = iam.Role(
+            self, "SageMakerExecutionRole",
+            role_name=f"{q}-sagemaker-execution",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"{q}: SageMaker training jobs and models",
+            max_session_duration=Duration.hours(12),
+        )
+        # One customer-managed policy (NIST/HIPAA: no inline policies), every statement listed here.
+        policy = iam.ManagedPolicy(self, "SageMakerExecutionPolicy", description=f"{q}: SageMaker jobs and models")
+        role.add_managed_policy(policy)
+        access = ScopedAccess(self, stage, data.team_key.key_arn)
+        acks = access.grant(policy, read=[("data", "datasets/"), ("artifacts", "models/"),
+                                        ("artifacts", "training-output/"), ("artifacts", "checkpoints/")],
+                            write=[("artifacts", "training-output/"), ("artifacts", "checkpoints/"),
+                                   ("artifacts", "data-capture/")],
+                            delete=[("artifacts", "checkpoints/")])
+        policy.add_statements(iam.PolicyStatement(
+            sid="PullTheTrainingImage",
+            actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+            resources=[self.training_image.repository.repository_arn]))
+        policy.add_statements(iam.PolicyStatement(
+            sid="PullDeepLearningContainers",  # the AWS DLC registry of this region (LMI and HF serving images)
+            actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+            resources=[f"arn:{self.partition}:ecr:{self.region}:"
+                       f"{images.registry_account(images.lmi_inference(stage.region, stage.images))}:repository/*"]))
+        policy.add_statements(iam.PolicyStatement(
+            sid="WriteJobAndEndpointLogs",
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            resources=[self.format_arn(service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                                       resource_name="/aws/sagemaker/*")]))
+        policy.add_statements(iam.PolicyStatement(
+            sid="PublishTrainingMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+            conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}}))
+        policy.add_statements(iam.PolicyStatement(
+            sid="AttachToTheStageVpc",
+            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
+                     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
+            resources=["*"],
+            conditions={"ArnEqualsIfExists": {"ec2:Vpc": self.format_arn(
+                service="ec2", resource="vpc", resource_name=data.network.vpc.vpc_id)}}))
+        policy.add_statements(iam.PolicyStatement(
+            sid="EcrAuthorization", actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        partition = self.resolve(self.partition)
+        acknowledge(policy.node.default_child, {
+            "AwsSolutions-IAM5[Resource::*]": (
+                "Three actions only, each without resource-level permissions: ecr:GetAuthorizationToken, "
+                "cloudwatch:PutMetricData (limited to the /aws/sagemaker/* namespaces by condition) and the EC2 "
+                "network-interface actions SageMaker needs to join the VPC (limited to this stage's VPC by "
+                "condition)."),
+            **acks,
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:ecr:{stage.region}:"
+            f"{images.registry_account(images.lmi_inference(stage.region, stage.images))}:repository/*]": (
+                "Read-only pulls from AWS's Deep Learning Container registry of this region, whose repository "
+                "names (djl-inference, huggingface-pytorch-inference) follow the pinned image versions."),
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{stage.region}:{stage.account}"
+            ":log-group:/aws/sagemaker/*]": (
+                "SageMaker writes job and endpoint logs to log groups it names under /aws/sagemaker/ (one per "
+                "job type, streams per job); the names are not known before the job runs."),
+        })
+        return role
+
+    def _job_security_group(self, stage: StageConfig, data: DataStack) -> ec2.SecurityGroup:
+        group = ec2.SecurityGroup(
+            self, "TrainingJobSecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
+            description=f"{stage.qualified_name}: training jobs (their own traffic and the VPC endpoints only)")
+        group.add_ingress_rule(group, ec2.Port.all_tcp(), "Distributed training between the job's instances")
+        group.add_egress_rule(group, ec2.Port.all_tcp(), "Distributed training between the job's instances")
+        # The subnets are isolated (no internet gateway or NAT): HTTPS can only reach the VPC endpoints and S3's
+        # gateway endpoint, whose prefix list is not known without an account lookup.
+        group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC and S3 gateway endpoints")
+        return group
+
+    def _function(self, construct_id, function_name, code, handler, environment, data, retention, removal_policy,
+                  description) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{construct_id}Logs", log_group_name=f"/aws/lambda/{function_name}",
+                                  retention=retention, encryption_key=data.team_key, removal_policy=removal_policy)
+        # Its own role with one customer-managed policy (no inline or AWS managed policies): logs to its own
+        # group, X-Ray, the VPC network interfaces, and what the caller adds to `function.policy`.
+        policy = iam.ManagedPolicy(self, f"{construct_id}Policy", description=f"{function_name}: {description}")
+        role = iam.Role(self, f"{construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=f"{function_name}: {description}", managed_policies=[policy])
+        policy.add_statements(
+            iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                                resources=[log_group.log_group_arn]),
+            iam.PolicyStatement(actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"], resources=["*"]),
+            iam.PolicyStatement(actions=["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces",
+                                         "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+                                         "ec2:UnassignPrivateIpAddresses"], resources=["*"]),
+        )
+        security_group = ec2.SecurityGroup(
+            self, f"{construct_id}SecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
+            description=f"{function_name}: HTTPS to the VPC endpoints only")
+        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+                                       "HTTPS to the VPC and S3 gateway endpoints (no internet route)")
+        function = lambda_.Function(
+            self, construct_id,
+            role=role.without_policy_updates(),  # everything it may do is in `policy`
+            function_name=function_name,
+            description=description,
+            runtime=PROXY_RUNTIME,  # the runtime the Powertools layer is built for
+            architecture=lambda_.Architecture.ARM_64,
+            code=code,
+            handler=handler,
+            environment=environment,
+            timeout=Duration.seconds(60),
+            memory_size=512,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            layers=[lambda_.LayerVersion.from_layer_version_arn(
+                self, f"{construct_id}Powertools", powertools_layer_arn(self.partition, self.region))],
+            vpc=data.network.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[security_group],
+            reserved_concurrent_executions=10,
+        )
+        function.policy = policy
+        acknowledge(function, {
+            "NIST.800.53.R5-LambdaDLQ": _NO_DLQ, "HIPAA.Security-LambdaDLQ": _NO_DLQ})
+        return function
+
+    def _acknowledge_pipeline_wildcards(self, q: str) -> None:
+        policy = self.state_machine.role.node.find_child("DefaultPolicy").node.default_child
+        p = self.resolve(self.partition)
+        acknowledge(policy, {
+            "NIST.800.53.R5-IAMNoInlinePolicy": _SFN_INLINE, "HIPAA.Security-IAMNoInlinePolicy": _SFN_INLINE,
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:"
+            f"{self.region}:{self.account}:training-job/*]": (
+                "Training job names are generated per attempt (stage prefix + execution + random suffix) so a retry "
+                "never collides; the state machine can only create, describe and stop training jobs."),
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/*]": (
+                "Deploy creates one model per training job, named after the job; the name is not known at deploy."),
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
+            ":endpoint-config/*]": "Deploy creates one endpoint config per training job, named after the job.",
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
+            f":endpoint/{q}-*]": "Only this stage's endpoints, which are all named {team}-{stage}-{name}.",
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
+            f":model-package/{naming.model_package_group(q)}/*]": (
+                "Versions of this stage's own model package group; version numbers are assigned by SageMaker."),
+            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('ValidateRequest').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
+            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('Gate').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
+            "AwsSolutions-IAM5[Resource::*]": (
+                "X-Ray trace segments and CloudWatch Logs log delivery, which have no resource-level permissions "
+                "(added by CDK for tracing and logging of the state machine)."),
+        })
+
+
+def _lambda_acks(function_name: str) -> dict[str, str]:
+    return {"AwsSolutions-IAM5[Resource::*]": (
+        "X-Ray PutTraceSegments/PutTelemetryRecords and the EC2 network-interface actions a VPC-attached Lambda "
+        f"needs, none of which has resource-level permissions; everything else {function_name} may do is scoped "
+        "to this stage's buckets, key and log group.")}
+
+
+_SFN_INLINE = ("The state machine's role is created by CDK, which writes the statements each task needs (Lambda "
+               "invoke, SNS publish, SageMaker calls on this stage's resources) into its default inline policy.")
+_NO_DLQ = ("Invoked synchronously by the FineTune state machine, which catches every error and notifies the team "
+           "topic; a dead-letter queue only receives failed asynchronous invocations, which never happen here.")
+
+
+_LAMBDA_VERSIONS = "Invoking any version of this stage's own function (CDK adds the :* qualifier)."

@@ -7,6 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 
 _LOGS_SSE_S3 = ("S3 server access logging cannot deliver to a bucket whose default encryption is SSE-KMS, so the "
@@ -43,7 +44,7 @@ class DataBuckets(Construct):
         auto_delete = removal_policy == RemovalPolicy.DESTROY
 
         def bucket_name(purpose: str) -> str:
-            return f"{qualified_name}-{purpose}-{account}-{region}"
+            return naming.bucket(qualified_name, purpose, account, region)
 
         common = dict(
             versioned=True,

@@ -1,0 +1,1 @@
+"""Gate: compares a training job's evaluation with a threshold and with the base model."""
