@@ -29,7 +29,8 @@ from stacks.settings import StageConfig
 
 # The training container's own checks, reused by Validate instead of being restated.
 VALIDATE_LAYOUT = {
-    "validate_request": "lambda_handlers/validate_request",
+    "lambda_handlers/__init__.py": "lambda_handlers/__init__.py",
+    "lambda_handlers/validate_request": "lambda_handlers/validate_request",
     "finetune/__init__.py": "training_code/finetune/__init__.py",
     "finetune/config.py": "training_code/finetune/config.py",
     "finetune/formats.py": "training_code/finetune/formats.py",
@@ -111,7 +112,7 @@ class TrainingStack(Stack):
 
         validate = self._function(
             "ValidateRequest", f"{q}-finetune-validate", assembled_code(VALIDATE_LAYOUT),
-            "validate_request.handler.lambda_handler",
+            "lambda_handlers.validate_request.handler.lambda_handler",
             validate_environment(stage, data.data_bucket.bucket_name, data.artifacts_bucket.bucket_name),
             data, retention, removal_policy, "Checks a FineTune request and the first lines of its dataset")
         acknowledge(validate.policy.node.default_child, {

@@ -89,10 +89,7 @@ class FineTunePipeline(Construct):
         validate = tasks.LambdaInvoke(
             self, "Validate",
             lambda_function=validate_function,
-            payload=sfn.TaskInput.from_object({
-                "request": sfn.JsonPath.entire_payload,
-                "execution_name": sfn.JsonPath.execution_name,
-            }),
+            payload=sfn.TaskInput.from_json_path_at("$"),  # the execution input as the user gave it
             result_selector={"request.$": "$.Payload"},
             result_path="$.validated",
             retry_on_service_exceptions=True,

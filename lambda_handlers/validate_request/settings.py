@@ -1,0 +1,182 @@
+"""Validate's configuration: environment variable names, the typed settings model and ``lambda_environment``.
+
+Imports only the standard library and pydantic, so the CDK Training stack can import it to build the function's
+environment with the same model the function validates at cold start (a bad value fails synthesis).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
+    from stacks.settings import StageConfig
+
+ENV_TEAM = "TEAM"
+ENV_STAGE = "STAGE"
+ENV_DATA_BUCKET = "DATA_BUCKET"
+ENV_ARTIFACTS_BUCKET = "ARTIFACTS_BUCKET"
+ENV_ALLOWED_INSTANCE_TYPES = "ALLOWED_INSTANCE_TYPES"
+ENV_MAX_INSTANCE_COUNT = "MAX_INSTANCE_COUNT"
+ENV_MAX_RUNTIME_HOURS = "MAX_RUNTIME_HOURS"
+ENV_DEFAULT_SPOT = "DEFAULT_SPOT"
+ENV_ALLOWED_BASE_MODELS = "ALLOWED_BASE_MODELS"
+ENV_ENDPOINTS = "ENDPOINTS"
+ENV_SAMPLE_BYTES = "SAMPLE_BYTES"
+ENV_MAX_FILES_CHECKED = "MAX_FILES_CHECKED"
+
+REQUIRED_VARIABLES: tuple[str, ...] = (
+    ENV_TEAM, ENV_STAGE, ENV_DATA_BUCKET, ENV_ARTIFACTS_BUCKET, ENV_ALLOWED_INSTANCE_TYPES,
+    ENV_MAX_INSTANCE_COUNT, ENV_MAX_RUNTIME_HOURS, ENV_ALLOWED_BASE_MODELS,
+)
+_JSON_VARIABLES = {ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types", ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
+                   ENV_ENDPOINTS: "endpoints"}
+_PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data_bucket",
+                    ENV_ARTIFACTS_BUCKET: "artifacts_bucket", ENV_MAX_INSTANCE_COUNT: "max_instance_count",
+                    ENV_MAX_RUNTIME_HOURS: "max_runtime_hours", ENV_DEFAULT_SPOT: "default_spot",
+                    ENV_SAMPLE_BYTES: "sample_bytes", ENV_MAX_FILES_CHECKED: "max_files_checked"}
+
+#: IAM actions the function's role needs: read the dataset and the staged base models (bucket-level
+#: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
+REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
+
+BASE_MODELS_PREFIX = "models/base/"
+DATASETS_PREFIX = "datasets/"
+
+_NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+STAGED_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""A base model staged under ``models/base/<name>/`` (no slash)."""
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+"""A Hugging Face hub id, ``<org>/<name>``."""
+
+EndpointKind = Literal["llm", "classifier"]
+
+
+class ValidateSettings(BaseModel):
+    """What Validate enforces for one team stage, from the function's environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str = Field(pattern=f"^{_NAME}$")
+    """The team whose runs this function validates."""
+    stage: str = Field(pattern=f"^{_NAME}$")
+    """The team's stage (dev, prod, ...)."""
+    data_bucket: str = Field(pattern=_BUCKET.pattern)
+    """The team stage's data bucket; datasets anywhere else are rejected."""
+    artifacts_bucket: str = Field(pattern=_BUCKET.pattern)
+    """The team stage's artifacts bucket, holding staged base models under ``models/base/<name>/``."""
+    allowed_instance_types: tuple[str, ...] = Field(min_length=1)
+    """SageMaker instance types a training job may use."""
+    max_instance_count: int = Field(ge=1, le=64)
+    """Most instances one training job may use."""
+    max_runtime_hours: int = Field(ge=1, le=672)
+    """Longest a training job may run (SageMaker's MaxRuntimeInSeconds)."""
+    default_spot: bool = True
+    """Managed spot training when the input does not say."""
+    allowed_base_models: tuple[str, ...] = ()
+    """Base models this team may fine-tune: staged names (``models/base/<name>/``) or hub ids (``org/name``)."""
+    endpoints: dict[str, EndpointKind] = Field(default_factory=dict)
+    """This stage's endpoints (short name -> kind) that ``deploy_to`` may name."""
+    sample_bytes: int = Field(default=65536, ge=1024, le=8 * 1024 * 1024)
+    """Bytes read from the start of each dataset file (one ranged GET) to check its first lines."""
+    max_files_checked: int = Field(default=20, ge=1, le=1000)
+    """Most files per channel whose first lines are read (all are listed and counted)."""
+
+    @field_validator("allowed_base_models")
+    @classmethod
+    def _model_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not (STAGED_MODEL_NAME.match(name) or HUB_ID.match(name)):
+                raise ValueError(f"{name!r} is neither a staged model name nor a hub id (org/name)")
+        return value
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is missing or invalid (a deployment error, raised at cold start)."""
+
+
+def load_settings(environ: Mapping[str, str]) -> ValidateSettings:
+    """Validate the function's environment variables; raise SettingsError naming every problem."""
+    missing = [name for name in REQUIRED_VARIABLES if not environ.get(name)]
+    if missing:
+        raise SettingsError(f"validate-request: missing environment variables {', '.join(missing)}")
+    values: dict[str, object] = {}
+    for variable, field in _JSON_VARIABLES.items():
+        if environ.get(variable):
+            try:
+                values[field] = json.loads(environ[variable])
+            except json.JSONDecodeError as error:
+                raise SettingsError(f"validate-request: {variable} is not JSON: {error}") from None
+    for variable, field in _PLAIN_VARIABLES.items():
+        if environ.get(variable):
+            values[field] = environ[variable]
+    try:
+        return ValidateSettings.model_validate(values)
+    except ValidationError as error:
+        reverse = {field: variable for variable, field in {**_JSON_VARIABLES, **_PLAIN_VARIABLES}.items()}
+        problems = [f"{reverse.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in error.errors()]
+        raise SettingsError("validate-request: invalid environment: " + "; ".join(problems)) from None
+
+
+def settings_for_stage(
+    stage_config: StageConfig,
+    data_bucket_name: str,
+    artifacts_bucket_name: str,
+    *,
+    allowed_base_models: Sequence[str] | None = None,
+) -> ValidateSettings:
+    """The settings of one team stage from its config (what the CLI validates with locally)."""
+    if allowed_base_models is None:
+        allowed_base_models = stage_config.training.base_models
+    return ValidateSettings(
+        team=stage_config.team,
+        stage=stage_config.name,
+        data_bucket=data_bucket_name,
+        artifacts_bucket=artifacts_bucket_name,
+        allowed_instance_types=tuple(stage_config.training.instance_types),
+        max_instance_count=stage_config.training.max_instance_count,
+        max_runtime_hours=stage_config.training.max_runtime_hours,
+        default_spot=stage_config.training.spot,
+        allowed_base_models=tuple(allowed_base_models),
+        endpoints={endpoint.name: endpoint.kind for endpoint in stage_config.endpoints},
+    )
+
+
+def lambda_environment(
+    stage_config: StageConfig,
+    data_bucket_name: str,
+    artifacts_bucket_name: str,
+    *,
+    allowed_base_models: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The Validate function's environment for one team stage (for the Training stack).
+
+    Bucket names may be CDK tokens at synthesis; they are checked only when they are plain names.
+    ``allowed_base_models`` defaults to the config's ``training.base_models``.
+    """
+    limits = stage_config.training
+    if allowed_base_models is None:
+        allowed_base_models = limits.base_models
+    environ = {
+        ENV_TEAM: stage_config.team,
+        ENV_STAGE: stage_config.name,
+        ENV_DATA_BUCKET: data_bucket_name,
+        ENV_ARTIFACTS_BUCKET: artifacts_bucket_name,
+        ENV_ALLOWED_INSTANCE_TYPES: json.dumps(list(limits.instance_types), separators=(",", ":")),
+        ENV_MAX_INSTANCE_COUNT: str(limits.max_instance_count),
+        ENV_MAX_RUNTIME_HOURS: str(limits.max_runtime_hours),
+        ENV_DEFAULT_SPOT: "true" if limits.spot else "false",
+        ENV_ALLOWED_BASE_MODELS: json.dumps(list(allowed_base_models), separators=(",", ":")),
+        ENV_ENDPOINTS: json.dumps({e.name: e.kind for e in stage_config.endpoints}, separators=(",", ":"),
+                                  sort_keys=True),
+    }
+    # Bucket names are CDK tokens when they come from the Data stack; they resolve at deploy time, so stand-ins
+    # take their place in the check, which still validates every other value at synthesis.
+    check = {variable: ("token-placeholder" if "${Token[" in value else value) for variable, value in environ.items()}
+    load_settings(check)
+    return environ

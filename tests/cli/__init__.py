@@ -1,0 +1,1 @@
+"""Tests of the finetune command-line tool."""
