@@ -1,20 +1,108 @@
-"""Inference stack (being built; see the issue)."""
+"""Inference stack: a team stage's endpoints, the authenticated inference API in front of them, batch inference."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnWaitConditionHandle, Stack
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from stacks.settings import StageConfig
+from stacks import naming
+from stacks.components import images
+from stacks.components.batch_inference import BatchInference
+from stacks.components.endpoints import EndpointNetwork, ModelEndpoint, ModelExecutionRole
+from stacks.components.inference_api import InferenceApi, InferenceProxy
+from stacks.components.retention import log_retention
+from stacks.data_stack import DataStack
+from stacks.settings import OfficeHours, StageConfig
+from stacks.training_stack import TrainingStack
 
 
 class InferenceStack(Stack):
-    """Placeholder until the inference layer lands."""
+    """Serving for one team stage (only stamped for stages with endpoints).
 
-    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, **kwargs: Any) -> None:
-        layers = {key: kwargs.pop(key) for key in ("data", "training", "inference", "hosts") if key in kwargs}
+    Exposes ``endpoints`` (short name -> ModelEndpoint), ``proxy`` (the inference-proxy function), ``api``
+    (the REST API, stage ``api``) and ``batch`` (the BatchInfer state machine).
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, training: TrainingStack,
+                 **kwargs: Any) -> None:
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: inference", **kwargs)
-        self.layers = layers
-        CfnWaitConditionHandle(self, "Placeholder")  # CloudFormation needs one resource
+        q = stage.qualified_name
+        removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
+        retention = log_retention(stage.log_retention_days)
+        key = data.team_key
+        # The buckets' literal names (their CfnBucket property), so ARNs and acknowledgements read as plain text.
+        artifacts_bucket_name = data.artifacts_bucket.node.default_child.bucket_name
+        data_bucket_name = data.data_bucket.node.default_child.bucket_name
+
+        lmi_image = images.lmi_inference(stage.region, stage.images)
+        hf_gpu_image = images.huggingface_inference(stage.region, stage.images, gpu=True)
+        hf_cpu_image = images.huggingface_inference(stage.region, stage.images, gpu=False)
+
+        # Models reach nothing (network isolation); the group only gives their interfaces an identity in the VPC.
+        self.model_security_group = ec2.SecurityGroup(
+            self, "ModelSecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
+            description=f"{q}: SageMaker models and batch transform jobs (HTTPS inside the VPC only)")
+        self.model_security_group.add_egress_rule(ec2.Peer.ipv4(stage.vpc.cidr), ec2.Port.tcp(443),
+                                                  "HTTPS to the VPC interface endpoints")
+        placement = data.network.subnets
+        network = EndpointNetwork(
+            subnet_ids=data.network.vpc.select_subnets(
+                subnet_type=placement.subnet_type, subnets=placement.subnets).subnet_ids,
+            security_group_ids=[self.model_security_group.security_group_id])
+
+        def image_for(kind: str, instance_type: str) -> str:
+            if kind == "llm":
+                return lmi_image
+            return hf_cpu_image if instance_type.startswith(("ml.m", "ml.c", "ml.r", "ml.t")) else hf_gpu_image
+
+        endpoint_images = {spec.name: image_for(spec.kind, spec.instance_type) for spec in stage.endpoints}
+        self.model_role = ModelExecutionRole(
+            self, "ModelExecutionRole", qualified_name=q, endpoints=stage.endpoints,
+            image_uris=sorted(set(endpoint_images.values())), key=key, artifacts_bucket_name=artifacts_bucket_name)
+        self.endpoints: dict[str, ModelEndpoint] = {}
+        for spec in stage.endpoints:
+            self.endpoints[spec.name] = ModelEndpoint(
+                self, f"Endpoint{_pascal(spec.name)}",
+                spec=spec, endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],
+                environment=_container_environment(spec.kind),
+                role=self.model_role.role, key=key, network=network, capture_bucket_name=artifacts_bucket_name,
+                office_hours=OfficeHours())
+            self.endpoints[spec.name].model.node.add_dependency(self.model_role.policy)
+
+        self.proxy = InferenceProxy(
+            self, "Proxy", qualified_name=q, team=stage.team, stage_name=stage.name, endpoints=stage.endpoints,
+            key=key, vpc=data.network.vpc, subnets=data.network.subnets, vpc_cidr=stage.vpc.cidr,
+            log_retention=retention, removal_policy=removal_policy)
+        self.api = InferenceApi(
+            self, "Api", qualified_name=q, function=self.proxy.function, key=key, log_retention=retention,
+            removal_policy=removal_policy)
+        self.batch = BatchInference(
+            self, "BatchInfer", qualified_name=q, key=key, topic=data.topic,
+            data_bucket_name=data_bucket_name, artifacts_bucket_name=artifacts_bucket_name,
+            model_package_group_name=training.model_package_group_name,
+            subnet_ids=network.subnet_ids, security_group_ids=network.security_group_ids,
+            gpu_image_uri=hf_gpu_image, cpu_image_uri=hf_cpu_image,
+            log_retention=retention, removal_policy=removal_policy)
+
+
+def _container_environment(kind: str) -> dict[str, str]:
+    """Serving settings of the two containers for the artifact the training container writes (/opt/ml/model)."""
+    if kind == "llm":
+        # LMI (DJL Serving) with the vLLM rolling-batch backend; the artifact is a Hugging Face model directory.
+        return {
+            "HF_MODEL_ID": "/opt/ml/model",
+            "OPTION_ROLLING_BATCH": "vllm",
+            "OPTION_TENSOR_PARALLEL_DEGREE": "max",
+            "OPTION_MAX_ROLLING_BATCH_SIZE": "32",
+            "OPTION_DTYPE": "fp16",
+            "OPTION_TRUST_REMOTE_CODE": "false",
+        }
+    # Hugging Face inference toolkit: a text-classification pipeline over the same directory layout.
+    return {"HF_TASK": "text-classification"}
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))

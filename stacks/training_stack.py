@@ -20,7 +20,7 @@ from stacks import naming
 from stacks.components import images
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.fine_tune_pipeline import FineTunePipeline
-from stacks.components.inference_api import PROXY_RUNTIME, powertools_layer_arn
+from stacks.components.inference_api import PROXY_RUNTIME, ignore_redundant_role_dependency, powertools_layer_arn
 from stacks.components.lambda_code import assembled_code
 from stacks.components.retention import log_retention
 from stacks.components.training_image import TrainingImage
@@ -149,6 +149,7 @@ class TrainingStack(Stack):
             removal_policy=removal_policy,
         )
         self.state_machine = self.pipeline.state_machine
+        ignore_redundant_role_dependency(self.state_machine.node.default_child)
         self.state_machine.add_to_role_policy(iam.PolicyStatement(
             sid="UseTheTeamKey",  # encrypted execution data, logs and topic
             actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
@@ -306,6 +307,7 @@ class TrainingStack(Stack):
             reserved_concurrent_executions=10,
         )
         function.policy = policy
+        ignore_redundant_role_dependency(function.node.default_child)
         acknowledge(function, {
             "NIST.800.53.R5-LambdaDLQ": _NO_DLQ, "HIPAA.Security-LambdaDLQ": _NO_DLQ})
         return function
@@ -322,7 +324,8 @@ class TrainingStack(Stack):
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/*]": (
                 "Deploy creates one model per training job, named after the job; the name is not known at deploy."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
-            ":endpoint-config/*]": "Deploy creates one endpoint config per training job, named after the job.",
+            ":endpoint-config/*]": ("Deploy creates one endpoint config per training job, named after the job; the "
+                                    "name is not known when the stack is deployed."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
             f":endpoint/{q}-*]": "Only this stage's endpoints, which are all named {team}-{stage}-{name}.",
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"

@@ -1,0 +1,305 @@
+"""BatchInfer: a SageMaker batch transform over a JSONL prefix, as a Step Functions state machine."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks import naming
+from stacks.components.acknowledgements import acknowledge
+from stacks.components.inference_api import ignore_redundant_role_dependency
+from stacks.components.endpoints import LOCAL_STORAGE_FAMILIES, ecr_repository_arn, partition_of
+
+# Instance families whose local NVMe storage is hardware-encrypted: SageMaker rejects a VolumeKmsKeyId for them.
+_LOCAL_STORAGE_PATTERNS = sorted({f"ml.{family}.*" for family in LOCAL_STORAGE_FAMILIES}
+                                 | {"ml.m5d.*", "ml.c5d.*", "ml.r5d.*", "ml.m6id.*", "ml.c6id.*", "ml.r6id.*"})
+_GPU_PATTERNS = ("ml.g*", "ml.p*")
+
+
+class BatchInference(Construct):
+    """The `{team}-{stage}-BatchInfer` state machine.
+
+    Input: one of `model_name` (an existing SageMaker model), `model_package_arn` (a version in this stage's
+    model package group) or `model_data_url` (a model.tar.gz in the artifacts bucket, served by the Hugging Face
+    inference container); `input` (`s3://<data bucket>/<prefix>/`, JSONL), `output` (a prefix in the data or
+    artifacts bucket), `instance_type`, `instance_count`. A model created here runs in the team VPC with network
+    isolation; the transform job splits the input by line and encrypts its volume (where the instance type
+    allows) and output with the team key. Success and failure are published to the team topic; every failure
+    ends in a Fail state carrying the cause.
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, qualified_name: str, key: kms.IKey, topic: sns.ITopic,
+                 data_bucket_name: str, artifacts_bucket_name: str, model_package_group_name: str,
+                 subnet_ids: list[str], security_group_ids: list[str], gpu_image_uri: str, cpu_image_uri: str,
+                 log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+        region, account = stack.region, stack.account
+        partition = partition_of(region)
+        self.state_machine_name = naming.batch_infer_state_machine(qualified_name)
+        data_objects = f"arn:{partition}:s3:::{data_bucket_name}/*"
+        artifacts_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/*"
+        package_versions = f"arn:{partition}:sagemaker:{region}:{account}:model-package/{model_package_group_name}/*"
+        models = f"arn:{partition}:sagemaker:{region}:{account}:model/{qualified_name}-*"
+        transform_jobs = f"arn:{partition}:sagemaker:{region}:{account}:transform-job/{qualified_name}-*"
+        transform_logs = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TransformJobs"
+
+        # The role of the models this machine creates; SageMaker uses it to read input and write output.
+        self.model_role = iam.Role(
+            self, "ModelRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"{qualified_name}: batch transform models (read datasets and models, write results)")
+        self.model_policy = iam.ManagedPolicy(
+            self, "ModelPolicy", roles=[self.model_role],
+            description=f"{qualified_name}: what batch transform models may do",
+            statements=[
+                iam.PolicyStatement(sid="ReadInputAndModels", actions=["s3:GetObject"],
+                                    resources=[data_objects, artifacts_objects]),
+                iam.PolicyStatement(sid="WriteResults", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                    resources=[data_objects, artifacts_objects]),
+                iam.PolicyStatement(sid="ListInputPrefixes", actions=["s3:ListBucket"],
+                                    resources=[f"arn:{partition}:s3:::{data_bucket_name}",
+                                               f"arn:{partition}:s3:::{artifacts_bucket_name}"]),
+                iam.PolicyStatement(sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"],
+                                    resources=[key.key_arn]),
+                iam.PolicyStatement(sid="PullInferenceImages",
+                                    actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                             "ecr:BatchCheckLayerAvailability"],
+                                    resources=sorted({ecr_repository_arn(partition, uri)
+                                                      for uri in (gpu_image_uri, cpu_image_uri)})),
+                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                iam.PolicyStatement(sid="TransformJobLogs",
+                                    actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                             "logs:DescribeLogStreams"],
+                                    resources=[transform_logs, f"{transform_logs}:log-stream:{qualified_name}-*"]),
+                iam.PolicyStatement(sid="VpcNetworkInterfaces",
+                                    actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                                             "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
+                                             "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+                                             "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
+                                             "ec2:DescribeSecurityGroups"],
+                                    resources=["*"]),
+            ])
+        acknowledge(self.model_policy, {
+            "AwsSolutions-IAM5[Resource::*]":
+                "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to run a "
+                "transform job in the team VPC have no resource-level permissions; image pulls are limited to the "
+                "pinned Deep Learning Container repositories.",
+            f"AwsSolutions-IAM5[Resource::{data_objects}]":
+                "A batch job reads the JSONL prefix and writes the output prefix the caller names; both lie in this "
+                "team stage's own buckets, which the state machine checks before it starts the job.",
+            f"AwsSolutions-IAM5[Resource::{artifacts_objects}]":
+                "Models and results live under caller-chosen prefixes of the team's artifacts bucket; access is "
+                "limited to that one bucket of this team stage.",
+            f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]":
+                "SageMaker writes one log stream per transform job instance, named after the job; jobs started by "
+                f"this machine are named {qualified_name}-<uuid>.",
+        })
+
+        # --- states -------------------------------------------------------------------------------------------
+        name_job = sfn.Pass(self, "NameJob", result_path="$.job", parameters={
+            "name.$": f"States.Format('{qualified_name}-{{}}', States.UUID())"})
+
+        invalid = sfn.Pass(self, "InvalidInput", result_path="$.error", parameters={
+            "Error": "InvalidInput",
+            "Cause": ("Give model_name, model_package_arn (a version in this stage's model package group) or "
+                      "model_data_url (s3://<artifacts bucket>/...tar.gz); input in the data bucket; output in the "
+                      "data or artifacts bucket; instance_type (ml.*) and instance_count (a number)."),
+        })
+        notify_failure = tasks.SnsPublish(
+            self, "NotifyFailure", topic=topic, subject=f"{self.state_machine_name} failed",
+            message=sfn.TaskInput.from_object({
+                "state_machine": self.state_machine_name,
+                "execution": sfn.JsonPath.execution_id,
+                "status": "FAILED",
+                "error": sfn.JsonPath.string_at("$.error.Error"),
+                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+            }),
+            result_path=sfn.JsonPath.DISCARD)
+        failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        invalid.next(notify_failure)
+        notify_failure.next(failed)
+
+        vpc_config = {"Subnets": subnet_ids, "SecurityGroupIds": security_group_ids}
+        create_from_package = tasks.CallAwsService(
+            self, "CreateModelFromPackage", service="sagemaker", action="createModel",
+            iam_resources=[models], iam_action="sagemaker:CreateModel",
+            parameters={
+                "ModelName": sfn.JsonPath.string_at("$.job.name"),
+                "ExecutionRoleArn": self.model_role.role_arn,
+                "Containers": [{"ModelPackageName": sfn.JsonPath.string_at("$.model_package_arn")}],
+                "EnableNetworkIsolation": True,
+                "VpcConfig": vpc_config,
+            },
+            result_path=sfn.JsonPath.DISCARD)
+        select_image = sfn.Choice(self, "SelectImage")
+        create_from_artifact = tasks.CallAwsService(
+            self, "CreateModelFromArtifact", service="sagemaker", action="createModel",
+            iam_resources=[models], iam_action="sagemaker:CreateModel",
+            parameters={
+                "ModelName": sfn.JsonPath.string_at("$.job.name"),
+                "ExecutionRoleArn": self.model_role.role_arn,
+                "PrimaryContainer": {"Image": sfn.JsonPath.string_at("$.image"),
+                                     "ModelDataUrl": sfn.JsonPath.string_at("$.model_data_url")},
+                "EnableNetworkIsolation": True,
+                "VpcConfig": vpc_config,
+            },
+            result_path=sfn.JsonPath.DISCARD)
+        select_image.when(
+            sfn.Condition.or_(*(sfn.Condition.string_matches("$.instance_type", p) for p in _GPU_PATTERNS)),
+            sfn.Pass(self, "GpuImage", result=sfn.Result.from_string(gpu_image_uri), result_path="$.image")
+            .next(create_from_artifact),
+        ).otherwise(
+            sfn.Pass(self, "CpuImage", result=sfn.Result.from_string(cpu_image_uri), result_path="$.image")
+            .next(create_from_artifact))
+
+        use_created = sfn.Pass(self, "UseCreatedModel", result_path="$.job", parameters={
+            "name.$": "$.job.name", "model.$": "$.job.name"})
+        use_existing = sfn.Pass(self, "UseExistingModel", result_path="$.job", parameters={
+            "name.$": "$.job.name", "model.$": "$.model_name"})
+        create_from_package.next(use_created)
+        create_from_artifact.next(use_created)
+
+        def transform(construct_id: str, volume_key: kms.IKey | None) -> tasks.SageMakerCreateTransformJob:
+            return tasks.SageMakerCreateTransformJob(
+                self, construct_id,
+                integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+                transform_job_name=sfn.JsonPath.string_at("$.job.name"),
+                model_name=sfn.JsonPath.string_at("$.job.model"),
+                role=self.model_role,
+                batch_strategy=tasks.BatchStrategy.MULTI_RECORD,
+                transform_input=tasks.TransformInput(
+                    transform_data_source=tasks.TransformDataSource(s3_data_source=tasks.TransformS3DataSource(
+                        s3_uri=sfn.JsonPath.string_at("$.input"), s3_data_type=tasks.S3DataType.S3_PREFIX)),
+                    content_type="application/jsonlines",
+                    split_type=tasks.SplitType.LINE),
+                transform_output=tasks.TransformOutput(
+                    s3_output_path=sfn.JsonPath.string_at("$.output"),
+                    encryption_key=key,
+                    accept="application/jsonlines",
+                    assemble_with=tasks.AssembleWith.LINE),
+                transform_resources=tasks.TransformResources(
+                    instance_count=sfn.JsonPath.number_at("$.instance_count"),
+                    instance_type=ec2.InstanceType(sfn.JsonPath.string_at("$.instance_type")),
+                    volume_encryption_key=volume_key),
+                result_path="$.transform",
+            )
+
+        transform_with_volume_key = transform("TransformJob", key)
+        transform_on_instance_storage = transform("TransformJobOnInstanceStorage", None)
+        choose_transform = sfn.Choice(self, "VolumeEncryption").when(
+            sfn.Condition.or_(*(sfn.Condition.string_matches("$.instance_type", p) for p in _LOCAL_STORAGE_PATTERNS)),
+            transform_on_instance_storage,
+        ).otherwise(transform_with_volume_key)
+        use_created.next(choose_transform)
+        use_existing.next(choose_transform)
+
+        notify_success = tasks.SnsPublish(
+            self, "NotifySuccess", topic=topic, subject=f"{self.state_machine_name} succeeded",
+            message=sfn.TaskInput.from_object({
+                "state_machine": self.state_machine_name,
+                "execution": sfn.JsonPath.execution_id,
+                "status": "SUCCEEDED",
+                "transform_job": sfn.JsonPath.string_at("$.job.name"),
+                "output": sfn.JsonPath.string_at("$.output"),
+            }),
+            result_path=sfn.JsonPath.DISCARD)
+        notify_success.next(sfn.Succeed(self, "Succeeded"))
+        for task in (create_from_package, create_from_artifact, transform_with_volume_key,
+                     transform_on_instance_storage):
+            task.add_catch(notify_failure, result_path="$.error")
+        transform_with_volume_key.next(notify_success)
+        transform_on_instance_storage.next(notify_success)
+
+        in_bucket = lambda path, bucket: sfn.Condition.string_matches(path, f"s3://{bucket}/*")  # noqa: E731
+        valid_io = sfn.Condition.and_(
+            sfn.Condition.is_string("$.input"), in_bucket("$.input", data_bucket_name),
+            sfn.Condition.is_string("$.output"),
+            sfn.Condition.or_(in_bucket("$.output", data_bucket_name), in_bucket("$.output", artifacts_bucket_name)),
+            sfn.Condition.is_string("$.instance_type"), sfn.Condition.string_matches("$.instance_type", "ml.*"),
+            sfn.Condition.is_numeric("$.instance_count"),
+        )
+        validate = sfn.Choice(self, "Validate").when(sfn.Condition.not_(valid_io), invalid).when(
+            sfn.Condition.is_string("$.model_name"), use_existing,
+        ).when(
+            sfn.Condition.and_(sfn.Condition.is_string("$.model_package_arn"),
+                               sfn.Condition.string_matches("$.model_package_arn", package_versions)),
+            create_from_package,
+        ).when(
+            sfn.Condition.and_(sfn.Condition.is_string("$.model_data_url"),
+                               in_bucket("$.model_data_url", artifacts_bucket_name)),
+            select_image,
+        ).otherwise(invalid)
+
+        # Is* conditions on absent fields fail the comparison, so a missing field is an invalid input too.
+        definition = name_job.next(validate)
+
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", log_group_name=f"/aws/vendedlogs/states/{self.state_machine_name}",
+            encryption_key=key, retention=log_retention, removal_policy=removal_policy)
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+                             description=f"{qualified_name}: BatchInfer state machine")
+        self.policy = iam.ManagedPolicy(
+            self, "Policy", roles=[self.role], description=f"{qualified_name}: what BatchInfer may do",
+            statements=[
+                iam.PolicyStatement(sid="CreateModels", actions=["sagemaker:CreateModel", "sagemaker:AddTags"],
+                                    resources=[models]),
+                iam.PolicyStatement(sid="ReadModelPackages", actions=["sagemaker:DescribeModelPackage"],
+                                    resources=[package_versions]),
+                iam.PolicyStatement(sid="RunTransformJobs",
+                                    actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob",
+                                             "sagemaker:StopTransformJob", "sagemaker:AddTags",
+                                             "sagemaker:ListTags"],
+                                    resources=[transform_jobs]),
+                iam.PolicyStatement(sid="PassModelRole", actions=["iam:PassRole"],
+                                    resources=[self.model_role.role_arn],
+                                    conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+                iam.PolicyStatement(sid="WaitForTransformJobs",
+                                    actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                                    resources=[f"arn:{partition}:events:{region}:{account}:rule/"
+                                               "StepFunctionsGetEventsForSageMakerTransformJobsRule"]),
+                iam.PolicyStatement(sid="NotifyTeam", actions=["sns:Publish"], resources=[topic.topic_arn]),
+                iam.PolicyStatement(sid="EncryptForTeamTopic", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                    resources=[key.key_arn]),
+                iam.PolicyStatement(sid="DeliverExecutionLogs",
+                                    actions=["logs:CreateLogDelivery", "logs:GetLogDelivery",
+                                             "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+                                             "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+                                             "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"],
+                                    resources=["*"]),
+                iam.PolicyStatement(sid="XRayTraces",
+                                    actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords",
+                                             "xray:GetSamplingRules", "xray:GetSamplingTargets"],
+                                    resources=["*"]),
+            ])
+        acknowledge(self.policy, {
+            "AwsSolutions-IAM5[Resource::*]":
+                "CloudWatch Logs vended-log delivery (CreateLogDelivery and related) and X-Ray trace submission have "
+                "no resource-level permissions; Step Functions documents these statements with Resource '*'.",
+            f"AwsSolutions-IAM5[Resource::{models}]":
+                f"Each execution creates one model named {qualified_name}-<uuid>; the prefix confines the grant to "
+                "this team stage's models.",
+            f"AwsSolutions-IAM5[Resource::{package_versions}]":
+                "Model package versions are numbered as they are registered; the grant covers the versions of this "
+                "team stage's own model package group only.",
+            f"AwsSolutions-IAM5[Resource::{transform_jobs}]":
+                f"Each execution runs one transform job named {qualified_name}-<uuid>; the prefix confines the "
+                "grant to this team stage's jobs.",
+        })
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            state_machine_name=self.state_machine_name,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            role=self.role.without_policy_updates(),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            timeout=Duration.hours(24),
+        )
+        self.state_machine.node.add_dependency(self.policy)
+        ignore_redundant_role_dependency(self.state_machine.node.default_child)
