@@ -308,7 +308,7 @@ class TrainingStack(Stack):
         )
         function.policy = policy
         ignore_redundant_role_dependency(function.node.default_child)
-        acknowledge(function, {
+        acknowledge(function.node.default_child, {
             "NIST.800.53.R5-LambdaDLQ": _NO_DLQ, "HIPAA.Security-LambdaDLQ": _NO_DLQ})
         return function
 
@@ -327,7 +327,8 @@ class TrainingStack(Stack):
             ":endpoint-config/*]": ("Deploy creates one endpoint config per training job, named after the job; the "
                                     "name is not known when the stack is deployed."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
-            f":endpoint/{q}-*]": "Only this stage's endpoints, which are all named {team}-{stage}-{name}.",
+            f":endpoint/{q}-*]": ("Only this stage's endpoints, which are all named {team}-{stage}-{name}; Deploy updates "
+                                  "and describes the one the request names."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
             f":model-package/{naming.model_package_group(q)}/*]": (
                 "Versions of this stage's own model package group; version numbers are assigned by SageMaker."),
@@ -352,4 +353,5 @@ _NO_DLQ = ("Invoked synchronously by the FineTune state machine, which catches e
            "topic; a dead-letter queue only receives failed asynchronous invocations, which never happen here.")
 
 
-_LAMBDA_VERSIONS = "Invoking any version of this stage's own function (CDK adds the :* qualifier)."
+_LAMBDA_VERSIONS = ("Invoking any version or alias of this stage's own Validate or Gate function (CDK adds the :* "
+                    "qualifier to the function ARN).")
