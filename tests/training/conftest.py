@@ -117,8 +117,8 @@ def causal_run(tmp_path_factory, smollm2_dir) -> Run:
     args = [
         "--task", "causal-lm", "--method", "lora", "--base_model", str(smollm2_dir),
         "--train", str(SAMPLES / "dolly" / "train.jsonl"), "--validation", str(SAMPLES / "dolly" / "validation.jsonl"),
-        "--max_steps", "12", "--batch_size", "2", "--max_seq_length", "512", "--learning_rate", "3e-4",
-        "--lora_r", "16", "--lora_alpha", "32", "--max_eval_rows", "24", "--logging_steps", "1", "--save_steps", "0",
+        "--max_steps", "8", "--batch_size", "1", "--max_seq_length", "384", "--learning_rate", "5e-4",
+        "--lora_r", "16", "--lora_alpha", "32", "--max_eval_rows", "16", "--logging_steps", "1", "--save_steps", "0",
     ]
     run = run_train(tmp_path_factory.mktemp("causal"), args)
     assert run.returncode == 0, run.stderr[-3000:]

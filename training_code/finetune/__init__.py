@@ -1,0 +1,1 @@
+"""Fine-tuning container package. Kept import-light: no torch or transformers here."""
