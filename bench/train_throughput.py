@@ -146,9 +146,12 @@ def main() -> None:
         model_dir = _model_dir(args.model, workdir)
         # Both loops print progress and metric lines; stdout is kept for the JSON result alone.
         with contextlib.redirect_stdout(sys.stderr):
+            load = {"before": os.getloadavg()[0]}
             baseline = run_baseline(args, model_dir, data, workdir)
+            load["after_baseline"] = os.getloadavg()[0]
             gc.collect()
             ours = run_ours(args, model_dir, data, workdir)
+            load["after_ours"] = os.getloadavg()[0]
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model_dir)
@@ -157,6 +160,8 @@ def main() -> None:
         "model": args.model, "method": args.method, "data": str(data), "steps": args.steps,
         "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
         "ours": ours, "hf_trainer_padding": baseline,
+        # 1-minute load averages: other work on a shared machine skews the comparison.
+        "load_average": load,
         "speedup_useful_tokens_per_second": ours["useful_tokens_per_second"] / baseline["useful_tokens_per_second"],
     }
     if torch.cuda.is_available():

@@ -134,6 +134,8 @@ GOOD_CLS = [{"text": "great film", "label": 1}, {"text": "awful film", "label": 
          "train.jsonl, line 2: mixed formats: this line is 'prompt-completion' but line 1 made the file 'text'"),
         ("bad hyperparameter", GOOD_CLS, None, ["--learning_rate", "fast", "--epochs", "-1"],
          "Bad hyperparameters: learning_rate='fast': must be a number; epochs=-1.0: must be a positive number"),
+        ("fsdp not available", GOOD_CLS, None, ["--distributed_strategy", "fsdp"],
+         "distributed_strategy=fsdp is not implemented in this container yet"),
         ("qlora without GPU", [{"text": "hello world"}] * 4, None, ["--task", "causal-lm", "--method", "qlora"],
          "method=qlora needs a CUDA GPU"),
     ],
