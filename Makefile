@@ -20,7 +20,7 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench clean
+.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
@@ -28,7 +28,8 @@ help:
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
-	@echo "make bench            run the benchmarks in bench/ (JSON output)"
+	@echo "make train-local      fine-tune the packaged MiniLM on samples/sst2 on this CPU (about a minute)"
+	@echo "make bench            synthesis benchmark (JSON); make bench-train: training throughput (JSON)"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt training_code/requirements.txt $(wildcard requirements-models.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +66,21 @@ diagram: deps
 
 bench: deps
 	$(PY) bench/synth.py
+
+bench-train: $(VENV_STAMP)
+	$(PY) bench/train_throughput.py --steps 5 --batch_size 8
+
+# The packaged all-MiniLM-L6-v2, full fine-tuning on the shipped SST-2 sample; prints base vs fine-tuned metrics.
+train-local: $(VENV_STAMP)
+	rm -rf build/train-local
+	$(PY) training_code/train.py --task classification --base_model local:minilm \
+	  --train samples/sst2/train.jsonl --validation samples/sst2/validation.jsonl \
+	  --epochs 2 --batch_size 32 --learning_rate 1.5e-4 --warmup_ratio 0.1 --max_seq_length 64 \
+	  --save_steps 0 --logging_steps 10 --progress true \
+	  --model_dir build/train-local/model --output_dir build/train-local/output \
+	  --checkpoint_dir build/train-local/checkpoints
+	$(PY) -c "import json; r = json.load(open('build/train-local/model/evaluation.json')); \
+	  print(json.dumps({k: {m: v for m, v in r[k].items() if m != 'confusion_matrix'} for k in ('base', 'fine_tuned')}, indent=2))"
 
 clean:
 	rm -rf $(CDK_OUT) .pytest_cache

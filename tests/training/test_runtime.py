@@ -54,6 +54,8 @@ def test_sagemaker_toolkit_runs_train_py(tmp_path, minilm_dir):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((base / "model" / "evaluation.json").read_text())
     assert report["validation_rows"] == 32 and report["fine_tuned"]["accuracy"] > 0
+    # the copy SageMaker uploads as output.tar.gz, which the pipeline's Gate reads
+    assert json.loads((base / "output" / "data" / "evaluation.json").read_text()) == report
     assert [p.name for p in (base / "checkpoints").iterdir()] == ["step-00000002"]
     assert not (base / "output" / "failure").exists()
     assert "metric train_loss=" in proc.stdout + proc.stderr

@@ -298,6 +298,11 @@ def run(config: TrainConfig) -> dict:
         model_dir.mkdir(parents=True, exist_ok=True)
         save_output(model, tokenizer, config, model_dir, dtype)
         (model_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+        # A copy in the output data dir: SageMaker uploads it as the small output.tar.gz the pipeline's Gate
+        # reads, so judging a run never means downloading the model archive.
+        output_data = Path(config.output_dir) / "data"
+        output_data.mkdir(parents=True, exist_ok=True)
+        (output_data / "evaluation.json").write_text(json.dumps(report, indent=2))
         pad_fraction = _pad_fraction(items, config) if config.packing else None
         metrics = {
             "history": state["history"],
