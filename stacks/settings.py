@@ -158,7 +158,11 @@ class TrainingLimits(_Strict):
     max_instance_count: int = Field(2, ge=1, le=64, description="Most instances one training job may use.")
     max_runtime_hours: int = Field(24, ge=1, le=672, description="Longest a training job may run.")
     spot: bool = Field(True, description="Use managed spot training by default.")
-    base_models: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")]] = Field(
+    start_on_manifest: bool = Field(
+        False, description="Start a FineTune run when datasets/<name>/<version>/manifest.json with a `run` object "
+                           "is uploaded to the data bucket.")
+    base_models: list[Annotated[str, Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]] = Field(
         default_factory=list,
         description="Base models this team may fine-tune: names staged under s3://<artifacts>/models/base/<name>/ "
                     "(`finetune models stage`) or hub ids. Validate rejects any other.")
@@ -402,10 +406,10 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
             problems.append(f"teams[{index}].name: {team.name!r} duplicates teams[{first_index[team.name]}].name")
             continue
         first_index[team.name] = index
-        defaults = team.defaults.model_dump(exclude_none=True)
+        defaults = team.defaults.model_dump(exclude_none=True, exclude_unset=True)
         for stage_name, spec in team.stages.items():
             where = f"teams[{index}].stages.{stage_name}"
-            values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec.model_dump(exclude_none=True))
+            values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec.model_dump(exclude_none=True, exclude_unset=True))
             for required in ("account", "region"):
                 if required not in values:
                     problems.append(f"{where}.{required}: is required (set it on the stage or in "

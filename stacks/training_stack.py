@@ -172,6 +172,20 @@ class TrainingStack(Stack):
             f"{events.EventField.from_path('$.detail.TrainingJobStatus')}: "
             f"{events.EventField.from_path('$.detail.FailureReason')}")))
 
+        if stage.training.start_on_manifest:
+            data_bucket = naming.bucket(q, "data", stage.account, stage.region)
+            events.Rule(
+                self, "StartOnManifestUpload",
+                rule_name=f"{q}-finetune-on-manifest",
+                description=f"Start {q}'s FineTune when a dataset manifest.json is uploaded",
+                event_pattern=events.EventPattern(
+                    source=["aws.s3"], detail_type=["Object Created"],
+                    detail={"bucket": {"name": [data_bucket]},
+                            "object": {"key": [{"wildcard": "datasets/*/*/manifest.json"}]}}),
+                targets=[targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object({
+                    "manifest": f"s3://{data_bucket}/{events.EventField.from_path('$.detail.object.key')}"}))],
+            )
+
         for output_id, parameter, value, description in (
             ("FineTuneStateMachineArn", "fine-tune-state-machine-arn", self.state_machine.state_machine_arn,
              "Start a fine-tuning run here (finetune submit)"),

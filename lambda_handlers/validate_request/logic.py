@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .dataset import S3Client, check_dataset
+from .manifest import is_manifest_request, request_from_manifest
 from .request import SAGEMAKER_MAX_SECONDS, check_request, job_name_prefix, main_metric
 from .settings import ValidateSettings
 
@@ -14,6 +15,8 @@ def validate_request(raw: Any, settings: ValidateSettings, s3: S3Client) -> dict
 
     Raises InvalidRequest (every problem, each naming the key or file and what to fix).
     """
+    if is_manifest_request(raw):
+        raw = request_from_manifest(raw, settings, s3)
     checked = check_request(raw, settings)
     found = check_dataset(s3, settings, checked)
     request = checked.request

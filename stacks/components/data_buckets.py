@@ -98,6 +98,10 @@ class DataBuckets(Construct):
             )
 
         self.data_bucket = kms_bucket("DataBucket", "data", [])
+        # Object events to EventBridge (a manifest upload can start a run). Set on the CfnBucket: CDK's
+        # event_bridge_enabled would add a custom-resource Lambda for what CloudFormation does natively.
+        self.data_bucket.node.default_child.add_property_override(
+            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
         # Checkpoints only matter while a job runs or may resume; keep them a month, not forever.
         self.artifacts_bucket = kms_bucket("ArtifactsBucket", "artifacts", [
             s3.LifecycleRule(id="ExpireCheckpoints", prefix="checkpoints/", expiration=Duration.days(30)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -394,3 +395,26 @@ def test_handler_raises_invalid_request_for_the_state_machine_to_catch(handler):
     assert type(caught.value).__name__ == "InvalidRequest"  # Lambda's errorType, matched by the Catch
     assert caught.value.problems == [
         "instance_type: 'ml.g5.12xlarge' is not allowed for acme-dev; allowed: ml.g5.2xlarge"]
+
+
+def test_manifest_upload_expands_to_the_run_it_describes(s3):
+    """What the stage's EventBridge rule sends on a manifest upload becomes the request in its `run` object."""
+    manifest = {"name": "chat", "version": "v1", "task": "causal-lm",
+                "run": {"base_model": "smollm2", "method": "lora", "hyperparameters": {"epochs": 1}}}
+    s3.put_object(Bucket=DATA, Key="datasets/chat/v1/manifest.json", Body=json.dumps(manifest).encode())
+    result = validate_request({"manifest": f"{CHAT}manifest.json"}, SETTINGS, s3)
+    assert (result["dataset"], result["task"], result["method"]) == (CHAT, "causal-lm", "lora")
+    assert result["hyperparameters"]["epochs"] == "1"
+
+
+@pytest.mark.parametrize("body,uri,message", [
+    (b'{"task": "causal-lm"}', f"{CHAT}manifest.json", 'has no "run" object'),
+    (b"{not json", f"{CHAT}manifest.json", "is not valid JSON"),
+    (b'{"task": "causal-lm", "run": {"task": "classification"}}', f"{CHAT}manifest.json",
+     "run.task is taken from the manifest itself"),
+    (b"{}", "s3://elsewhere/datasets/chat/v1/manifest.json", "is not s3://"),
+])
+def test_bad_manifests_are_rejected_with_what_to_fix(s3, body, uri, message):
+    s3.put_object(Bucket=DATA, Key="datasets/chat/v1/manifest.json", Body=body)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        validate_request({"manifest": uri}, SETTINGS, s3)

@@ -180,3 +180,10 @@ def test_stage_publishes_outputs_and_ssm_parameters(assembly, stage):
                           for p in ("data-bucket", "artifacts-bucket", "logs-bucket", "kms-key-arn", "vpc-id", "topic-arn")}
     assert set(stack.template["Outputs"]) >= {"DataBucketName", "ArtifactsBucketName", "LogsBucketName",
                                               "TeamKeyArn", "VpcId"}
+
+
+def test_data_bucket_sends_object_events_to_eventbridge_without_a_custom_resource(assembly):
+    stack = assembly.stack("search-dev", "Data")
+    assert _bucket(stack, "data")["Properties"]["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    assert not stack.resources_of_type("Custom::S3BucketNotifications")

@@ -31,6 +31,8 @@ def test_example_config_resolves_team_defaults_and_stage_overrides():
     assert dev.training.instance_types == ["ml.g5.2xlarge", "ml.g5.12xlarge"]
     assert prod.training.max_instance_count == 4
     assert prod.training.max_runtime_hours == 24  # built-in default survives a partial override
+    # a stage that sets one training key keeps the team's other training keys
+    assert dev.training.start_on_manifest and dev.training.base_models == prod.training.base_models != []
     assert prod.compliance == ("nist-800-53-r5", "hipaa") and dev.compliance == ()
     assert dev.ephemeral and not prod.ephemeral
     assert prod.tags == {"team": "search", "stage": "prod", "cost-center": "CC-1042", "managed-by": "finetune-stack"}
