@@ -23,6 +23,7 @@ from stacks.components.fine_tune_pipeline import FineTunePipeline
 from stacks.components.inference_api import PROXY_RUNTIME, ignore_redundant_role_dependency, powertools_layer_arn
 from stacks.components.lambda_code import assembled_code
 from stacks.components.retention import log_retention
+from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
 from stacks.components.training_image import TrainingImage
 from stacks.data_stack import DataStack
 from stacks.settings import StageConfig
@@ -236,17 +237,9 @@ class TrainingStack(Stack):
         policy.add_statements(iam.PolicyStatement(
             sid="PublishTrainingMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
             conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}}))
-        policy.add_statements(iam.PolicyStatement(
-            sid="AttachToTheStageVpc",
-            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
-                     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
-            resources=["*"],
-            conditions={"ArnEqualsIfExists": {"ec2:Vpc": self.format_arn(
-                service="ec2", resource="vpc", resource_name=data.network.vpc.vpc_id)}}))
-        policy.add_statements(iam.PolicyStatement(
-            sid="EcrAuthorization", actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        policy.add_statements(vpc_network_interfaces(conditions={"ArnEqualsIfExists": {"ec2:Vpc": self.format_arn(
+            service="ec2", resource="vpc", resource_name=data.network.vpc.vpc_id)}}))
+        policy.add_statements(ecr_login())
         partition = self.resolve(self.partition)
         acknowledge(policy.node.default_child, {
             "AwsSolutions-IAM5[Resource::*]": (

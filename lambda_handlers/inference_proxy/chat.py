@@ -33,6 +33,16 @@ class _Choice(BaseModel):
     finish_reason: str | None = None
 
 
+# LMI's vLLM rolling batch names finish reasons its own way; OpenAI clients know only these words.
+OPENAI_FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "stop": "stop", "length": "length",
+                         "max_tokens": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
+
+
+def openai_finish_reason(reason: str | None) -> str | None:
+    """The OpenAI word for a container's finish reason (unknown words pass through unchanged)."""
+    return OPENAI_FINISH_REASONS.get(reason, reason) if reason is not None else None
+
+
 class _Usage(BaseModel):
     model_config = _LAX
     prompt_tokens: int = Field(default=0, ge=0)
@@ -73,7 +83,7 @@ def complete_chat(
             {
                 "index": choice.index,
                 "message": {"role": choice.message.role, "content": choice.message.content},
-                "finish_reason": choice.finish_reason,
+                "finish_reason": openai_finish_reason(choice.finish_reason),
             }
             for choice in completion.choices
         ],

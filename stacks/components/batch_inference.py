@@ -14,6 +14,7 @@ from constructs import Construct
 
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
 from stacks.components.inference_api import ignore_redundant_role_dependency
 from stacks.components.endpoints import LOCAL_STORAGE_FAMILIES, ecr_repository_arn, partition_of
 
@@ -73,18 +74,12 @@ class BatchInference(Construct):
                                              "ecr:BatchCheckLayerAvailability"],
                                     resources=sorted({ecr_repository_arn(partition, uri)
                                                       for uri in (gpu_image_uri, cpu_image_uri)})),
-                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                ecr_login(),
                 iam.PolicyStatement(sid="TransformJobLogs",
                                     actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                              "logs:DescribeLogStreams"],
                                     resources=[transform_logs, f"{transform_logs}:log-stream:{qualified_name}-*"]),
-                iam.PolicyStatement(sid="VpcNetworkInterfaces",
-                                    actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                                             "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                                             "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
-                                             "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
-                                             "ec2:DescribeSecurityGroups"],
-                                    resources=["*"]),
+                vpc_network_interfaces(),
             ])
         acknowledge(self.model_policy, {
             "AwsSolutions-IAM5[Resource::*]":

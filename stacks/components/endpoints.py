@@ -13,6 +13,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
 from stacks.settings import EndpointSpec, OfficeHours
 
 VARIANT_NAME = "AllTraffic"
@@ -93,18 +94,12 @@ class ModelExecutionRole(Construct):
                                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                          "ecr:BatchCheckLayerAvailability"],
                                 resources=sorted({ecr_repository_arn(partition, uri) for uri in image_uris})),
-            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+            ecr_login(),
             iam.PolicyStatement(sid="EndpointLogs",
                                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                          "logs:DescribeLogStreams"],
                                 resources=[log_groups, f"{log_groups}:log-stream:*"]),
-            iam.PolicyStatement(sid="VpcNetworkInterfaces",
-                                actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                                         "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                                         "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
-                                         "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
-                                         "ec2:DescribeSecurityGroups"],
-                                resources=["*"]),
+            vpc_network_interfaces(),
         ]
         if package_arns:
             statements.append(iam.PolicyStatement(sid="DescribeModelPackages", actions=["sagemaker:DescribeModelPackage"],

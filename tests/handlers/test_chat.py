@@ -138,3 +138,10 @@ def test_base64_encoded_body_is_decoded(runtime_stub, call):
     expect_invoke(runtime_stub, "acme-dev-chat", {"messages": MESSAGES}, chat_completion())
     status, _, _ = call(chat_event({"model": "chat", "messages": MESSAGES}, base64_body=True))
     assert status == 200
+
+
+def test_lmi_finish_reasons_become_openai_words():
+    from lambda_handlers.inference_proxy.chat import openai_finish_reason
+
+    assert [openai_finish_reason(r) for r in ("eos_token", "stop_sequence", "length", "max_tokens", None, "other")] \
+        == ["stop", "stop", "length", "length", None, "other"]
