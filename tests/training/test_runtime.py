@@ -130,4 +130,7 @@ def test_torchrun_two_processes_rank0_writes(tmp_path, minilm_dir):
         line for line in proc.stdout.splitlines() if line.startswith("metric train_loss=")][:4]
     assert sum(line.startswith("metric train_loss=") for line in proc.stdout.splitlines()) == 4
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["step-00000002"]
-    assert {p.name for p in root.iterdir()} == {"model", "checkpoints"}
+    assert {p.name for p in root.iterdir()} == {"model", "checkpoints", "output"}
+    # rank 0 alone wrote the evaluation copy SageMaker uploads; no rank wrote a failure
+    assert [str(p.relative_to(root)) for p in (root / "output").rglob("*") if p.is_file()] == [
+        "output/data/evaluation.json"]
