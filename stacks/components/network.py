@@ -12,7 +12,8 @@ from constructs import Construct
 from stacks.settings import ExistingVpc, NewVpc
 
 # What a training job in an isolated subnet talks to: ECR to pull the image, CloudWatch Logs, STS for
-# credentials, the SageMaker API and runtime. S3 is reached through a gateway endpoint (free, no ENIs).
+# credentials, the SageMaker API and runtime; X-Ray for the traced Lambdas of the stage (pipeline steps and
+# the inference proxy). S3 is reached through a gateway endpoint (free, no ENIs).
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
@@ -20,6 +21,7 @@ INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
     "SageMakerApi": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API,
     "SageMakerRuntime": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,
+    "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,
 }
 
 

@@ -139,7 +139,7 @@ def test_vpc_has_only_isolated_subnets_in_two_zones_and_no_internet_route(assemb
         "AvailabilityZone": {"Fn::Select": [1, {"Fn::GetAZs": ""}]}, "MapPublicIpOnLaunch": False})
 
 
-def test_vpc_has_the_endpoints_sagemaker_training_needs(assembly):
+def test_vpc_has_the_endpoints_training_and_traced_lambdas_need(assembly):
     stack = assembly.stack("search-prod", "Data")
     endpoints = list(stack.resources_of_type("AWS::EC2::VPCEndpoint").values())
     interface = {e["Properties"]["ServiceName"] for e in endpoints
@@ -147,7 +147,8 @@ def test_vpc_has_the_endpoints_sagemaker_training_needs(assembly):
     gateway = [e["Properties"]["ServiceName"] for e in endpoints if e["Properties"]["VpcEndpointType"] == "Gateway"]
     assert interface == {"com.amazonaws.us-east-1.ecr.api", "com.amazonaws.us-east-1.ecr.dkr",
                          "com.amazonaws.us-east-1.logs", "com.amazonaws.us-east-1.sts",
-                         "com.amazonaws.us-east-1.sagemaker.api", "com.amazonaws.us-east-1.sagemaker.runtime"}
+                         "com.amazonaws.us-east-1.sagemaker.api", "com.amazonaws.us-east-1.sagemaker.runtime",
+                         "com.amazonaws.us-east-1.xray"}
     assert gateway == [{"Fn::Join": ["", ["com.amazonaws.", {"Ref": "AWS::Region"}, ".s3"]]}]
 
 
