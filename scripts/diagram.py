@@ -47,6 +47,8 @@ def references(value, found: set[str]) -> set[str]:
                 found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
             elif key == "Fn::ImportValue" and isinstance(inner, str):
                 found.add(f"import:{inner}")
+            elif key == "Fn::GetStackOutput" and isinstance(inner, dict):
+                found.add(f"import:{inner.get('OutputName', '')}")
             references(inner, found)
     elif isinstance(value, list):
         for inner in value:
