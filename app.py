@@ -60,14 +60,19 @@ def build_app(config_path: str | Path, *, teams: str | None = None, stage_names:
     return app
 
 
+def report_config_error(error: ConfigError) -> int:
+    """Every problem on stderr, one line each, no traceback; exit status 2."""
+    print(f"finetune-stack: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+    print(error, file=sys.stderr)
+    return 2
+
+
 def check_config(config_path: str | Path) -> int:
     """`python app.py --check [PATH]`: validate the config without synthesizing (exit 0, or 2 with the problems)."""
     try:
         stages = load_config(config_path)
     except ConfigError as error:
-        print(f"finetune-stack: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
-        print(error, file=sys.stderr)
-        return 2
+        return report_config_error(error)
     print(f"{config_path}: {len(stages)} team stages: {', '.join(s.qualified_name for s in stages)}")
     return 0
 
@@ -84,9 +89,7 @@ def main() -> int:
         app = build_app(config_path, teams=context.try_get_context("team"),
                         stage_names=context.try_get_context("stage"))
     except ConfigError as error:
-        print(f"finetune-stack: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
-        print(error, file=sys.stderr)
-        return 2
+        return report_config_error(error)
     app.synth()
     return 0
 

@@ -8,7 +8,6 @@ Fn::ImportValue) with Graphviz. The picture is derived from the code, never draw
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -57,7 +56,7 @@ def references(value, found: set[str]) -> set[str]:
 
 
 def build_dot(outdir: Path) -> str:
-    from tests.conftest import read_assembly
+    from scripts.cloud_assembly import read_assembly
 
     assembly = read_assembly(outdir)
     groups: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))

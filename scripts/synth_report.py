@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.cloud_assembly import acknowledgements, read_assembly  # noqa: E402
 from stacks.settings import load_config  # noqa: E402
 
 
@@ -22,30 +23,23 @@ def main(outdir: Path) -> int:
     from cfnlint.api import ManualArgs, lint
 
     stages = {stage.qualified_name: stage for stage in load_config(ROOT / "config" / "teams.yaml")}
+    assembly = read_assembly(outdir)
+    acknowledged_by_stage: dict[str, int] = {}
+    for row in acknowledgements(assembly):
+        acknowledged_by_stage[row["stage"]] = acknowledged_by_stage.get(row["stage"], 0) + 1
     rows, problems = [], []
-    for stage_dir in sorted(outdir.glob("assembly-*")):
-        manifest = json.loads((stage_dir / "manifest.json").read_text())
-        stacks, resources, acknowledged, lint_findings = [], 0, 0, 0
-        stage_name = ""
-        for artifact in manifest["artifacts"].values():
-            if artifact["type"] != "aws:cloudformation:stack":
-                continue
-            stage_name, stack_name = artifact["displayName"].split("/", 1)
-            template_path = stage_dir / artifact["properties"]["templateFile"]
-            template = json.loads(template_path.read_text())
-            stacks.append(stack_name)
-            resources += len(template["Resources"])
-            metadata_path = template_path.with_name(template_path.name.replace(".template.json", ".metadata.json"))
-            if metadata_path.exists():
-                for entries in json.loads(metadata_path.read_text()).values():
-                    acknowledged += sum(len(e["data"]) for e in entries if e["type"] == "aws:cdk:acknowledged-rules")
-            region = stages[stage_name].region if stage_name in stages else "us-east-1"
-            for match in lint(template_path.read_text(), config=ManualArgs(regions=[region])):
+    for stage_name in sorted({stage for stage, _ in assembly.stacks}):
+        stacks = [stack for (stage, _), stack in assembly.stacks.items() if stage == stage_name]
+        region = stages[stage_name].region if stage_name in stages else "us-east-1"
+        lint_findings = 0
+        for stack in stacks:
+            for match in lint(json.dumps(stack.template), config=ManualArgs(regions=[region])):
                 lint_findings += 1
-                problems.append(f"{template_path.name}:{match.linenumber}: {match.rule.id} {match.message}")
+                problems.append(f"{stage_name}/{stack.name}:{match.linenumber}: {match.rule.id} {match.message}")
         packs = ["AwsSolutions"] + [p.upper() for p in stages[stage_name].compliance] if stage_name in stages else []
-        rows.append((stage_name, ", ".join(stacks), str(resources), "+".join(packs), "0", str(acknowledged),
-                     str(lint_findings)))
+        rows.append((stage_name, ", ".join(stack.name for stack in stacks),
+                     str(sum(len(stack.template["Resources"]) for stack in stacks)), "+".join(packs), "0",
+                     str(acknowledged_by_stage.get(stage_name, 0)), str(lint_findings)))
 
     header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -108,6 +108,7 @@ class TrainingStack(Stack):
         # Registered models are the record of what was trained and approved: never deleted with the stack.
         self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
 
+        self.access = ScopedAccess(self, stage, data.team_key.key_arn)
         self.execution_role = self._execution_role(stage, data)
         self.job_security_group = self._job_security_group(stage, data)
 
@@ -117,14 +118,14 @@ class TrainingStack(Stack):
             validate_environment(stage, data.data_bucket.bucket_name, data.artifacts_bucket.bucket_name),
             data, retention, removal_policy, "Checks a FineTune request and the first lines of its dataset")
         acknowledge(validate.policy.node.default_child, {
-            **ScopedAccess(self, stage, data.team_key.key_arn).grant(
+            **self.access.grant(
                 validate.policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
             **_lambda_acks(f"{q}-finetune-validate")})
         gate = self._function(
             "Gate", f"{q}-finetune-gate", assembled_code(GATE_LAYOUT), "gate.handler.lambda_handler", {},
             data, retention, removal_policy, "Compares a training job's evaluation with its base model and threshold")
         acknowledge(gate.policy.node.default_child, {
-            **ScopedAccess(self, stage, data.team_key.key_arn).grant(
+            **self.access.grant(
                 gate.policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
             **_lambda_acks(f"{q}-finetune-gate")})
 
@@ -214,8 +215,7 @@ class TrainingStack(Stack):
         # One customer-managed policy (NIST/HIPAA: no inline policies), every statement listed here.
         policy = iam.ManagedPolicy(self, "SageMakerExecutionPolicy", description=f"{q}: SageMaker jobs and models")
         role.add_managed_policy(policy)
-        access = ScopedAccess(self, stage, data.team_key.key_arn)
-        acks = access.grant(policy, read=[("data", "datasets/"), ("artifacts", "models/"),
+        acks = self.access.grant(policy, read=[("data", "datasets/"), ("artifacts", "models/"),
                                         ("artifacts", "training-output/"), ("artifacts", "checkpoints/")],
                             write=[("artifacts", "training-output/"), ("artifacts", "checkpoints/"),
                                    ("artifacts", "data-capture/")],

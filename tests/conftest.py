@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from scripts.cloud_assembly import Assembly, read_assembly  # noqa: F401  (read_assembly re-exported for tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "config" / "teams.yaml"
@@ -20,56 +20,6 @@ if _PROJECT_NODE.exists():
     os.environ.setdefault("JSII_NODE", str(_PROJECT_NODE))
     os.environ["PATH"] = f"{_PROJECT_NODE.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 sys.path.insert(0, str(ROOT))
-
-
-@dataclass(frozen=True)
-class SynthesizedStack:
-    """One stack of the synthesized example config."""
-
-    stage: str
-    name: str  # construct id within the stage, e.g. "Data"
-    template: dict
-    metadata: dict
-
-    def resources_of_type(self, resource_type: str) -> dict[str, dict]:
-        return {logical_id: resource for logical_id, resource in self.template["Resources"].items()
-                if resource["Type"] == resource_type}
-
-
-@dataclass(frozen=True)
-class Assembly:
-    """The cloud assembly of the example config, synthesized with every rule pack registered."""
-
-    outdir: Path
-    stacks: dict[tuple[str, str], SynthesizedStack]
-
-    def stack(self, stage: str, name: str) -> SynthesizedStack:
-        return self.stacks[(stage, name)]
-
-    def template(self, stage: str, name: str):
-        from aws_cdk.assertions import Template
-
-        return Template.from_json(self.stack(stage, name).template)
-
-
-def read_assembly(outdir: Path) -> Assembly:
-    """Load every stack template and metadata file of a synthesized app (nested stage assemblies)."""
-    stacks: dict[tuple[str, str], SynthesizedStack] = {}
-    for stage_dir in sorted(outdir.glob("assembly-*")):
-        manifest = json.loads((stage_dir / "manifest.json").read_text())
-        for artifact in manifest["artifacts"].values():
-            if artifact["type"] != "aws:cloudformation:stack":
-                continue
-            template_file = artifact["properties"]["templateFile"]
-            display = artifact["displayName"]  # "search-prod/Data"
-            stage, name = display.split("/", 1)
-            metadata_file = stage_dir / template_file.replace(".template.json", ".metadata.json")
-            stacks[(stage, name)] = SynthesizedStack(
-                stage=stage, name=name,
-                template=json.loads((stage_dir / template_file).read_text()),
-                metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {},
-            )
-    return Assembly(outdir=outdir, stacks=stacks)
 
 
 @pytest.fixture(scope="session")

@@ -240,7 +240,7 @@ class FineTunePipeline(Construct):
 
         deploy_chain = self._deploy(
             endpoints=endpoints, qualified_name=qualified_name, execution_role=execution_role, key=key,
-            vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success, auto_approve=auto_approve)
+            vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success)
         wants_deploy = sfn.Choice(self, "DeployRequested")
         wants_deploy.when(sfn.Condition.and_(sfn.Condition.is_present("$.request.deploy_to"),
                                              sfn.Condition.is_not_null("$.request.deploy_to"),
@@ -289,8 +289,8 @@ class FineTunePipeline(Construct):
                                         resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
         self.training_job_arn_pattern = training_jobs
 
-    def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail, done,
-                auto_approve) -> sfn.IChainable:
+    def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail,
+                done) -> sfn.IChainable:
         """Model -> endpoint config -> UpdateEndpoint -> poll until InService; one branch per configured endpoint
         whose kind matches the task. A failed update leaves SageMaker serving the previous config."""
         stack = Stack.of(self)

@@ -64,7 +64,7 @@ def _resolve_tokens(value):
             resource, attribute = value["Fn::GetAtt"]
             if attribute == "Arn":
                 return f"arn:aws:iam::111111111111:role/{resource[:40]}"
-            return f"sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
+            return "sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
         if "Fn::ImportValue" in value or "Fn::GetStackOutput" in value:
             return "imported-value"
         if "Fn::Sub" in value:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from scripts.cloud_assembly import acknowledgements
 from tests.conftest import EXAMPLE_CONFIG
 
 pytestmark = pytest.mark.synth
@@ -68,19 +69,6 @@ def test_hipaa_and_nist_run_only_where_a_stage_lists_them(tmp_path):
                            server_access_logs_bucket=data_stack.logs_bucket, removal_policy=RemovalPolicy.DESTROY)
         assert bucket.node.path.endswith("UnreplicatedBucket")
     app.synth()  # AwsSolutions passes; NIST/HIPAA would flag replication and SSE-KMS but do not run on dev
-
-
-def acknowledgements(assembly) -> list[dict[str, str]]:
-    """Every acknowledgement in the synthesized example config, as reviewers should read them."""
-    rows = []
-    for (stage, stack_name), stack in sorted(assembly.stacks.items()):
-        for path, entries in sorted(stack.metadata.items()):
-            for entry in entries:
-                if entry["type"] != "aws:cdk:acknowledged-rules":
-                    continue
-                for rule, reason in sorted(entry["data"].items()):
-                    rows.append({"stage": stage, "path": path, "rule": rule, "reason": reason})
-    return rows
 
 
 def test_every_acknowledgement_is_listed_for_review(assembly, snapshot):

@@ -1,0 +1,71 @@
+"""Reading a synthesized cloud assembly: the stacks of every stage, their templates, metadata and the
+rule-pack acknowledgements recorded there. Used by the synth report, the diagram and the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SynthesizedStack:
+    """One synthesized stack of a team stage."""
+
+    stage: str
+    name: str  # construct id within the stage, e.g. "Data"
+    template: dict
+    metadata: dict
+
+    def resources_of_type(self, resource_type: str) -> dict[str, dict]:
+        return {logical_id: resource for logical_id, resource in self.template["Resources"].items()
+                if resource["Type"] == resource_type}
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """A synthesized app: every stack of every team stage, by (stage, stack construct id)."""
+
+    outdir: Path
+    stacks: dict[tuple[str, str], SynthesizedStack]
+
+    def stack(self, stage: str, name: str) -> SynthesizedStack:
+        return self.stacks[(stage, name)]
+
+    def template(self, stage: str, name: str):
+        from aws_cdk.assertions import Template
+
+        return Template.from_json(self.stack(stage, name).template)
+
+
+def read_assembly(outdir: Path) -> Assembly:
+    """Load every stack template and metadata file of a synthesized app (nested stage assemblies)."""
+    stacks: dict[tuple[str, str], SynthesizedStack] = {}
+    for stage_dir in sorted(outdir.glob("assembly-*")):
+        manifest = json.loads((stage_dir / "manifest.json").read_text())
+        for artifact in manifest["artifacts"].values():
+            if artifact["type"] != "aws:cloudformation:stack":
+                continue
+            template_file = artifact["properties"]["templateFile"]
+            display = artifact["displayName"]  # "search-prod/Data"
+            stage, name = display.split("/", 1)
+            metadata_file = stage_dir / template_file.replace(".template.json", ".metadata.json")
+            stacks[(stage, name)] = SynthesizedStack(
+                stage=stage, name=name,
+                template=json.loads((stage_dir / template_file).read_text()),
+                metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {},
+            )
+    return Assembly(outdir=outdir, stacks=stacks)
+
+
+def acknowledgements(assembly: Assembly) -> list[dict[str, str]]:
+    """Every acknowledgement recorded in the assembly (stage, construct path, rule, reason), sorted."""
+    rows = []
+    for (stage, stack_name), stack in sorted(assembly.stacks.items()):
+        for path, entries in sorted(stack.metadata.items()):
+            for entry in entries:
+                if entry["type"] != "aws:cdk:acknowledged-rules":
+                    continue
+                for rule, reason in sorted(entry["data"].items()):
+                    rows.append({"stage": stage, "path": path, "rule": rule, "reason": reason})
+    return rows
