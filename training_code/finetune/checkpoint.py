@@ -1,7 +1,10 @@
 """Atomic training checkpoints: trainable weights, optimizer, scheduler, RNG and loop state.
 
 A checkpoint is written into a hidden staging directory and renamed into place, so a directory named
-``step-<n>`` is always complete; a run resumes from the highest such step. The two newest are kept.
+``step-<n>`` is always complete; a run resumes from the highest such step. The two newest are kept. Beside them,
+``best/`` holds the weights with the lowest validation loss so far, written the same way.
+
+Weights and optimizer state arrive as whole (unsharded) CPU state dicts from ``Parallel.full_state``.
 """
 
 from __future__ import annotations
@@ -18,18 +21,11 @@ _PREFIX = "step-"
 KEEP = 2
 
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    state = model.state_dict()
-    if len(trainable) == len(list(model.parameters())):
-        return {k: v.detach().cpu() for k, v in state.items()}
-    return {k: v.detach().cpu() for k, v in state.items() if k in trainable}
-
-
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """This process's random number generator states (dropout differs per rank, so each rank's is kept)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -41,19 +37,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(directory: str, step: int, model, optimizer, scheduler, loop_state: dict) -> Path:
-    """Write checkpoint ``step`` atomically and prune older ones; returns its path."""
-    root = Path(directory)
+def _write_atomically(root: Path, name: str, write) -> Path:
+    """Call ``write(staging_dir)``, fsync what it wrote, and rename the directory to ``root/name``."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{_PREFIX}{step:08d}"
-    staging = root / f".staging-{step:08d}-{os.getpid()}"
+    final = root / name
+    staging = root / f".staging-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    torch.save(_trainable_state(model), staging / "model.pt")
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    torch.save(_rng_state(), staging / "rng.pt")
-    (staging / "state.json").write_text(json.dumps({"global_step": step, **loop_state}))
+    write(staging)
     for file in staging.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
@@ -61,9 +52,50 @@ def save(directory: str, step: int, model, optimizer, scheduler, loop_state: dic
         shutil.rmtree(final)
     os.replace(staging, final)
     _fsync_dir(root)
+    return final
+
+
+def save(directory: str, step: int, model_state: dict, optim_state: dict, scheduler, rng_states: list[dict],
+         loop_state: dict) -> Path:
+    """Write checkpoint ``step`` atomically and prune older ones; returns its path.
+
+    ``rng_states``: every rank's ``rng_state()``, in rank order.
+    """
+
+    def write(staging: Path) -> None:
+        torch.save(model_state, staging / "model.pt")
+        torch.save(optim_state, staging / "optimizer.pt")
+        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        torch.save(rng_states, staging / "rng.pt")
+        (staging / "state.json").write_text(json.dumps({"global_step": step, **loop_state}))
+
+    final = _write_atomically(Path(directory), f"{_PREFIX}{step:08d}", write)
     for old in list_complete(directory)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_best(directory: str, step: int, eval_loss: float, model_state: dict) -> Path:
+    """Keep ``model_state`` as the best weights so far (replacing the previous best)."""
+
+    def write(staging: Path) -> None:
+        torch.save(model_state, staging / "model.pt")
+        (staging / "best.json").write_text(json.dumps({"step": step, "eval_loss": eval_loss}))
+
+    return _write_atomically(Path(directory), "best", write)
+
+
+def clear_best(directory: str) -> None:
+    """Forget the best weights (a fresh run starts without any)."""
+    shutil.rmtree(Path(directory) / "best", ignore_errors=True)
+
+
+def load_best(directory: str) -> tuple[dict, dict] | None:
+    """``({"step", "eval_loss"}, weights)`` of the best evaluation so far, or None."""
+    path = Path(directory) / "best"
+    if not (path / "best.json").is_file():
+        return None
+    return json.loads((path / "best.json").read_text()), torch.load(path / "model.pt", map_location="cpu", weights_only=True)
 
 
 def list_complete(directory: str) -> list[Path]:
@@ -81,17 +113,20 @@ def latest(directory: str) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore everything saved by ``save``; returns the loop state (with ``global_step``)."""
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match this model: unexpected keys {unexpected[:5]}")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+def load(path: Path, scheduler, rank: int = 0, world: int = 1) -> tuple[dict, dict, dict]:
+    """Restore the scheduler and this rank's RNG saved by ``save``; returns (weights, optimizer state, loop state).
+
+    With a different number of processes than the run that saved it, every rank takes rank 0's RNG states.
+
+    The loop state includes ``global_step``; the caller puts the weights and optimizer state back.
+    """
+    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
-    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+    states = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+    rng = states[rank] if len(states) == world else states[0]
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / "state.json").read_text())
+        torch.cuda.set_rng_state(rng["cuda"], torch.cuda.current_device())
+    return model_state, optim_state, json.loads((path / "state.json").read_text())

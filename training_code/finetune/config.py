@@ -69,6 +69,9 @@ class TrainConfig:
     """Write a checkpoint every N optimizer steps (0: only on SIGTERM)."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without a lower eval_loss (0: never; needs eval_steps > 0)."""
+    keep_best: bool = True
+    """With evaluations during training (eval_steps > 0), write the weights of the evaluation with the lowest
+    eval_loss when they beat the last step's, rather than the last step's weights."""
     seed: int = 42
     """Seed for initialisation, dropout, shuffling and the validation split."""
     validation_split: float = 0.1
@@ -78,7 +81,8 @@ class TrainConfig:
     max_eval_rows: int = 0
     """Evaluate on at most this many validation rows (0: all)."""
     distributed_strategy: str = "ddp"
-    """Under torchrun: ``ddp`` (data parallel) or ``fsdp`` (shard a full fine-tune that does not fit one GPU)."""
+    """Under torchrun: ``ddp`` (every GPU holds the model) or ``fsdp`` (FSDP2: weights, gradients and optimizer
+    state sharded across all GPUs, for a full fine-tune that does not fit one GPU)."""
     progress: bool = False
     """Show a progress bar on stderr (local runs)."""
 

@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     except Exception as err:  # noqa: BLE001 - the reason must reach the failure file whatever happened
         if type(err).__name__ == "OutOfMemoryError":
             reason = ("Out of GPU memory: lower batch_size (then raise gradient_accumulation_steps to keep the "
-                      "effective batch), lower max_seq_length, set gradient_checkpointing=true, or use method=qlora.")
+                      "effective batch), lower max_seq_length, set gradient_checkpointing=true, use method=qlora, or (method=full on "
+                      "several GPUs) distributed_strategy=fsdp to shard the model across them.")
         else:
             traceback.print_exc()
             reason = f"Unexpected error: {type(err).__name__}: {err}"

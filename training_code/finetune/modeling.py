@@ -68,11 +68,26 @@ def device_and_dtype(local_rank: int) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def load_model(config: TrainConfig, location: str, tokenizer, device: torch.device, dtype: torch.dtype, labels=None):
-    """The model ready for training: full, LoRA or QLoRA."""
+def attention_implementation(config: TrainConfig, device: torch.device) -> str:
+    """``flash_attention_2`` for causal LMs on CUDA where the flash-attn package is installed, else ``sdpa``.
+
+    Packed rows carry position ids that restart per example and no attention mask. With flash attention,
+    transformers turns those into variable-length sequences (cu_seqlens), so no score is computed across
+    examples or on padding; with SDPA it builds a block-diagonal causal mask from them instead.
+    """
+    import importlib.util
+
+    if config.task == "causal-lm" and device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(config: TrainConfig, location: str, tokenizer, device: torch.device, dtype: torch.dtype, labels=None,
+               place: bool = True):
+    """The model ready for training: full, LoRA or QLoRA; on ``device`` unless ``place`` is false (FSDP moves it)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs: dict = {}
+    kwargs: dict = {"attn_implementation": attention_implementation(config, device)}
     # Full fine-tuning keeps fp32 master weights (autocast handles bf16 compute); adapters train over a 16-bit base.
     load_dtype = torch.float32 if config.method == "full" else dtype
     if config.method == "qlora":
@@ -110,7 +125,7 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
         if model.generation_config is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.config.use_cache = False
-    if "quantization_config" not in kwargs:
+    if place and "quantization_config" not in kwargs:
         model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -139,12 +154,16 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
     return model
 
 
-def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: torch.dtype) -> None:
-    """Write the HF model (adapters merged into a 16-bit base) and, for LoRA/QLoRA, ``adapter/`` beside it."""
+def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: torch.dtype,
+                state_dict: dict | None = None) -> None:
+    """Write the HF model (adapters merged into a 16-bit base) and, for LoRA/QLoRA, ``adapter/`` beside it.
+
+    ``state_dict``: the whole weights when ``model`` is sharded (FSDP, full fine-tuning only).
+    """
     if config.method == "full":
         if getattr(model.config, "use_cache", None) is False:
             model.config.use_cache = True
-        model.save_pretrained(model_dir, safe_serialization=True)
+        model.save_pretrained(model_dir, safe_serialization=True, state_dict=state_dict)
     else:
         model.save_pretrained(model_dir / "adapter", safe_serialization=True)
         out_dtype = dtype if dtype != torch.float32 else torch.bfloat16

@@ -33,6 +33,7 @@ from .evaluate import evaluate_causal, evaluate_classification
 from .formats import DataError, check_labels, label_mapping
 from .metrics import format_metric
 from .modeling import device_and_dtype, load_model, load_tokenizer, resolve_base_model, save_output
+from .parallel import Parallel
 
 
 class Interrupted(Exception):
@@ -62,22 +63,6 @@ def _emit(is_main: bool, values: dict, step: int) -> None:
             print(format_metric(name, value, step), flush=True)
 
 
-def _all_sum(value: float, world: int, device) -> float:
-    if world == 1:
-        return value
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.item()
-
-
-def _broadcast_flag(flag: bool, world: int, device) -> bool:
-    if world == 1:
-        return flag
-    tensor = torch.tensor([1 if flag else 0], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
-
-
 def _causal_loss_sum(model, batch):
     """Summed cross-entropy over target tokens; logits are computed only at positions that predict a target."""
     targets = batch["labels"][:, 1:]
@@ -92,12 +77,11 @@ def run(config: TrainConfig) -> dict:
     """Fine-tune per ``config``; returns the evaluation report. Raises ConfigError/DataError/TrainingError."""
     # ---- setup: distributed, data ----
     rank, local_rank, world = rank_env()
-    if config.distributed_strategy == "fsdp":
-        raise TrainingError("distributed_strategy=fsdp is not implemented in this container yet; use "
-                            "distributed_strategy=ddp (data parallel), or method=lora/qlora for models that do not fit one GPU")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     is_main = rank == 0
+    if config.distributed_strategy == "fsdp" and world == 1:
+        _info(is_main, "distributed_strategy=fsdp with one process: nothing to shard, training the whole model here")
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     causal = config.task == "causal-lm"
@@ -121,6 +105,7 @@ def run(config: TrainConfig) -> dict:
     location = resolve_base_model(config)
     tokenizer = load_tokenizer(location, config.task)
     device, dtype = device_and_dtype(local_rank)
+    parallel = Parallel(config.distributed_strategy, rank, world, device)
     autocast_dtype = dtype if device.type == "cuda" else None
     if causal:
         train_examples, train_report = encode_causal(train_records, tokenizer, config.max_seq_length)
@@ -136,7 +121,9 @@ def run(config: TrainConfig) -> dict:
         raise DataError("train channel", None, "no usable training examples after tokenisation")
     if not val_examples:
         raise DataError("validation channel", None, "no usable validation examples after tokenisation")
-    model = load_model(config, location, tokenizer, device, dtype, labels)
+    # A sharded model stays on the CPU until FSDP moves it to the device one block at a time.
+    model = load_model(config, location, tokenizer, device, dtype, labels, place=not parallel.sharded)
+    model = parallel.prepare(model, autocast_dtype)
     pad_id = tokenizer.pad_token_id
 
     items = pack_best_fit_decreasing(train_examples, config.max_seq_length) if config.packing else train_examples
@@ -156,7 +143,8 @@ def run(config: TrainConfig) -> dict:
     n_trainable = sum(p.numel() for _, p in trainable)
     _info(is_main, f"{config.task} {config.method} on {location}: {len(train_examples)} train / {len(val_examples)} "
                    f"validation examples, {len(items)} {'packed rows' if config.packing else 'items'}, "
-                   f"{total_steps} steps, {n_trainable:,} trainable parameters, {world} process(es) on {device}")
+                   f"{total_steps} steps, {n_trainable:,} trainable parameters, {world} process(es) on {device}, "
+                   f"{getattr(model.config, '_attn_implementation', None) or 'default'} attention")
 
     def evaluate(target_model) -> dict:
         size = config.batch_size * 2
@@ -166,24 +154,31 @@ def run(config: TrainConfig) -> dict:
 
     # ---- setup: resume or evaluate the base ----
     state = {"history": [], "evaluations": [], "base": None, "best_eval_loss": None, "bad_evals": 0,
-             "train_tokens": 0, "train_seconds": 0.0, "resumed_from": []}
+             "train_tokens": 0, "train_seconds": 0.0, "resumed_from": [], "sharded": parallel.sharded}
     start_step = 0
     found = checkpoint.latest(config.checkpoint_dir)
     if found is not None:
-        state = checkpoint.load(found, model, optimizer, scheduler)
+        model_state, optim_state, state = checkpoint.load(found, scheduler, rank, world)
+        if state.get("sharded", False) != parallel.sharded:
+            raise TrainingError(
+                f"checkpoint {found} was written by a {'sharded (fsdp)' if state.get('sharded') else 'ddp or single-process'} "
+                f"run and this run is {'sharded (fsdp)' if parallel.sharded else 'ddp or single-process'}; resume with the "
+                f"same distributed_strategy and more than one process, or empty the checkpoint directory to start over")
+        parallel.load_state(model, model_state, optimizer, optim_state)
+        del model_state, optim_state
         start_step = state.pop("global_step")
         state["resumed_from"].append(start_step)
         _info(is_main, f"resuming from {found} at step {start_step}")
-    elif is_main:
-        state["base"] = evaluate(model)
-        _emit(is_main, _scalars(state["base"]), 0)
-    if world > 1:
-        dist.barrier()
+    else:
+        if is_main:
+            checkpoint.clear_best(config.checkpoint_dir)  # a leftover of an earlier run must not be picked
+        if parallel.evaluates:
+            state["base"] = evaluate(model)
+            _emit(is_main, _scalars(state["base"]), 0)
+    parallel.barrier()
 
     # ---- train ----
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    train_model = parallel.wrap(model)
     stop_flag = _StopFlag()
     previous_handler = signal.signal(signal.SIGTERM, stop_flag)
     progress = None
@@ -209,29 +204,28 @@ def run(config: TrainConfig) -> dict:
                 local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
             else:
                 local_targets = sum(len(b["labels"]) for b in batches)
-            global_targets = _all_sum(local_targets, world, device)
+            global_targets = parallel.sum(local_targets)
             step_loss = 0.0
             for j, batch in enumerate(batches):
                 window_tokens += int((batch["input_ids"] != pad_id).sum())
                 state["slot_tokens"] = state.get("slot_tokens", 0) + batch["input_ids"].numel()
                 batch = {k: v.to(device) for k, v in batch.items()}
-                sync = j == accum - 1 or world == 1
-                context = train_model.no_sync() if (world > 1 and not sync) else _null()
-                with context, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                with parallel.accumulate(train_model, sync=j == accum - 1), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     if causal:
                         loss_sum = _causal_loss_sum(train_model, batch)
                     else:
                         logits = train_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                         loss_sum = F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
-                    # DDP averages gradients over ranks; scaling by world makes the result a mean over all targets.
+                    # DDP and FSDP average gradients over ranks; scaling by world makes it a mean over all targets.
                     (loss_sum * world / global_targets).backward()
                 step_loss += loss_sum.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+            grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            train_loss = _all_sum(step_loss, world, device) / global_targets
+            train_loss = parallel.sum(step_loss) / global_targets
             if not math.isfinite(train_loss):
                 raise TrainingError(f"training diverged: train_loss is {train_loss} at step {step}; "
                                     f"lower learning_rate (now {config.learning_rate})")
@@ -241,7 +235,7 @@ def run(config: TrainConfig) -> dict:
                 progress.set_postfix(loss=f"{train_loss:.4f}")
             if step % config.logging_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
-                tokens = _all_sum(window_tokens, world, device)
+                tokens = parallel.sum(window_tokens)
                 n = step % config.logging_steps or config.logging_steps
                 record = {
                     "train_loss": window_loss / n,
@@ -256,30 +250,41 @@ def run(config: TrainConfig) -> dict:
                 state["train_seconds"] += elapsed
                 window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
             if config.eval_steps and step % config.eval_steps == 0 and step < total_steps:
-                stop = False
-                if is_main:
+                improved = stop = False
+                if parallel.evaluates:
                     result = evaluate(model)
+                if is_main:
                     _emit(is_main, _scalars(result), step)
                     state["evaluations"].append({"step": step, **_scalars(result)})
-                    if state["best_eval_loss"] is None or result["eval_loss"] < state["best_eval_loss"]:
+                    improved = state["best_eval_loss"] is None or result["eval_loss"] < state["best_eval_loss"]
+                    if improved:
                         state["best_eval_loss"], state["bad_evals"] = result["eval_loss"], 0
                     else:
                         state["bad_evals"] += 1
                     stop = 0 < config.early_stopping_patience <= state["bad_evals"]
-                if _broadcast_flag(stop, world, device):
+                improved, stop = parallel.from_main(improved, stop)
+                if improved and config.keep_best:
+                    weights, _ = parallel.full_state(model)
+                    if is_main:
+                        checkpoint.save_best(config.checkpoint_dir, step, result["eval_loss"], weights)
+                    del weights
+                if stop:
                     _info(is_main, f"early stopping at step {step}: no eval_loss improvement in "
                                    f"{config.early_stopping_patience} evaluations")
                     early_stopped = True
                     break
             # Any rank's SIGTERM stops all of them at the same step.
-            interrupted = stop_flag.raised if world == 1 else _all_sum(float(stop_flag.raised), world, device) > 0
+            interrupted = parallel.sum(float(stop_flag.raised)) > 0
             if interrupted or (config.save_steps and step % config.save_steps == 0 and step < total_steps):
                 path = None
+                weights, optim_state = parallel.full_state(model, optimizer)
+                rng_states = parallel.gather(checkpoint.rng_state())
                 if is_main:
-                    path = str(checkpoint.save(config.checkpoint_dir, step, model, optimizer, scheduler, state))
+                    path = str(checkpoint.save(config.checkpoint_dir, step, weights, optim_state, scheduler, rng_states,
+                                               state))
                     _info(is_main, f"checkpoint written: {path}")
-                if world > 1:
-                    dist.barrier()
+                del weights, optim_state
+                parallel.barrier()
                 if interrupted:
                     raise Interrupted(step, path)
     finally:
@@ -287,16 +292,32 @@ def run(config: TrainConfig) -> dict:
         if progress is not None:
             progress.close()
 
-    # ---- evaluate and save (rank 0 alone) ----
-    report = None
+    # ---- evaluate, keep the best weights, save (rank 0 writes) ----
+    fine_tuned = evaluate(model) if parallel.evaluates else None
     if is_main:
-        fine_tuned = evaluate(model)
         _emit(is_main, _scalars(fine_tuned), step)
         state["evaluations"].append({"step": step, **_scalars(fine_tuned)})
+    selected_step = step
+    # Rank 0 decides from the best weights it wrote; under FSDP it then sends each rank its shard of them.
+    best = checkpoint.load_best(config.checkpoint_dir) if (config.keep_best and config.eval_steps and is_main) else None
+    use_best, = parallel.from_main(best is not None and best[0]["eval_loss"] < fine_tuned["eval_loss"])
+    if use_best:
+        meta, weights = best if best is not None else ({}, None)
+        if is_main or parallel.sharded:  # other DDP ranks write nothing, so their copies may stay as they are
+            parallel.load_state(model, weights)
+        del weights
+        if is_main:
+            selected_step = meta["step"]
+            _info(is_main, f"keeping the weights of step {selected_step} (eval_loss {meta['eval_loss']:.4f}): better "
+                           f"than the last step's {fine_tuned['eval_loss']:.4f}")
+        fine_tuned = evaluate(model) if parallel.evaluates else None
+    output_state = parallel.full_state(model)[0] if parallel.sharded else None
+    report = None
+    if is_main:
         report = {"task": config.task, "validation_rows": len(val_examples), "base": state["base"], "fine_tuned": fine_tuned}
         model_dir = Path(config.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
-        save_output(model, tokenizer, config, model_dir, dtype)
+        save_output(model, tokenizer, config, model_dir, dtype, state_dict=output_state)
         (model_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
         # A copy in the output data dir: SageMaker uploads it as the small output.tar.gz the pipeline's Gate
         # reads, so judging a run never means downloading the model archive.
@@ -311,6 +332,9 @@ def run(config: TrainConfig) -> dict:
                 "global_step": step,
                 "total_steps": total_steps,
                 "early_stopped": early_stopped,
+                # The step whose weights were written: the last, or the one with the lowest eval_loss (keep_best).
+                "selected_step": selected_step,
+                "distributed_strategy": "fsdp" if parallel.sharded else ("ddp" if world > 1 else "none"),
                 "resumed_from_steps": state["resumed_from"],
                 "train_examples": len(train_examples),
                 "truncated_examples": train_report.truncated,
@@ -334,14 +358,6 @@ def run(config: TrainConfig) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return report
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _scalars(result: dict) -> dict:
