@@ -22,6 +22,8 @@ from stacks.components.endpoints import LOCAL_STORAGE_FAMILIES, ecr_repository_a
 _LOCAL_STORAGE_PATTERNS = sorted({f"ml.{family}.*" for family in LOCAL_STORAGE_FAMILIES}
                                  | {"ml.m5d.*", "ml.c5d.*", "ml.r5d.*", "ml.m6id.*", "ml.c6id.*", "ml.r6id.*"})
 _GPU_PATTERNS = ("ml.g*", "ml.p*")
+# Tag on the models BatchInfer creates; its role may delete only models carrying it.
+_CREATED_BY_TAG = "finetune-stack:created-by"
 
 
 class BatchInference(Construct):
@@ -131,6 +133,7 @@ class BatchInference(Construct):
                 "Containers": [{"ModelPackageName": sfn.JsonPath.string_at("$.model_package_arn")}],
                 "EnableNetworkIsolation": True,
                 "VpcConfig": vpc_config,
+                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}],
             },
             result_path=sfn.JsonPath.DISCARD)
         select_image = sfn.Choice(self, "SelectImage")
@@ -144,6 +147,7 @@ class BatchInference(Construct):
                                      "ModelDataUrl": sfn.JsonPath.string_at("$.model_data_url")},
                 "EnableNetworkIsolation": True,
                 "VpcConfig": vpc_config,
+                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}],
             },
             result_path=sfn.JsonPath.DISCARD)
         select_image.when(
@@ -154,10 +158,11 @@ class BatchInference(Construct):
             sfn.Pass(self, "CpuImage", result=sfn.Result.from_string(cpu_image_uri), result_path="$.image")
             .next(create_from_artifact))
 
+        # "created" marks a model this execution made for its one job, deleted again when the job ends.
         use_created = sfn.Pass(self, "UseCreatedModel", result_path="$.job", parameters={
-            "name.$": "$.job.name", "model.$": "$.job.name"})
+            "name.$": "$.job.name", "model.$": "$.job.name", "created": True})
         use_existing = sfn.Pass(self, "UseExistingModel", result_path="$.job", parameters={
-            "name.$": "$.job.name", "model.$": "$.model_name"})
+            "name.$": "$.job.name", "model.$": "$.model_name", "created": False})
         create_from_package.next(use_created)
         create_from_artifact.next(use_created)
 
@@ -206,11 +211,25 @@ class BatchInference(Construct):
             }),
             result_path=sfn.JsonPath.DISCARD)
         notify_success.next(sfn.Succeed(self, "Succeeded"))
-        for task in (create_from_package, create_from_artifact, transform_with_volume_key,
-                     transform_on_instance_storage):
+        def clean_up(construct_id: str, then: sfn.IChainable) -> sfn.Choice:
+            """Delete the model this execution created (a failed delete is recorded, never masks the outcome)."""
+            delete = tasks.CallAwsService(
+                self, f"Delete{construct_id}", service="sagemaker", action="deleteModel",
+                iam_resources=[models], iam_action="sagemaker:DeleteModel",
+                parameters={"ModelName": sfn.JsonPath.string_at("$.job.model")},
+                result_path=sfn.JsonPath.DISCARD)
+            delete.add_catch(then, result_path="$.cleanup_error")
+            delete.next(then)
+            return sfn.Choice(self, construct_id).when(
+                sfn.Condition.boolean_equals("$.job.created", True), delete).otherwise(then)
+
+        clean_up_after_success = clean_up("CreatedModelAfterSuccess", notify_success)
+        clean_up_after_failure = clean_up("CreatedModelAfterFailure", notify_failure)
+        for task in (create_from_package, create_from_artifact):
             task.add_catch(notify_failure, result_path="$.error")
-        transform_with_volume_key.next(notify_success)
-        transform_on_instance_storage.next(notify_success)
+        for task in (transform_with_volume_key, transform_on_instance_storage):
+            task.add_catch(clean_up_after_failure, result_path="$.error")
+            task.next(clean_up_after_success)
 
         in_bucket = lambda path, bucket: sfn.Condition.string_matches(path, f"s3://{bucket}/*")  # noqa: E731
         valid_io = sfn.Condition.and_(
@@ -245,6 +264,10 @@ class BatchInference(Construct):
             statements=[
                 iam.PolicyStatement(sid="CreateModels", actions=["sagemaker:CreateModel", "sagemaker:AddTags"],
                                     resources=[models]),
+                # Only the models BatchInfer made itself: never an endpoint's or one a user named.
+                iam.PolicyStatement(sid="DeleteOwnModels", actions=["sagemaker:DeleteModel"], resources=[models],
+                                    conditions={"StringEquals": {
+                                        f"aws:ResourceTag/{_CREATED_BY_TAG}": self.state_machine_name}}),
                 iam.PolicyStatement(sid="ReadModelPackages", actions=["sagemaker:DescribeModelPackage"],
                                     resources=[package_versions]),
                 iam.PolicyStatement(sid="RunTransformJobs",
@@ -278,8 +301,9 @@ class BatchInference(Construct):
                 "CloudWatch Logs vended-log delivery (CreateLogDelivery and related) and X-Ray trace submission have "
                 "no resource-level permissions; Step Functions documents these statements with Resource '*'.",
             f"AwsSolutions-IAM5[Resource::{models}]":
-                f"Each execution creates one model named {qualified_name}-<uuid>; the prefix confines the grant to "
-                "this team stage's models.",
+                f"Each execution creates one model named {qualified_name}-<uuid> and deletes it when its job ends; "
+                "the prefix confines the grant to this team stage's models, and deleting needs the tag BatchInfer "
+                "puts on the models it creates.",
             f"AwsSolutions-IAM5[Resource::{package_versions}]":
                 "Model package versions are numbered as they are registered; the grant covers the versions of this "
                 "team stage's own model package group only.",

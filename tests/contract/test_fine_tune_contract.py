@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
 from finetune.metrics import METRIC_DEFINITIONS, format_metric
+
+from .states import intrinsic, render, resolve_tokens, validate_request
 
 pytestmark = pytest.mark.synth
 
@@ -48,110 +49,13 @@ SAMPLE_STATE = {
     "target": {"endpoint_name": "search-dev-assistant", "config_name": f"{JOB}-c", "serverless": False,
                "instance_type": "ml.g5.xlarge", "instance_count": 1, "memory_mb": 3072, "max_concurrency": 5},
 }
-CONTEXT = {"Execution": {"Name": "dolly-v1-20261127", "Id": "arn:aws:states:eu-west-1:111111111111:execution:x:y"}}
-
-
-def _resolve_tokens(value):
-    """Replace CloudFormation intrinsics in the definition with plausible literal values."""
-    if isinstance(value, dict):
-        if "Fn::Join" in value:
-            separator, parts = value["Fn::Join"]
-            return separator.join(str(_resolve_tokens(p)) for p in parts)
-        if "Ref" in value:
-            return {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111111111111",
-                    "AWS::URLSuffix": "amazonaws.com"}.get(value["Ref"], f"ref-{value['Ref'].lower()[:20]}")
-        if "Fn::GetAtt" in value:
-            resource, attribute = value["Fn::GetAtt"]
-            if attribute == "Arn":
-                return f"arn:aws:iam::111111111111:role/{resource[:40]}"
-            return "sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
-        if "Fn::ImportValue" in value or "Fn::GetStackOutput" in value:
-            return "imported-value"
-        if "Fn::Sub" in value:
-            return re.sub(r"\$\{[^}]+\}", "x", value["Fn::Sub"] if isinstance(value["Fn::Sub"], str)
-                          else value["Fn::Sub"][0])
-        if "Fn::Select" in value:
-            index, items = value["Fn::Select"]
-            resolved = _resolve_tokens(items)
-            return resolved[index] if isinstance(resolved, list) else f"selected-{index}"
-        if "Fn::Split" in value:
-            separator, text = value["Fn::Split"]
-            return str(_resolve_tokens(text)).split(separator)
-        return {k: _resolve_tokens(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_tokens(v) for v in value]
-    return value
-
-
-def _path(expression: str, state: dict):
-    root = CONTEXT if expression.startswith("$$") else state
-    current = root
-    for part in expression.lstrip("$").strip(".").split("."):
-        if part:
-            current = current[part]
-    return current
-
-
-def _intrinsic(expression: str, state: dict):
-    """A small evaluator for the intrinsic functions the definition uses."""
-    expression = expression.strip()
-    if expression.startswith("$"):
-        return _path(expression, state)
-    if expression.startswith("'"):
-        return expression[1:-1]
-    if re.fullmatch(r"-?\d+", expression):
-        return int(expression)
-    name, inner = re.fullmatch(r"(States\.\w+)\((.*)\)", expression, re.S).groups()
-    args, depth, current, quoted = [], 0, "", False
-    for char in inner:
-        if char == "'" and depth == 0:
-            quoted = not quoted
-        if char == "," and depth == 0 and not quoted:
-            args.append(current)
-            current = ""
-            continue
-        depth += (char == "(") - (char == ")") if not quoted else 0
-        current += char
-    if current.strip():
-        args.append(current)
-    values = [_intrinsic(a, state) for a in args]
-    if name == "States.Format":
-        template, *rest = values
-        for item in rest:
-            template = template.replace("{}", str(item), 1)
-        return template
-    if name == "States.UUID":
-        return str(uuid.UUID(int=0x1a2b3c4d << 96))
-    if name == "States.StringSplit":
-        return values[0].split(values[1])
-    if name == "States.ArrayGetItem":
-        return values[0][values[1]]
-    if name == "States.MathAdd":
-        return values[0] + values[1]
-    if name == "States.JsonToString":
-        return json.dumps(values[0])
-    raise AssertionError(f"unsupported intrinsic {name}")
-
-
-def render(parameters, state: dict):
-    if isinstance(parameters, dict):
-        rendered = {}
-        for key, value in parameters.items():
-            if key.endswith(".$"):
-                rendered[key[:-2]] = _intrinsic(value, state)
-            else:
-                rendered[key] = render(value, state)
-        return rendered
-    if isinstance(parameters, list):
-        return [render(v, state) for v in parameters]
-    return parameters
 
 
 @pytest.fixture(scope="module")
 def definition(assembly) -> dict:
     stack = assembly.stack(STAGE, "Training")
     (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
-    return json.loads(_resolve_tokens(machine["Properties"]["DefinitionString"]))
+    return json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))
 
 
 @pytest.fixture(scope="module")
@@ -163,17 +67,11 @@ def _all_states(definition: dict) -> dict[str, dict]:
     return definition["States"]
 
 
-def _validate(sagemaker_model, operation: str, params: dict) -> None:
-    shape = sagemaker_model.operation_model(operation).input_shape
-    report = ParamValidator().validate(params, shape)
-    assert not report.has_errors(), f"{operation}: {report.generate_report()}"
-
-
 def test_train_parameters_are_a_valid_create_training_job_request(definition, sagemaker_model):
     train = _all_states(definition)["Train"]
     assert train["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
     params = render(train["Parameters"], SAMPLE_STATE)
-    _validate(sagemaker_model, "CreateTrainingJob", params)
+    validate_request(sagemaker_model, "CreateTrainingJob", params)
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", params["TrainingJobName"])
     assert params["EnableManagedSpotTraining"] is True
     assert params["StoppingCondition"]["MaxWaitTimeInSeconds"] >= params["StoppingCondition"]["MaxRuntimeInSeconds"]
@@ -187,7 +85,7 @@ def test_job_name_is_new_on_every_attempt_and_fits_63_characters(definition):
     expression = _all_states(definition)["Train"]["Parameters"]["TrainingJobName.$"]
     assert "States.UUID()" in expression  # evaluated on each attempt, so retries never collide
     longest_prefix = {**SAMPLE_STATE, "request": {**VALIDATED_REQUEST, "job_name_prefix": "x" * 54}}
-    assert len(_intrinsic(expression, longest_prefix)) == 63
+    assert len(intrinsic(expression, longest_prefix)) == 63
 
 
 def test_only_capacity_errors_are_retried(definition):
@@ -220,7 +118,7 @@ def test_sagemaker_calls_validate_against_botocore(definition, sagemaker_model, 
     state = _all_states(definition)[state_name]
     action = state["Resource"].rsplit(":", 1)[-1]
     assert action[0].upper() + action[1:] == operation
-    _validate(sagemaker_model, operation, render(state["Parameters"], SAMPLE_STATE))
+    validate_request(sagemaker_model, operation, render(state["Parameters"], SAMPLE_STATE))
 
 
 def test_a_wrong_field_fails_the_contract(sagemaker_model):

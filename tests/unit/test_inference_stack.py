@@ -252,8 +252,8 @@ def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
         assert params["TransformInput"]["SplitType"] == "Line"
         assert params["TransformOutput"]["KmsKeyId"]
         assert params["TransformOutput"]["AssembleWith"] == "Line"
-        assert state["Catch"][0]["Next"] == "NotifyFailure"
-        assert state["Next"] == "NotifySuccess"
+        assert state["Catch"][0]["Next"] == "CreatedModelAfterFailure"
+        assert state["Next"] == "CreatedModelAfterSuccess"
     assert "VolumeKmsKeyId" in transforms["TransformJob"]["Parameters"]["TransformResources"]
     # Every failure notifies and ends in a Fail state that carries the cause.
     assert states["NotifyFailure"]["Next"] == "Failed"
@@ -266,3 +266,31 @@ def test_batch_infer_refuses_input_outside_the_team_buckets(assembly):
     assert "s3://search-dev-data-111111111111-eu-west-1/*" in validate
     assert "model-package/search-dev-models/*" in validate
     assert definition["States"]["Validate"]["Default"] == "InvalidInput"
+
+
+def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly):
+    _, definition = _definition(assembly, DEV)
+    states = definition["States"]
+    assert states["UseCreatedModel"]["Parameters"]["created"] is True
+    assert states["UseExistingModel"]["Parameters"]["created"] is False
+    for outcome, notify in (("Success", "NotifySuccess"), ("Failure", "NotifyFailure")):
+        choice = states[f"CreatedModelAfter{outcome}"]
+        assert choice["Choices"] == [{"Variable": "$.job.created", "BooleanEquals": True,
+                                      "Next": f"DeleteCreatedModelAfter{outcome}"}]
+        assert choice["Default"] == notify  # a model the caller named is never deleted
+        delete = states[f"DeleteCreatedModelAfter{outcome}"]
+        assert delete["Resource"].endswith(":states:::aws-sdk:sagemaker:deleteModel")
+        assert delete["Parameters"] == {"ModelName.$": "$.job.model"}
+        # a failed delete is recorded beside the result and never changes the outcome reported
+        assert delete["Next"] == notify
+        assert delete["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_error", "Next": notify}]
+    # The models it creates carry the tag its role needs to delete them; nothing else can be deleted.
+    for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
+        assert states[name]["Parameters"]["Tags"] == [
+            {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"}]
+    statements = [st for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
+                  for st in policy["Properties"]["PolicyDocument"]["Statement"]
+                  if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))]
+    assert len(statements) == 1
+    assert statements[0]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}}

@@ -1,0 +1,114 @@
+"""Rendering a synthesized Step Functions definition with a sample execution state, and checking the API calls
+it would make against botocore's own service models."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from botocore.validate import ParamValidator
+
+CONTEXT = {"Execution": {"Name": "dolly-v1-20261127", "Id": "arn:aws:states:eu-west-1:111111111111:execution:x:y"}}
+
+
+def resolve_tokens(value):
+    """Replace CloudFormation intrinsics in the definition with plausible literal values."""
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            separator, parts = value["Fn::Join"]
+            return separator.join(str(resolve_tokens(p)) for p in parts)
+        if "Ref" in value:
+            return {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111111111111",
+                    "AWS::URLSuffix": "amazonaws.com"}.get(value["Ref"], f"ref-{value['Ref'].lower()[:20]}")
+        if "Fn::GetAtt" in value:
+            resource, attribute = value["Fn::GetAtt"]
+            if attribute == "Arn":
+                return f"arn:aws:iam::111111111111:role/{resource[:40]}"
+            return "sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
+        if "Fn::ImportValue" in value or "Fn::GetStackOutput" in value:
+            return "imported-value"
+        if "Fn::Sub" in value:
+            return re.sub(r"\$\{[^}]+\}", "x", value["Fn::Sub"] if isinstance(value["Fn::Sub"], str)
+                          else value["Fn::Sub"][0])
+        if "Fn::Select" in value:
+            index, items = value["Fn::Select"]
+            resolved = resolve_tokens(items)
+            return resolved[index] if isinstance(resolved, list) else f"selected-{index}"
+        if "Fn::Split" in value:
+            separator, text = value["Fn::Split"]
+            return str(resolve_tokens(text)).split(separator)
+        return {k: resolve_tokens(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_tokens(v) for v in value]
+    return value
+
+
+def _path(expression: str, state: dict):
+    root = CONTEXT if expression.startswith("$$") else state
+    current = root
+    for part in expression.lstrip("$").strip(".").split("."):
+        if part:
+            current = current[part]
+    return current
+
+
+def intrinsic(expression: str, state: dict):
+    """A small evaluator for the intrinsic functions the definition uses."""
+    expression = expression.strip()
+    if expression.startswith("$"):
+        return _path(expression, state)
+    if expression.startswith("'"):
+        return expression[1:-1]
+    if re.fullmatch(r"-?\d+", expression):
+        return int(expression)
+    name, inner = re.fullmatch(r"(States\.\w+)\((.*)\)", expression, re.S).groups()
+    args, depth, current, quoted = [], 0, "", False
+    for char in inner:
+        if char == "'" and depth == 0:
+            quoted = not quoted
+        if char == "," and depth == 0 and not quoted:
+            args.append(current)
+            current = ""
+            continue
+        depth += (char == "(") - (char == ")") if not quoted else 0
+        current += char
+    if current.strip():
+        args.append(current)
+    values = [intrinsic(a, state) for a in args]
+    if name == "States.Format":
+        template, *rest = values
+        for item in rest:
+            template = template.replace("{}", str(item), 1)
+        return template
+    if name == "States.UUID":
+        return str(uuid.UUID(int=0x1a2b3c4d << 96))
+    if name == "States.StringSplit":
+        return values[0].split(values[1])
+    if name == "States.ArrayGetItem":
+        return values[0][values[1]]
+    if name == "States.MathAdd":
+        return values[0] + values[1]
+    if name == "States.JsonToString":
+        return json.dumps(values[0])
+    raise AssertionError(f"unsupported intrinsic {name}")
+
+
+def render(parameters, state: dict):
+    if isinstance(parameters, dict):
+        rendered = {}
+        for key, value in parameters.items():
+            if key.endswith(".$"):
+                rendered[key[:-2]] = intrinsic(value, state)
+            else:
+                rendered[key] = render(value, state)
+        return rendered
+    if isinstance(parameters, list):
+        return [render(v, state) for v in parameters]
+    return parameters
+
+
+def validate_request(sagemaker_model, operation: str, params: dict) -> None:
+    shape = sagemaker_model.operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), f"{operation}: {report.generate_report()}"
