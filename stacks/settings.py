@@ -396,6 +396,46 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+def _merged_problems(where: str, team_where: str, values: Mapping[str, Any]) -> list[str]:
+    """Problems visible only once team defaults are merged into a stage; ``values`` may be unvalidated YAML."""
+    problems = []
+    for required in ("account", "region"):
+        if values.get(required) is None:
+            problems.append(f"{where}.{required}: is required (set it on the stage or in {team_where}.defaults)")
+    if values.get("new_vpc") is not None and values.get("existing_vpc") is not None:
+        problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
+    for key in ("endpoints", "hosts"):
+        items = values.get(key)
+        names = [item.get("name") for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
+        for duplicate in sorted({str(n) for n in names if n is not None and names.count(n) > 1}):
+            problems.append(f"{where}.{key}: name {duplicate!r} is used more than once")
+    return problems
+
+
+def _raw_merged_problems(raw: Mapping[str, Any]) -> list[str]:
+    """The merged-stage problems of a file that failed field validation, so one run reports everything."""
+    problems: list[str] = []
+    teams = raw.get("teams")
+    if not isinstance(teams, list):
+        return problems
+    first_index: dict[str, int] = {}
+    for index, team in enumerate(teams):
+        if not isinstance(team, Mapping):
+            continue
+        name = team.get("name")
+        if isinstance(name, str) and name in first_index:
+            problems.append(f"teams[{index}].name: {name!r} duplicates teams[{first_index[name]}].name")
+            continue
+        if isinstance(name, str):
+            first_index[name] = index
+        defaults = team.get("defaults") if isinstance(team.get("defaults"), Mapping) else {}
+        stages = team.get("stages") if isinstance(team.get("stages"), Mapping) else {}
+        for stage_name, spec in stages.items():
+            values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec if isinstance(spec, Mapping) else {})
+            problems += _merged_problems(f"teams[{index}].stages.{stage_name}", f"teams[{index}]", values)
+    return problems
+
+
 def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]:
     """Apply team defaults to each stage; return the stages and any problem found while resolving."""
     stages: list[StageConfig] = []
@@ -410,17 +450,9 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
         for stage_name, spec in team.stages.items():
             where = f"teams[{index}].stages.{stage_name}"
             values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec.model_dump(exclude_none=True, exclude_unset=True))
-            for required in ("account", "region"):
-                if required not in values:
-                    problems.append(f"{where}.{required}: is required (set it on the stage or in "
-                                    f"teams[{index}].defaults)")
-            if "new_vpc" in values and "existing_vpc" in values:
-                problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
-            for key in ("endpoints", "hosts"):
-                names = [item["name"] for item in values.get(key, [])]
-                for duplicate in sorted({n for n in names if names.count(n) > 1}):
-                    problems.append(f"{where}.{key}: name {duplicate!r} is used more than once")
-            if any(p.startswith(where) for p in problems):
+            stage_problems = _merged_problems(where, f"teams[{index}]", values)
+            if stage_problems:
+                problems += stage_problems
                 continue
             vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
             values.pop("new_vpc", None)
@@ -480,7 +512,8 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
     try:
         teams_file = TeamsFile.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(source, [_describe(e) for e in error.errors()]) from None
+        field_problems = [_describe(e) for e in error.errors()]
+        raise ConfigError(source, field_problems + [p for p in _raw_merged_problems(raw) if p not in field_problems]) from None
     stages, problems = resolve_stages(teams_file)
     if problems:
         raise ConfigError(source, problems)

@@ -118,6 +118,18 @@ def test_every_problem_is_reported_at_once():
         "teams[0].email", "teams[0].stages.dev.account", "teams[0].stages.dev.region", "teams[0].stages.dev.ephemral"]
 
 
+def test_merged_stage_problems_are_reported_with_field_errors():
+    # A stage missing its account (known only after merging the team defaults) in a file that also has a field
+    # error: both come back from one run, not one now and the other after the first is fixed.
+    text = _config(f'dev: {{region: eu-west-1}}\nprod: {GOOD_STAGE}').replace("team@example.com", "nope")
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert raised.value.problems == [
+        "teams[0].email: 'nope' is not an email address",
+        "teams[0].stages.dev.account: is required (set it on the stage or in teams[0].defaults)",
+    ]
+
+
 def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(tmp_path / "missing.yaml")
