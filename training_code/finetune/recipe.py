@@ -245,7 +245,8 @@ def run(config: TrainConfig) -> dict:
                     "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0,
                 }
                 _emit(is_main, record, step)
-                state["history"].append({"step": step, **record})
+                # The window's own counts too, so throughput can be computed over any range of steps.
+                state["history"].append({"step": step, **record, "window_tokens": tokens, "window_seconds": elapsed})
                 state["train_tokens"] += tokens
                 state["train_seconds"] += elapsed
                 window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
