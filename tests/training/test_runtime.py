@@ -200,13 +200,16 @@ def _inverted_validation(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("keep_best", ["true", "false"])
-def test_keep_best_writes_the_weights_with_the_lowest_eval_loss(tmp_path, minilm_dir, keep_best):
+@pytest.mark.parametrize(("keep_best", "strategy"), [("true", None), ("false", None), ("true", "fsdp")])
+def test_keep_best_writes_the_weights_with_the_lowest_eval_loss(tmp_path, minilm_dir, keep_best, strategy):
     # Given a validation set whose labels contradict the training data, so that learning makes eval_loss worse
     # at every evaluation and the best weights are never the last ones
     args = small_classification(minilm_dir, 6, eval_steps="2", save_steps="0", keep_best=keep_best,
                                 validation=str(_inverted_validation(tmp_path / "inverted.jsonl")))
-    run = run_train(tmp_path / "run", args)
+    if strategy:  # sharded: rank 0 reads the best weights and sends each rank its shard
+        run = _torchrun(tmp_path / "run", [*args, "--distributed_strategy", strategy], 29537)
+    else:
+        run = run_train(tmp_path / "run", args)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = run.training_metrics()
     during = {e["step"]: e["eval_loss"] for e in metrics["evaluations"]}

@@ -90,7 +90,12 @@ class Parallel:
         """
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+            from torch.distributed.fsdp import FSDPModule
 
+            # The root keeps its parameters unsharded after a forward pass (an evaluation); loading needs shards.
+            for module in model.modules():
+                if isinstance(module, FSDPModule):
+                    module.reshard()
             if optimizer is None:
                 set_model_state_dict(model, model_state or {},
                                      options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
