@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -13,6 +15,9 @@ import pytest
 from moto import mock_aws
 
 from finetune_cli import main
+
+# The module itself, for patching: the package exports its main() function under the same name.
+cli_module = importlib.import_module("finetune_cli.main")
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -305,3 +310,101 @@ def test_batch_bad_arguments(aws, args, message):
     code, _, err = run(["batch", *STAGE, "--instance-type", "ml.m5.xlarge", *args], aws)
 
     assert code == 2 and message in err
+
+
+# --- submit --wait and logs: Step Functions answers from botocore's Stubber (moto does not run state machines) --
+
+def _stub_stepfunctions(aws):
+    from botocore.stub import Stubber
+
+    client = aws["session"].client("stepfunctions", region_name=REGION)
+    return client, Stubber(client)
+
+
+def _using(aws, stepfunctions):
+    """Patch the CLI so Step Functions is the stubbed client and every other service is moto's."""
+    def client(self, service, resources):
+        return stepfunctions if service == "stepfunctions" else aws["session"].client(service, region_name=REGION)
+
+    return mock.patch.object(cli_module.Cli, "client", client)
+
+
+def _event(event_id, seconds, event_type, **details):
+    from datetime import datetime, timezone
+
+    return {"id": event_id, "timestamp": datetime(2026, 11, 27, 9, 0, seconds, tzinfo=timezone.utc),
+            "type": event_type, **details}
+
+
+def _entered(event_id, seconds, state):
+    return _event(event_id, seconds, "TaskStateEntered", stateEnteredEventDetails={"name": state})
+
+
+def test_submit_wait_prints_each_state_once_and_fails_with_the_cause(aws):
+    from botocore.stub import ANY
+
+    client, stubber = _stub_stepfunctions(aws)
+    arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:acme-dev-FineTune:run-1"
+    described = {"executionArn": arn, "stateMachineArn": aws["fine_tune"], "startDate": _event(0, 0, "x")["timestamp"]}
+    first = [_event(1, 0, "ExecutionStarted"), _entered(2, 1, "Validate")]
+    second = [*first, _entered(3, 4, "Train"), _entered(4, 9, "Gate")]
+    stubber.add_response("start_execution", {"executionArn": arn, "startDate": described["startDate"]},
+                         {"stateMachineArn": aws["fine_tune"], "name": ANY, "input": ANY})
+    stubber.add_response("get_execution_history", {"events": first}, {"executionArn": arn, "maxResults": 1000})
+    stubber.add_response("describe_execution", {**described, "status": "RUNNING"}, {"executionArn": arn})
+    stubber.add_response("get_execution_history", {"events": second}, {"executionArn": arn, "maxResults": 1000})
+    stubber.add_response("describe_execution", {**described, "status": "FAILED", "error": "GateRejected",
+                                                "cause": "fine-tuned accuracy 0.61 is below the threshold 0.8"},
+                         {"executionArn": arn})
+
+    with stubber, _using(aws, client):
+        code, out, err = run(["submit", *STAGE, "--dataset", "sst2/v1", "--task", "classification",
+                              "--base-model", "minilm", "--wait", "--poll-seconds", "0"], aws)
+
+    stubber.assert_no_pending_responses()
+    assert (code, err) == (1, "")
+    assert out.count("Validate") == 1  # the second poll's history repeats the first's events
+    assert out.splitlines()[-5:] == ["  09:00:01 Validate", "  09:00:04 Train", "  09:00:09 Gate", "FAILED",
+                                     "  GateRejected: fine-tuned accuracy 0.61 is below the threshold 0.8"]
+
+
+def test_logs_prints_every_stream_of_the_executions_training_job(aws):
+    logs = aws["session"].client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=cli_module.TRAINING_LOG_GROUP)
+    streams = {"sst2-v1-1a2b/algo-1-1764234000": ["metric train_loss=0.69 step=1", "metric train_loss=0.52 step=2"],
+               "sst2-v1-1a2b/algo-2-1764234000": ["rank 1 ready"],
+               "other-job/algo-1-1764234000": ["not this job"]}
+    now_ms = int(time.time() * 1000)
+    for stream, messages in streams.items():
+        logs.create_log_stream(logGroupName=cli_module.TRAINING_LOG_GROUP, logStreamName=stream)
+        logs.put_log_events(logGroupName=cli_module.TRAINING_LOG_GROUP, logStreamName=stream, logEvents=[
+            {"timestamp": now_ms + i, "message": m} for i, m in enumerate(messages)])  # CloudWatch drops old events
+    client, stubber = _stub_stepfunctions(aws)
+    arn = aws["fine_tune"].replace(":stateMachine:", ":execution:") + ":run-1"
+    train = json.dumps({"TrainingJobName": "sst2-v1-1a2b", "RoleArn": "arn:aws:iam::123456789012:role/x"})
+    stubber.add_response("get_execution_history", {"events": [
+        _event(1, 0, "ExecutionStarted"), _entered(2, 1, "Train"),
+        _event(3, 2, "TaskScheduled", taskScheduledEventDetails={
+            "resourceType": "sagemaker", "resource": "createTrainingJob.sync", "region": REGION, "parameters": train}),
+    ]}, {"executionArn": arn, "maxResults": 1000})
+
+    with stubber, _using(aws, client):
+        code, out, err = run(["logs", *STAGE, "--execution", "run-1"], aws)
+
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["== sst2-v1-1a2b/algo-1-1764234000", "metric train_loss=0.69 step=1",
+                                "metric train_loss=0.52 step=2", "== sst2-v1-1a2b/algo-2-1764234000", "rank 1 ready"]
+
+
+def test_logs_before_the_training_job_started_is_a_clear_failure(aws):
+    client, stubber = _stub_stepfunctions(aws)
+    arn = aws["fine_tune"].replace(":stateMachine:", ":execution:") + ":run-1"
+    stubber.add_response("get_execution_history", {"events": [_event(1, 0, "ExecutionStarted"),
+                                                              _entered(2, 1, "Validate")]},
+                         {"executionArn": arn, "maxResults": 1000})
+
+    with stubber, _using(aws, client):
+        code, out, err = run(["logs", *STAGE, "--execution", "run-1"], aws)
+
+    assert code == 1 and out == ""
+    assert err == f"finetune: execution {arn} has not started a training job (yet)\n"
