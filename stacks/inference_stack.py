@@ -75,7 +75,8 @@ class InferenceStack(Stack):
         self.proxy = InferenceProxy(
             self, "Proxy", qualified_name=q, team=stage.team, stage_name=stage.name, endpoints=stage.endpoints,
             key=key, vpc=data.network.vpc, subnets=data.network.subnets, vpc_cidr=stage.vpc.cidr,
-            log_retention=retention, removal_policy=removal_policy)
+            log_retention=retention, removal_policy=removal_policy,
+            reserved_concurrency=stage.proxy_reserved_concurrency)
         self.api = InferenceApi(
             self, "Api", qualified_name=q, function=self.proxy.function, key=key, log_retention=retention,
             removal_policy=removal_policy)

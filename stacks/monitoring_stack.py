@@ -94,7 +94,8 @@ class MonitoringStack(Stack):
             alarm(f"Endpoint{spec.name.title().replace('-', '')}5xxAlarm", f"{spec.name}-5xx",
                   f"Endpoint {naming.endpoint(q, spec.name)} returned {ERROR_COUNT_THRESHOLD} or more 5xx errors "
                   "in 5 minutes.", invocations[2], ERROR_COUNT_THRESHOLD)
-            threshold = LATENCY_P90_MICROSECONDS[spec.kind]
+            threshold = (spec.latency_alarm_seconds * 1e6 if spec.latency_alarm_seconds is not None
+                         else LATENCY_P90_MICROSECONDS[spec.kind])
             alarm(f"Endpoint{spec.name.title().replace('-', '')}LatencyAlarm", f"{spec.name}-latency",
                   f"Endpoint {naming.endpoint(q, spec.name)}: p90 ModelLatency above {threshold / 1e6:g} s for "
                   f"{LATENCY_PERIODS * 5} minutes.", latency[0], threshold, periods=LATENCY_PERIODS,

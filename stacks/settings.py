@@ -200,6 +200,9 @@ class EndpointSpec(_Strict):
     scale_down_out_of_hours: bool = Field(False, description="Scale to the minimum outside office hours (dev).")
     serverless: Serverless | None = Field(None, description="Serverless instead of instances (classifiers only).")
     data_capture_percent: int = Field(10, ge=0, le=100, description="Share of requests captured to S3 (0: off).")
+    latency_alarm_seconds: float | None = Field(
+        None, gt=0, le=3600, description="Alarm when p90 ModelLatency stays above this many seconds for 15 minutes. "
+                                         "Default: 30 for llm, 1 for classifier.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EndpointSpec:
@@ -271,6 +274,9 @@ class StageSpec(_Strict):
     auto_approve_models: bool | None = Field(
         None, description="Register models that pass the gate as Approved (else PendingManualApproval).")
     images: ImageVersions | None = Field(None, description="Pinned container image versions.")
+    proxy_reserved_concurrency: int | None = Field(
+        None, ge=1, le=1000, description="Concurrent executions reserved for (and capping) the inference proxy "
+                                         "Lambda: the most requests the stage's API serves at once. Default 20.")
     endpoints: list[EndpointSpec] | None = Field(None, description="Real-time endpoints of this stage.")
     hosts: list[HostSpec] | None = Field(None, description="GPU hosts of this stage.")
 
@@ -294,6 +300,7 @@ class StageConfig(_Strict):
     training: TrainingLimits
     auto_approve_models: bool
     images: ImageVersions
+    proxy_reserved_concurrency: int
     endpoints: tuple[EndpointSpec, ...]
     hosts: tuple[HostSpec, ...]
 
@@ -327,6 +334,7 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "training": {},
     "auto_approve_models": False,
     "images": {},
+    "proxy_reserved_concurrency": 20,
     "endpoints": [],
     "hosts": [],
 }

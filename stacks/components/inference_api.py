@@ -33,7 +33,6 @@ API_STAGE_NAME = "api"
 
 PROXY_TIMEOUT = Duration.seconds(29)
 """API Gateway ends a REST integration after 29 s; the proxy gives up on the model earlier (its read timeout)."""
-PROXY_RESERVED_CONCURRENCY = 20
 """Concurrent proxy invocations reserved (and capped) per team stage: one team cannot starve the account."""
 STAGE_RATE_LIMIT = 50
 STAGE_BURST_LIMIT = 100
@@ -108,7 +107,7 @@ class InferenceProxy(Construct):
     def __init__(self, scope: Construct, id_: str, *, qualified_name: str, team: str, stage_name: str,
                  endpoints: tuple[EndpointSpec, ...], key: kms.IKey, vpc: ec2.IVpc,
                  subnets: ec2.SubnetSelection, vpc_cidr: str, log_retention: logs.RetentionDays,
-                 removal_policy: RemovalPolicy) -> None:
+                 removal_policy: RemovalPolicy, reserved_concurrency: int) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.function_name = naming.inference_proxy_function(qualified_name)
@@ -171,7 +170,7 @@ class InferenceProxy(Construct):
             log_group=self.log_group,
             # Every permission is in the managed policy above: CDK adds nothing inline.
             role=self.role.without_policy_updates(),
-            reserved_concurrent_executions=PROXY_RESERVED_CONCURRENCY,
+            reserved_concurrent_executions=reserved_concurrency,
             vpc=vpc, vpc_subnets=subnets, security_groups=[self.security_group],
         )
         self.function.node.add_dependency(self.policy)

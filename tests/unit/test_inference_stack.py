@@ -106,6 +106,14 @@ def test_proxy_function_runtime_layer_and_environment(assembly):
     assert props["VpcConfig"]["SubnetIds"]
 
 
+def test_proxy_reserved_concurrency_defaults_to_20_and_a_stage_can_set_it(assembly):
+    # search-prod sets proxy_reserved_concurrency: 50 in config/teams.yaml; search-dev keeps the default
+    for stage, expected in ((DEV, 20), (PROD, 50)):
+        functions = _resources(assembly, stage, "AWS::Lambda::Function").values()
+        (proxy,) = [f["Properties"] for f in functions if f["Properties"]["FunctionName"].endswith("-inference-proxy")]
+        assert proxy["ReservedConcurrentExecutions"] == expected
+
+
 def test_proxy_can_invoke_only_this_stages_endpoints(assembly):
     (role_id,) = [k for k, r in _resources(assembly, DEV, "AWS::IAM::Role").items()
                   if "lambda.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]

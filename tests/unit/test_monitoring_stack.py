@@ -72,6 +72,7 @@ def test_alarm_metrics_match_the_names_the_other_stacks_use(assembly):
     assert _metric(latency)[1::2] == ("ModelLatency", "p90")
     assert (latency["Threshold"], latency["EvaluationPeriods"]) == (30_000_000, 3)
     assert found["search-dev-sentiment-latency"]["Threshold"] == 1_000_000
+
     assert _metric(found["search-dev-api-5xx"]) == ("AWS/ApiGateway", "5XXError", {
         "ApiName": naming.inference_api("search-dev"), "Stage": "api"}, "Sum")
     assert _metric(found["search-dev-proxy-errors"]) == (
@@ -81,6 +82,14 @@ def test_alarm_metrics_match_the_names_the_other_stacks_use(assembly):
     assert names == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
     [expression] = [m for m in pipeline["Metrics"] if "Expression" in m]
     assert expression["Expression"] == "failed + timedOut + aborted" and pipeline["Threshold"] == 1
+
+def test_an_endpoint_can_set_its_own_latency_alarm(assembly):
+    # search-prod's assistant sets latency_alarm_seconds: 20 in config/teams.yaml
+    alarms = assembly.stack("search-prod", "Monitoring").resources_of_type("AWS::CloudWatch::Alarm").values()
+    (latency,) = [a["Properties"] for a in alarms if a["Properties"]["AlarmName"] == "search-prod-assistant-latency"]
+    assert latency["Threshold"] == 20_000_000
+    assert "above 20 s for 15 minutes" in latency["AlarmDescription"]
+
 
 
 def _dashboard_metrics(stack) -> list[list]:
