@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -420,14 +420,14 @@ def _merged_problems(where: str, team_where: str, values: Mapping[str, Any]) -> 
     return problems
 
 
-def _raw_merged_problems(raw: Mapping[str, Any]) -> list[str]:
-    """The merged-stage problems of a file that failed field validation, so one run reports everything."""
-    problems: list[str] = []
-    teams = raw.get("teams")
-    if not isinstance(teams, list):
-        return problems
+def _merged_stages(teams: Any, problems: list[str]) -> Iterator[tuple[Mapping[str, Any], str, str, dict[str, Any]]]:
+    """Each stage's values with the built-in and team defaults applied, as (team, stage name, where, values).
+
+    ``teams`` is the file's ``teams`` list, validated and dumped or raw YAML. Duplicate team names and the
+    problems visible only after merging go to ``problems``, and those stages are not yielded.
+    """
     first_index: dict[str, int] = {}
-    for index, team in enumerate(teams):
+    for index, team in enumerate(teams if isinstance(teams, list) else []):
         if not isinstance(team, Mapping):
             continue
         name = team.get("name")
@@ -439,43 +439,34 @@ def _raw_merged_problems(raw: Mapping[str, Any]) -> list[str]:
         defaults = team.get("defaults") if isinstance(team.get("defaults"), Mapping) else {}
         stages = team.get("stages") if isinstance(team.get("stages"), Mapping) else {}
         for stage_name, spec in stages.items():
+            where = f"teams[{index}].stages.{stage_name}"
             values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec if isinstance(spec, Mapping) else {})
-            problems += _merged_problems(f"teams[{index}].stages.{stage_name}", f"teams[{index}]", values)
-    return problems
+            stage_problems = _merged_problems(where, f"teams[{index}]", values)
+            problems += stage_problems
+            if not stage_problems:
+                yield team, stage_name, where, values
 
 
 def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]:
     """Apply team defaults to each stage; return the stages and any problem found while resolving."""
     stages: list[StageConfig] = []
     problems: list[str] = []
-    first_index: dict[str, int] = {}
-    for index, team in enumerate(teams_file.teams):
-        if team.name in first_index:
-            problems.append(f"teams[{index}].name: {team.name!r} duplicates teams[{first_index[team.name]}].name")
+    teams = teams_file.model_dump(exclude_none=True, exclude_unset=True)["teams"]
+    for team, stage_name, where, values in _merged_stages(teams, problems):
+        vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
+        values.pop("new_vpc", None)
+        if "vpc_id" in vpc and not all(zone.startswith(values["region"]) for zone in vpc["availability_zones"]):
+            problems.append(f"{where}: availability zones {vpc['availability_zones']} are not in region "
+                            f"{values['region']!r}")
             continue
-        first_index[team.name] = index
-        defaults = team.defaults.model_dump(exclude_none=True, exclude_unset=True)
-        for stage_name, spec in team.stages.items():
-            where = f"teams[{index}].stages.{stage_name}"
-            values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec.model_dump(exclude_none=True, exclude_unset=True))
-            stage_problems = _merged_problems(where, f"teams[{index}]", values)
-            if stage_problems:
-                problems += stage_problems
-                continue
-            vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
-            values.pop("new_vpc", None)
-            if "vpc_id" in vpc and not all(zone.startswith(values["region"]) for zone in vpc["availability_zones"]):
-                problems.append(f"{where}: availability zones {vpc['availability_zones']} are not in region "
-                                f"{values['region']!r}")
-                continue
-            stages.append(StageConfig(
-                team=team.name, name=stage_name, cost_center=team.cost_center, email=team.email,
-                vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
-                **{key: value for key, value in values.items() if key not in ("compliance", "endpoints", "hosts")},
-                compliance=tuple(dict.fromkeys(values["compliance"])),
-                endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
-                hosts=tuple(HostSpec(**h) for h in values["hosts"]),
-            ))
+        stages.append(StageConfig(
+            team=team["name"], name=stage_name, cost_center=team["cost_center"], email=team["email"],
+            vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
+            **{key: value for key, value in values.items() if key not in ("compliance", "endpoints", "hosts")},
+            compliance=tuple(dict.fromkeys(values["compliance"])),
+            endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
+            hosts=tuple(HostSpec(**h) for h in values["hosts"]),
+        ))
     return stages, problems
 
 
@@ -521,7 +512,10 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
         teams_file = TeamsFile.model_validate(raw)
     except ValidationError as error:
         field_problems = [_describe(e) for e in error.errors()]
-        raise ConfigError(source, field_problems + [p for p in _raw_merged_problems(raw) if p not in field_problems]) from None
+        merged_problems: list[str] = []
+        for _ in _merged_stages(raw.get("teams"), merged_problems):
+            pass  # only the problems are wanted: the stages' values are not valid yet
+        raise ConfigError(source, field_problems + [p for p in merged_problems if p not in field_problems]) from None
     stages, problems = resolve_stages(teams_file)
     if problems:
         raise ConfigError(source, problems)
