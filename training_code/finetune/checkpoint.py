@@ -124,6 +124,8 @@ def load(path: Path, scheduler, rank: int = 0, world: int = 1) -> tuple[dict, di
     optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
     states = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+    if isinstance(states, dict):  # written before each rank's states were kept: rank 0's alone
+        states = [states]
     rng = states[rank] if len(states) == world else states[0]
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
