@@ -512,9 +512,9 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
         teams_file = TeamsFile.model_validate(raw)
     except ValidationError as error:
         field_problems = [_describe(e) for e in error.errors()]
+        # Walking the merged stages collects their problems; the stages themselves are not valid yet.
         merged_problems: list[str] = []
-        for _ in _merged_stages(raw.get("teams"), merged_problems):
-            pass  # only the problems are wanted: the stages' values are not valid yet
+        list(_merged_stages(raw.get("teams"), merged_problems))
         raise ConfigError(source, field_problems + [p for p in merged_problems if p not in field_problems]) from None
     stages, problems = resolve_stages(teams_file)
     if problems:
