@@ -238,17 +238,21 @@ class FineTunePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         ).next(succeed)
 
-        deploy_chain = self._deploy(
-            endpoints=endpoints, qualified_name=qualified_name, execution_role=execution_role, key=key,
-            vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success)
-        wants_deploy = sfn.Choice(self, "DeployRequested")
-        wants_deploy.when(sfn.Condition.and_(sfn.Condition.is_present("$.request.deploy_to"),
-                                             sfn.Condition.is_not_null("$.request.deploy_to"),
-                                             sfn.Condition.string_equals("$.package.approval", "Approved")),
-                          deploy_chain)
-        wants_deploy.otherwise(notify_success)
-        register_llm.next(wants_deploy)
-        register_classifier.next(wants_deploy)
+        after_register: sfn.IChainable = notify_success
+        if endpoints:
+            # A stage without endpoints has no Deploy branch at all (Validate already refuses its deploy_to).
+            deploy_chain = self._deploy(
+                endpoints=endpoints, qualified_name=qualified_name, execution_role=execution_role, key=key,
+                vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success)
+            wants_deploy = sfn.Choice(self, "DeployRequested")
+            wants_deploy.when(sfn.Condition.and_(sfn.Condition.is_present("$.request.deploy_to"),
+                                                 sfn.Condition.is_not_null("$.request.deploy_to"),
+                                                 sfn.Condition.string_equals("$.package.approval", "Approved")),
+                              deploy_chain)
+            wants_deploy.otherwise(notify_success)
+            after_register = wants_deploy
+        register_llm.next(after_register)
+        register_classifier.next(after_register)
 
         passed.when(sfn.Condition.boolean_equals("$.gated.gate.passed", True), by_task)
         passed.otherwise(gate_rejected)
@@ -292,7 +296,8 @@ class FineTunePipeline(Construct):
     def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail,
                 done) -> sfn.IChainable:
         """Model -> endpoint config -> UpdateEndpoint -> poll until InService; one branch per configured endpoint
-        whose kind matches the task. A failed update leaves SageMaker serving the previous config."""
+        whose kind matches the task (at least one endpoint). A failed update leaves SageMaker serving the previous
+        config."""
         stack = Stack.of(self)
         unknown = sfn.Pass(self, "DescribeUnknownEndpoint", parameters={
             "Error": "UnknownEndpoint",
@@ -300,10 +305,6 @@ class FineTunePipeline(Construct):
                        "$.request.deploy_to, $.request.hyperparameters.task)"}, result_path="$.failure")
         unknown.next(notify_and_fail("Deploy", "DeployFailed", "$.failure"))
         pick = sfn.Choice(self, "PickEndpoint")
-        if not endpoints:
-            pick.otherwise(unknown)
-            return pick
-
         model_name = "States.Format('{}-m', $.job.name)"
         create_model = tasks.CallAwsService(
             self, "CreateModel", service="sagemaker", action="createModel",
@@ -357,8 +358,9 @@ class FineTunePipeline(Construct):
         deployed = sfn.Choice(self, "EndpointUpdated")
         rollback = sfn.Pass(self, "DescribeDeployFailure", parameters={
             "Error": "DeployFailed",
-            "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. '"
-                       " + 'Describe: {}', $.target.endpoint_name, $.endpoint.reason)"}, result_path="$.failure")
+            # One literal template: intrinsic arguments have no string concatenation.
+            "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. "
+                       "Describe: {}', $.target.endpoint_name, $.endpoint.reason)"}, result_path="$.failure")
         rollback.next(notify_and_fail("DeployStep", "DeployFailed", "$.failure"))
         deployed.when(sfn.Condition.and_(sfn.Condition.string_equals("$.endpoint.status", "InService"),
                                          sfn.Condition.string_equals_json_path("$.endpoint.config",
