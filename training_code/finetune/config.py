@@ -15,6 +15,7 @@ from typing import Any
 TASKS = ("causal-lm", "classification")
 METHODS = ("lora", "qlora", "full")
 STRATEGIES = ("ddp", "fsdp")
+POOLINGS = ("auto", "cls", "mean")
 
 
 class ConfigError(ValueError):
@@ -42,7 +43,9 @@ class TrainConfig:
     learning_rate: float | None = None
     """Peak learning rate. Default: 2e-4 for LoRA/QLoRA, 2e-5 for full causal-lm, 5e-5 for full classification."""
     batch_size: int | None = None
-    """Sequences (packed rows when packing) per device per micro-batch. Default: 4 causal-lm, 32 classification."""
+    """Examples per device per micro-batch, packed or not (packing lays a micro-batch's examples out in rows of
+    ``max_seq_length`` tokens without padding; it never changes how many examples an optimizer step sees).
+    Default: 4 causal-lm, 32 classification."""
     gradient_accumulation_steps: int = 1
     """Micro-batches accumulated into one optimizer step."""
     max_seq_length: int | None = None
@@ -60,7 +63,12 @@ class TrainConfig:
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
-    """Pack causal-lm examples into rows without attention across examples. Default: true for causal-lm; not for classification."""
+    """Pack causal-lm examples into rows without attention across examples, where the model supports it (checked
+    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for classification."""
+    classifier_pooling: str = "auto"
+    """How a classifier reads the encoder: ``cls`` (the model's own head on the first token), ``mean`` (the mean of
+    the last hidden states over the text's tokens, for BERT-family encoders) or ``auto``: ``mean`` for sentence
+    embedding models that declare mean pooling (sentence-transformers' ``1_Pooling/config.json``), else ``cls``."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     eval_steps: int = 0
@@ -122,6 +130,8 @@ class TrainConfig:
             self.batch_size = 4 if causal else 32
         if self.max_seq_length is None:
             self.max_seq_length = 1024 if causal else 128
+        if self.classifier_pooling not in POOLINGS:
+            bad("classifier_pooling", f"must be one of {', '.join(POOLINGS)}")
         if self.packing is None:
             self.packing = causal
         elif self.packing and not causal:
