@@ -76,6 +76,13 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(smollm2_dir)
     padded_loss, padded_grad, padded_rows = loss_and_grad(None)
     assert (packed_rows, padded_rows) == (1, 4)
     assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
+    # and both equal the plain loss over full-vocabulary logits at every position (the head runs at targets only)
+    padded = collate_micro_batch(examples, tokenizer.pad_token_id, classification=False, packed_width=None)
+    with torch.no_grad():
+        logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    reference = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), padded["labels"][:, 1:].flatten(),
+                                                  ignore_index=-100, reduction="sum")
+    assert padded_loss == pytest.approx(reference.item(), rel=1e-4)
     torch.testing.assert_close(packed_grad, padded_grad, rtol=1e-3, atol=1e-5)
 
 

@@ -479,13 +479,41 @@ def _checkpoint_if_due(setup: Setup, state: LoopState, stop_flag: _StopFlag) -> 
 
 
 def _causal_loss_sum(model, batch):
-    """Summed cross-entropy over target tokens; logits are computed only at positions that predict a target."""
+    """Summed cross-entropy over target tokens, with the LM head run only where a target is predicted.
+
+    Row by row: a hook on the final norm hands the head the hidden states of just those positions, flattened over
+    the rows, so no full-vocabulary logits are computed for prompts, padding or other rows' targets. It runs inside
+    the model's forward, so DDP and FSDP see an ordinary forward. Models without a recognisable final norm get
+    the head at the union of target positions over the rows instead (``logits_to_keep``).
+    """
     targets = batch["labels"][:, 1:]
-    positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(-1)
+    keep = targets != IGNORE_INDEX
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits
-    chosen = targets[:, positions]
-    return F.cross_entropy(logits.float().flatten(0, 1), chosen.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    norm = _final_norm(model)
+    if norm is None:
+        positions = keep.any(0).nonzero().squeeze(-1)
+        logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits
+        chosen = targets[:, positions]
+        return F.cross_entropy(logits.float().flatten(0, 1), chosen.flatten(), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
+    rows, cols = keep.nonzero(as_tuple=True)
+    handle = norm.register_forward_hook(lambda module, args, output: output[rows, cols].unsqueeze(0))
+    try:
+        logits = model(**inputs, logits_to_keep=0, use_cache=False).logits
+    finally:
+        handle.remove()
+    return F.cross_entropy(logits[0].float(), targets[rows, cols], reduction="sum")
+
+
+def _final_norm(model) -> torch.nn.Module | None:
+    """The norm whose output goes straight into the LM head (``<causal lm>.model.norm``: Llama, Mistral, Qwen,
+    Gemma, SmolLM and their kin), through DDP and PEFT wrappers; None for other layouts."""
+    model = getattr(model, "module", model)  # DDP
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()  # PEFT
+    body = getattr(model, "model", None)
+    norm = getattr(body, "norm", None)
+    return norm if isinstance(norm, torch.nn.Module) and hasattr(model, "lm_head") else None
 
 
 # ---- final evaluation, the best weights, save ----
