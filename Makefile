@@ -20,7 +20,7 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean
+.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train eval train-local clean
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
@@ -29,7 +29,8 @@ help:
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
 	@echo "make train-local      fine-tune the packaged MiniLM on samples/sst2 on this CPU (about a minute)"
-	@echo "make bench            synthesis benchmark (JSON); make bench-train: training throughput (JSON)"
+	@echo "make bench            synthesis benchmark (JSON); make bench-train: training throughput vs HF/TRL (JSON)"
+	@echo "make eval             held-out quality with the first settings a user tries (JSON lines; long on a CPU)"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt training_code/requirements.txt $(wildcard requirements-models.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,7 +69,12 @@ bench: deps
 	$(PY) bench/synth.py
 
 bench-train: $(VENV_STAMP)
-	$(PY) bench/train_throughput.py --steps 5 --batch_size 8
+	$(PY) bench/train_throughput.py --steps 6 --batch_size 8
+
+# Dolly (SmolLM2 LoRA) and SST-2 (MiniLM) with the issue's settings, and the docstring-library second domain.
+EVAL_CASES ?= dolly sst2 docs-library
+eval: $(VENV_STAMP)
+	$(PY) bench/quality.py $(EVAL_CASES)
 
 # The packaged all-MiniLM-L6-v2, full fine-tuning on the shipped SST-2 sample; prints base vs fine-tuned metrics.
 train-local: $(VENV_STAMP)
