@@ -38,6 +38,14 @@ CASES = {
                  "--learning_rate", "5e-5"],
         "metric": "accuracy", "target": "accuracy >= 0.88",
     },
+    # The SST-2 settings on the 800/200-row sample shipped in samples/sst2 (a subset of the shared one): minutes
+    # rather than an hour on a loaded CPU.
+    "sst2-shipped": {
+        "data": "sst2-shipped",
+        "args": ["--task", "classification", "--base_model", "local:minilm", "--epochs", "3", "--batch_size", "32",
+                 "--learning_rate", "5e-5"],
+        "metric": "accuracy", "target": "accuracy >= 0.88",
+    },
     "docs-library": {
         "data": "docs-library",
         "args": ["--task", "classification", "--base_model", "local:minilm", "--epochs", "3", "--batch_size", "32",
@@ -61,14 +69,16 @@ def _data(name: str, workdir: Path) -> tuple[Path, Path]:
         if not source.is_dir():
             sys.exit(f"{source} is absent: the sst2 case needs the shared SST-2 sample")
         return source / "train.jsonl", source / "validation.jsonl"
+    if name == "sst2-shipped":
+        return REPO / "samples" / "sst2" / "train.jsonl", REPO / "samples" / "sst2" / "validation.jsonl"
     sys.path.insert(0, str(REPO / "bench"))
     from docstring_data import write_dataset
 
     return write_dataset(name.removeprefix("docs-"), workdir / name)
 
 
-def run_case(name: str) -> dict:
-    case = CASES[name]
+def run_case(name: str, extra: list[str]) -> dict:
+    case = {**CASES[name], "args": [*CASES[name]["args"], *extra]}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         train, validation = _data(case["data"], workdir)
@@ -96,7 +106,7 @@ def run_case(name: str) -> dict:
     }
     if metric == "eval_loss":
         result["met"] = tuned <= 0.9 * base
-    elif name == "sst2":
+    elif name.startswith("sst2"):
         result["met"] = tuned >= 0.88
     else:
         matrix = report["fine_tuned"]["confusion_matrix"]["matrix"]
@@ -109,9 +119,10 @@ def run_case(name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", default=["dolly", "sst2"], choices=sorted(CASES))
+    parser.add_argument("--extra", default="", help="more train.py flags for every case, e.g. '--classifier_pooling cls'")
     args = parser.parse_args()
     for name in args.cases:
-        print(json.dumps(run_case(name)), flush=True)
+        print(json.dumps(run_case(name, args.extra.split())), flush=True)
 
 
 if __name__ == "__main__":

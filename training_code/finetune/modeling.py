@@ -149,6 +149,9 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
             lora_dropout=config.lora_dropout,
             target_modules=config.lora_targets,
             task_type="CAUSAL_LM" if config.task == "causal-lm" else "SEQ_CLS",
+            # The appended mean-pooling layer stays exactly what add_mean_pooling_layer made it.
+            exclude_modules=(rf".*encoder\.layer\.{model.config.num_hidden_layers - 1}\..*"
+                             if getattr(model.config, "finetune_pooling", None) else None),
         )
         try:
             model = get_peft_model(model, lora)
