@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--concurrent", action="store_true", help="run the rows at the same time (a shared machine)")
     parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # one row, in this process
     args = parser.parse_args()
     args.data = _data_path(str(args.data) if args.data else None)
@@ -219,22 +220,28 @@ def main() -> None:
     import torch
 
     results, load = {}, {}
-    for row in args.rows:
-        command = [sys.executable, __file__, "--row", row, "--model", args.model, "--data", str(args.data),
-                   "--steps", str(args.steps), "--batch_size", str(args.batch_size),
-                   "--max_seq_length", str(args.max_seq_length), "--seed", str(args.seed)]
+    commands = {row: [sys.executable, __file__, "--row", row, "--model", args.model, "--data", str(args.data),
+                      "--steps", str(args.steps), "--batch_size", str(args.batch_size),
+                      "--max_seq_length", str(args.max_seq_length), "--seed", str(args.seed)] for row in args.rows}
+    # One after another by default; --concurrent starts every row at once, so on a machine shared with other work
+    # all rows see the same load (each still in its own process, so peak RSS stays separable).
+    batches = [args.rows] if args.concurrent else [[row] for row in args.rows]
+    for batch in batches:
         before = os.getloadavg()[0]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        load[row] = {"before": before, "after": os.getloadavg()[0]}
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        results[row] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-1500:]}
+        procs = {row: subprocess.Popen(commands[row], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       cwd=REPO) for row in batch}
+        for row, proc in procs.items():
+            stdout, stderr = proc.communicate()
+            load[row] = {"before": before, "after": os.getloadavg()[0]}
+            lines = [line for line in stdout.splitlines() if line.startswith("{")]
+            results[row] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": stderr[-1500:]}
     peers = {k: v for k, v in results.items() if k != "ours" and "useful_tokens_per_second" in v}
     result = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
         "model": args.model, "method": "lora", "data": str(args.data), "steps": args.steps,
         "examples_per_step": args.batch_size, "max_seq_length": args.max_seq_length,
-        "rows": results,
+        "rows": results, "rows_run": "concurrently" if args.concurrent else "one after another",
         # 1-minute load averages before and after each row: other work on a shared machine skews the comparison.
         "load_average": load,
     }
