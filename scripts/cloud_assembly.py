@@ -16,6 +16,18 @@ class SynthesizedStack:
     name: str  # construct id within the stage, e.g. "Data"
     template: dict
     metadata: dict
+    stack_name: str = ""  # the CloudFormation stack name, e.g. "search-dev-data"
+    stage_dir: Path | None = None  # the stage's nested assembly folder (asset paths are relative to it)
+
+    def asset_source(self, object_key: str) -> Path:
+        """The folder or file in the assembly that `cdk deploy` uploads as ``object_key`` (a Lambda's S3Key)."""
+        if self.stage_dir is None:
+            raise ValueError(f"{self.stage}/{self.name}: read without its assembly folder")
+        for manifest in sorted(self.stage_dir.glob("*.assets.json")):
+            for entry in json.loads(manifest.read_text())["files"].values():
+                if any(d.get("objectKey") == object_key for d in entry["destinations"].values()):
+                    return (self.stage_dir / entry["source"]["path"]).resolve()
+        raise KeyError(f"{self.stage}/{self.name}: no asset uploads as {object_key}")
 
     def resources_of_type(self, resource_type: str) -> dict[str, dict]:
         return {logical_id: resource for logical_id, resource in self.template["Resources"].items()
@@ -31,6 +43,13 @@ class Assembly:
 
     def stack(self, stage: str, name: str) -> SynthesizedStack:
         return self.stacks[(stage, name)]
+
+    def by_stack_name(self, stack_name: str) -> SynthesizedStack:
+        """The stack CloudFormation knows as ``stack_name`` (what ``Fn::GetStackOutput`` names)."""
+        for stack in self.stacks.values():
+            if stack.stack_name == stack_name:
+                return stack
+        raise KeyError(f"no stack named {stack_name} in {self.outdir}")
 
     def template(self, stage: str, name: str):
         from aws_cdk.assertions import Template
@@ -54,6 +73,7 @@ def read_assembly(outdir: Path) -> Assembly:
                 stage=stage, name=name,
                 template=json.loads((stage_dir / template_file).read_text()),
                 metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {},
+                stack_name=artifact["properties"].get("stackName", name), stage_dir=stage_dir,
             )
     return Assembly(outdir=outdir, stacks=stacks)
 

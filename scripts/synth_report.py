@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""After `cdk synth`: run cfn-lint on every template and print one row per team stage.
+"""After `cdk synth`: run cfn-lint on every template, validate every Step Functions state machine, and print one
+row per team stage.
 
 Usage: synth_report.py CDK_OUT_DIR
-Exits 1 if cfn-lint reports anything (errors, warnings or informational findings).
-Rule-pack findings never reach this point: an unacknowledged finding already failed `cdk synth`.
+Exits 1 if cfn-lint reports anything (errors, warnings or informational findings) or if any state machine
+definition is not valid States Language (asl-validator or moto's parser; scripts/asl_check.py), naming the stage,
+state machine, state and field. Rule-pack findings never reach this point: an unacknowledged finding already
+failed `cdk synth`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts import asl_check  # noqa: E402
 from scripts.cloud_assembly import acknowledgements, read_assembly  # noqa: E402
 from stacks.settings import load_config  # noqa: E402
 
@@ -28,6 +32,7 @@ def main(outdir: Path) -> int:
     for row in acknowledgements(assembly):
         acknowledged_by_stage[row["stage"]] = acknowledged_by_stage.get(row["stage"], 0) + 1
     rows, problems = [], []
+    machines, asl_findings = asl_check.check(assembly)
     for stage_name in sorted({stage for stage, _ in assembly.stacks}):
         stacks = [stack for (stage, _), stack in assembly.stacks.items() if stage == stage_name]
         region = stages[stage_name].region if stage_name in stages else "us-east-1"
@@ -37,11 +42,16 @@ def main(outdir: Path) -> int:
                 lint_findings += 1
                 problems.append(f"{stage_name}/{stack.name}:{match.linenumber}: {match.rule.id} {match.message}")
         packs = ["AwsSolutions"] + [p.upper() for p in stages[stage_name].compliance] if stage_name in stages else []
+        stage_machines = [m for m in machines if m.stage == stage_name]
+        invalid = {f.state_machine for f in asl_findings} & {m.name for m in stage_machines}
         rows.append((stage_name, ", ".join(stack.name for stack in stacks),
                      str(sum(len(stack.template["Resources"]) for stack in stacks)), "+".join(packs), "0",
-                     str(acknowledged_by_stage.get(stage_name, 0)), str(lint_findings)))
+                     str(acknowledged_by_stage.get(stage_name, 0)), str(lint_findings),
+                     f"{len(stage_machines) - len(invalid)}/{len(stage_machines)} valid"))
+    problems.extend(str(finding) for finding in asl_findings)
 
-    header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint")
+    header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint",
+              "state machines")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))

@@ -9,39 +9,9 @@ import uuid
 
 from botocore.validate import ParamValidator
 
+from scripts.asl_check import resolve_tokens  # noqa: F401  (one resolver for tests and make synth)
+
 CONTEXT = {"Execution": {"Name": "dolly-v1-20261127", "Id": "arn:aws:states:eu-west-1:111111111111:execution:x:y"}}
-
-
-def resolve_tokens(value):
-    """Replace CloudFormation intrinsics in the definition with plausible literal values."""
-    if isinstance(value, dict):
-        if "Fn::Join" in value:
-            separator, parts = value["Fn::Join"]
-            return separator.join(str(resolve_tokens(p)) for p in parts)
-        if "Ref" in value:
-            return {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111111111111",
-                    "AWS::URLSuffix": "amazonaws.com"}.get(value["Ref"], f"ref-{value['Ref'].lower()[:20]}")
-        if "Fn::GetAtt" in value:
-            resource, attribute = value["Fn::GetAtt"]
-            if attribute == "Arn":
-                return f"arn:aws:iam::111111111111:role/{resource[:40]}"
-            return "sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
-        if "Fn::ImportValue" in value or "Fn::GetStackOutput" in value:
-            return "imported-value"
-        if "Fn::Sub" in value:
-            return re.sub(r"\$\{[^}]+\}", "x", value["Fn::Sub"] if isinstance(value["Fn::Sub"], str)
-                          else value["Fn::Sub"][0])
-        if "Fn::Select" in value:
-            index, items = value["Fn::Select"]
-            resolved = resolve_tokens(items)
-            return resolved[index] if isinstance(resolved, list) else f"selected-{index}"
-        if "Fn::Split" in value:
-            separator, text = value["Fn::Split"]
-            return str(resolve_tokens(text)).split(separator)
-        return {k: resolve_tokens(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_tokens(v) for v in value]
-    return value
 
 
 def _path(expression: str, state: dict):
