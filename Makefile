@@ -20,11 +20,13 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean
+# make test: the whole suite. make test-fast: no synthesis and no training (the edit-test loop, ~1-2 minutes).
+.PHONY: help deps synth test test-fast check-config schema snapshot-update diagram bench bench-train train-local clean
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
+	@echo "make test-fast        the tests that need no synthesis and no training run (unit, handlers, contract)"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -54,6 +56,9 @@ synth: deps check-config
 
 test: deps
 	$(PY) -m pytest
+
+test-fast: deps
+	$(PY) -m pytest -m "not synth and not training"
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
