@@ -5,6 +5,7 @@ Hyperparameter values are checked by the training container's own ``TrainConfig`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -227,10 +228,21 @@ def main_metric(task: str) -> tuple[str, bool]:
     return (ACCURACY, True) if task == "classification" else (EVAL_LOSS, False)
 
 
-def job_name_prefix(team: str, stage: str, dataset_name: str) -> str:
-    """A readable SageMaker job name prefix ``{team}-{stage}-{dataset}`` (``[a-zA-Z0-9-]``, at most 40
-    characters; the Train step appends a fresh 8-hex suffix per attempt). It starts with ``{team}-{stage}-`` so
-    the stage's EventBridge rule and IAM scoping recognise its jobs."""
+#: Longest job name prefix: SageMaker's 63-character job name less the Train step's ``-{8 hex}`` suffix.
+JOB_NAME_PREFIX_MAX = 54
+
+
+def job_name_prefix(team: str, stage: str, dataset_name: str, dataset_version: str) -> str:
+    """A readable SageMaker job name prefix ``{team}-{stage}-{dataset}-{version}-{hash}`` (``[a-zA-Z0-9-]``, at
+    most 54 characters; the Train step appends a fresh 8-hex suffix per attempt).
+
+    It starts with ``{team}-{stage}-`` so the stage's EventBridge rule and IAM scoping recognise its jobs. The
+    dataset part is sanitised and cut to fit, so it alone could collide (``my.data``/``my_data``, or long names
+    that differ late); the 6-hex hash of the unsanitised ``name/version`` keeps distinct datasets apart.
+    """
     head = f"{team}-{stage}-"
-    text = re.sub(r"[^A-Za-z0-9-]+", "-", dataset_name).strip("-")
-    return (head + re.sub(r"-{2,}", "-", text))[:40].rstrip("-")
+    digest = hashlib.sha256(f"{dataset_name}/{dataset_version}".encode()).hexdigest()[:6]
+    readable = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]+", "-", f"{dataset_name}-{dataset_version}")).strip("-")
+    room = JOB_NAME_PREFIX_MAX - len(head) - len(digest) - 1
+    readable = readable[:max(room, 0)].rstrip("-")
+    return f"{head}{readable}-{digest}" if readable else f"{head}{digest}"
