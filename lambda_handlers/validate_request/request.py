@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from finetune.config import ConfigError, TrainConfig
+from finetune.formats import check_json_value
 from finetune.metrics import ACCURACY, EVAL_LOSS
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -26,6 +27,8 @@ HyperparameterValue = StrictStr | StrictBool | StrictInt | StrictFloat
 SAGEMAKER_MAX_SECONDS = 28 * 24 * 3600
 #: Keys of the execution input that are top-level, never hyperparameters.
 _TOP_LEVEL_ONLY = ("task", "method", "base_model")
+#: Deepest nesting an execution input may have (it needs 2: hyperparameters hold scalars).
+MAX_INPUT_DEPTH = 8
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENDPOINT_KIND = {"causal-lm": "llm", "classification": "classifier"}
 
@@ -105,6 +108,11 @@ def parse_input(raw: Any) -> ExecutionInput:
     """The execution input as a typed model, or InvalidRequest naming every bad key."""
     if not isinstance(raw, dict):
         raise InvalidRequest([f"(input): must be a JSON object, got {type(raw).__name__}"])
+    # Deep nesting, 64-bit overflow and lone surrogates are refused first: str() of a huge integer raises, and the
+    # schema's own messages would print such values.
+    problem = check_json_value(raw, max_depth=MAX_INPUT_DEPTH, root="(input)")
+    if problem:
+        raise InvalidRequest([problem])
     try:
         return ExecutionInput.model_validate(raw)
     except ValidationError as error:
