@@ -4,7 +4,11 @@ Formats, detected per file from its first record and required of every other lin
 - causal-lm: ``messages`` (``{"messages": [{"role", "content"}, ...]}``), ``prompt-completion``
   (``{"prompt", "completion"}``) or ``text`` (``{"text"}``);
 - classification: ``text-label`` (``{"text", "label"}``, label an int or a string).
-The validation Lambda runs the same checks on the first lines of S3 objects.
+The validation Lambda runs the same checks on the first lines of S3 objects, and ``finetune prepare`` on its rows.
+
+Lines are decoded by ``decode_json``, which turns hostile JSON (nesting thousands deep, integer literals beyond
+Python's 4,300-digit limit or 64 bits, lone UTF-16 surrogates that no UTF-8 file or tokenizer can hold) into a
+problem naming the line and field, never a RecursionError, ValueError or UnicodeEncodeError further on.
 """
 
 from __future__ import annotations
@@ -89,7 +93,9 @@ def decode_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH):
         raise JsonProblem(f"unreadable JSON number ({str(err).split(':')[0]})") from None
     # Lone surrogates only come from \u escapes (decoded UTF-8 holds none): look for them only then.
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    suspect = bool(_SURROGATE_ESCAPE.search(raw)) or (isinstance(text, str) and _has_lone_surrogate(text))
+    # A str may also carry one unescaped (text that was never UTF-8, e.g. re-serialised by prepare).
+    suspect = bool(_SURROGATE_ESCAPE.search(raw)) or (isinstance(text, str) and not text.isascii()
+                                                       and _has_lone_surrogate(text))
     problem = check_json_value(value, max_depth, check_strings=suspect)
     if problem:
         raise JsonProblem(problem)
