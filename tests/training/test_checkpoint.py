@@ -168,3 +168,22 @@ def test_resuming_another_runs_checkpoint_fails_with_a_failure_file(tmp_path, mi
     assert "hyperparameters.learning_rate differs (checkpoint: 0.0001, this run: 0.0003)" in second.failure
     assert json.loads((tmp_path / "checkpoints" / "step-00000001" / "fingerprint.json").read_text())[
         "hyperparameters"]["learning_rate"] == 1e-4
+
+
+def test_every_torch_load_in_the_code_refuses_pickles():
+    """A guard for code written later: any ``torch.load`` call must pass ``weights_only=True``."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    offenders, seen = [], 0
+    for folder in ("training_code", "finetune_cli", "lambda_handlers", "bench", "hosts"):
+        for source in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                    seen += 1
+                    safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                               for k in node.keywords)
+                    if not safe:
+                        offenders.append(f"{source.relative_to(root)}:{node.lineno}")
+    assert seen >= 1 and offenders == []
