@@ -12,12 +12,6 @@ from botocore.validate import ParamValidator
 CONTEXT = {"Execution": {"Name": "dolly-v1-20261127", "Id": "arn:aws:states:eu-west-1:111111111111:execution:x:y"}}
 
 
-def next_uuid() -> uuid.UUID:
-    """What ``States.UUID()`` returns here: a fixed value, so rendered names are predictable (tests that need
-    fresh values per call patch this)."""
-    return uuid.UUID(int=0x1a2b3c4d << 96)
-
-
 def resolve_tokens(value):
     """Replace CloudFormation intrinsics in the definition with plausible literal values."""
     if isinstance(value, dict):
@@ -57,6 +51,12 @@ def _path(expression: str, state: dict):
         if part:
             current = current[part]
     return current
+
+
+def next_uuid() -> uuid.UUID:
+    """What ``States.UUID()`` returns here: a fixed value, so rendered names are predictable (tests that need
+    fresh values per call patch this)."""
+    return uuid.UUID(int=0x1a2b3c4d << 96)
 
 
 def intrinsic(expression: str, state: dict):
