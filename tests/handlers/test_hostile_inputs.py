@@ -209,7 +209,7 @@ MANIFEST_CASES = {
     "int-2**64-hyperparameter": (('{"task": "causal-lm", ' + GOOD_RUN[:-1] + ', "hyperparameters": {"epochs": '
                                   + str(2**64) + "}}}").encode(), ("run.hyperparameters.epochs", "out of range"),
                                  None),
-    "lone-surrogate": (('{"task": "causal-lm", "run": {"base_model": "\\ud800"}}').encode(),
+    "lone-surrogate": ((b'{"task": "causal-lm", "run": {"base_model": "\\ud800"}}'),
                        ("run.base_model", "surrogate"), None),
     "not-an-object": (b"[]", ("manifest", '"run"'), None),
     "not-utf8": (b'{"task": "caf\xe9"}', ("manifest", "UTF-8"), None),
@@ -217,7 +217,7 @@ MANIFEST_CASES = {
     "nan-threshold": (('{"task": "causal-lm", ' + GOOD_RUN[:-1] + ', "threshold": NaN}}').encode(),
                       ("threshold",), None),
     "task-number": (('{"task": 7, ' + GOOD_RUN + "}").encode(), ("task",), None),
-    "run-hijacks-dataset": (('{"task": "causal-lm", "run": {"dataset": "s3://other/x/"}}').encode(),
+    "run-hijacks-dataset": ((b'{"task": "causal-lm", "run": {"dataset": "s3://other/x/"}}'),
                             ("run.dataset",), None),
     "deep-run": (('{"task": "causal-lm", "run": {"hyperparameters": {"epochs": ' + "[" * 20 + "]" * 20 + "}}}")
                  .encode(), ("hyperparameters.epochs", "nested more than 8"), None),
