@@ -28,6 +28,8 @@ if str(_TRAINING_CODE) not in sys.path:
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
 CAPACITY_RETRIES = 3
+#: Checkpoints of one execution live under ``checkpoints/{job_name_prefix}/{run_id}/`` in the artifacts bucket.
+CHECKPOINTS_PREFIX = "checkpoints/"
 TASK_OF_KIND = {"llm": "causal-lm", "classifier": "classification"}
 
 
@@ -96,8 +98,11 @@ class FineTunePipeline(Construct):
         )
         validate.add_catch(notify_and_fail("Validation", "InvalidRequest", "$.failure"),
                            errors=["States.ALL"], result_path="$.failure")
+        # run_id: drawn once per execution, after Validate, and carried through every Train attempt. The
+        # checkpoint prefix holds it, so a spot restart or a Train retry of this execution resumes its own
+        # checkpoints while another execution (any dataset, version or settings) never sees them.
         unwrap = sfn.Pass(self, "UseValidatedRequest", parameters={
-            "request.$": "$.validated.request", "capacity_attempts": 0})
+            "request.$": "$.validated.request", "capacity_attempts": 0, "run_id.$": "States.UUID()"})
 
         # Train: a SageMaker training job, waited on (.sync). CDK's task construct lacks spot, checkpoints and
         # inter-container encryption, so the state is written out and its IAM added below.
@@ -117,7 +122,8 @@ class FineTunePipeline(Construct):
                 "InputDataConfig.$": "$.request.input_data_config",
                 "OutputDataConfig": {"S3OutputPath": f"{artifacts}/training-output/", "KmsKeyId": key.key_arn},
                 "CheckpointConfig": {
-                    "S3Uri.$": f"States.Format('{artifacts}/checkpoints/{{}}/', $.request.job_name_prefix)",
+                    "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
+                               "$.request.job_name_prefix, $.run_id)",
                     "LocalPath": "/opt/ml/checkpoints",
                 },
                 "ResourceConfig": {
@@ -150,6 +156,7 @@ class FineTunePipeline(Construct):
         capacity_wait = sfn.Wait(self, "WaitForCapacity", time=sfn.WaitTime.duration(Duration.minutes(5)))
         count_attempt = sfn.Pass(self, "CountCapacityAttempt", parameters={
             "request.$": "$.request",
+            "run_id.$": "$.run_id",  # the same execution resumes its own checkpoints
             "capacity_attempts.$": "States.MathAdd($.capacity_attempts, 1)",
         })
         is_capacity = sfn.Choice(self, "IsCapacityError")

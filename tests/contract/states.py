@@ -23,6 +23,12 @@ def _path(expression: str, state: dict):
     return current
 
 
+def next_uuid() -> uuid.UUID:
+    """What ``States.UUID()`` returns here: a fixed value, so rendered names are predictable (tests that need
+    fresh values per call patch this)."""
+    return uuid.UUID(int=0x1a2b3c4d << 96)
+
+
 def intrinsic(expression: str, state: dict):
     """A small evaluator for the intrinsic functions the definition uses."""
     expression = expression.strip()
@@ -52,7 +58,7 @@ def intrinsic(expression: str, state: dict):
             template = template.replace("{}", str(item), 1)
         return template
     if name == "States.UUID":
-        return str(uuid.UUID(int=0x1a2b3c4d << 96))
+        return str(next_uuid())
     if name == "States.StringSplit":
         return values[0].split(values[1])
     if name == "States.ArrayGetItem":

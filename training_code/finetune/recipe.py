@@ -156,9 +156,10 @@ def run(config: TrainConfig) -> dict:
     state = {"history": [], "evaluations": [], "base": None, "best_eval_loss": None, "bad_evals": 0,
              "train_tokens": 0, "train_seconds": 0.0, "resumed_from": [], "sharded": parallel.sharded}
     start_step = 0
+    run_fingerprint = checkpoint.fingerprint(config)  # a checkpoint of any other run is refused, not resumed
     found = checkpoint.latest(config.checkpoint_dir)
     if found is not None:
-        model_state, optim_state, state = checkpoint.load(found, scheduler, rank, world)
+        model_state, optim_state, state = checkpoint.load(found, scheduler, rank, world, run_fingerprint=run_fingerprint)
         if state.get("sharded", False) != parallel.sharded:
             raise TrainingError(
                 f"checkpoint {found} was written by a {'sharded (fsdp)' if state.get('sharded') else 'ddp or single-process'} "
@@ -282,7 +283,7 @@ def run(config: TrainConfig) -> dict:
                 rng_states = parallel.gather(checkpoint.rng_state())
                 if is_main:
                     path = str(checkpoint.save(config.checkpoint_dir, step, weights, optim_state, scheduler, rng_states,
-                                               state))
+                                               state, run_fingerprint=run_fingerprint))
                     _info(is_main, f"checkpoint written: {path}")
                 del weights, optim_state
                 parallel.barrier()
