@@ -20,11 +20,14 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean
+.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean review test-fast
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
+	@echo "make test-fast        the pull-request tier: everything but the training runs and the review fixtures"
+	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
+	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -54,6 +57,21 @@ synth: deps check-config
 
 test: deps
 	$(PY) -m pytest
+
+# What the pull-request workflow runs before make review: no real training runs, no review fixtures (the workflow
+# runs make review itself); main runs the full suite.
+test-fast: deps
+	$(PY) -m pytest -m "not training and not review"
+
+# Offline review of the working tree against BASE (a git ref; default: the merge base with main), every stack of
+# every stage through the CDK's diff engine. The base synthesis is cached in build/review/cache by commit.
+BASE ?=
+FAIL_ON ?=
+TEAM ?=
+STAGE ?=
+review: deps
+	$(PY) scripts/review.py --config $(CONFIG) $(if $(BASE),--base $(BASE)) $(if $(FAIL_ON),--fail-on $(FAIL_ON)) \
+	  $(if $(TEAM),--team $(TEAM)) $(if $(STAGE),--stage $(STAGE))
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
