@@ -20,7 +20,7 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean review test-fast
+.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean review test-fast bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
@@ -28,6 +28,7 @@ help:
 	@echo "make test-fast        the pull-request tier: everything but the training runs and the review fixtures"
 	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
 	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
+	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -72,6 +73,10 @@ STAGE ?=
 review: deps
 	$(PY) scripts/review.py --config $(CONFIG) $(if $(BASE),--base $(BASE)) $(if $(FAIL_ON),--fail-on $(FAIL_ON)) \
 	  $(if $(TEAM),--team $(TEAM)) $(if $(STAGE),--stage $(STAGE))
+
+# The `cdk bootstrap --trust` commands the delivery pipeline needs, from the config's delivery section.
+bootstrap-commands: $(VENV_STAMP)
+	$(PY) scripts/bootstrap_commands.py $(CONFIG)
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
