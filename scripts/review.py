@@ -468,10 +468,11 @@ def compare(base: str, head: str, old_dir: Path, new_dir: Path, old_config: list
     review.stacks = [classify_stack(result) for result in diff_templates(pairs)]
     review.assets = asset_changes(old_assets, new_assets)
 
-    def ack_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-        return row["stage"], row["path"], row["rule"], row["reason"]
-    old_acks = {ack_key(r): r for r in acknowledgements(old_assembly)}
-    new_acks = {ack_key(r): r for r in acknowledgements(new_assembly)}
+    def readable(rows: list[dict[str, str]]) -> dict[tuple[str, ...], dict[str, str]]:
+        # The assembly records "Annotation::AwsSolutions-S1"; reviewers know the rule as AwsSolutions-S1.
+        rows = [{**row, "rule": row["rule"].removeprefix("Annotation::")} for row in rows]
+        return {(r["stage"], r["path"], r["rule"], r["reason"]): r for r in rows}
+    old_acks, new_acks = readable(acknowledgements(old_assembly)), readable(acknowledgements(new_assembly))
     review.acknowledgements_added = [new_acks[k] for k in sorted(new_acks.keys() - old_acks.keys())]
     review.acknowledgements_removed = [old_acks[k] for k in sorted(old_acks.keys() - new_acks.keys())]
     review.config = config_changes(old_config, new_config)
