@@ -202,8 +202,7 @@ def describe_asset(asset: Asset) -> str:
     if asset.kind == "image":
         return f"the container image {asset.name.removesuffix('/Asset')}"
     if asset.name.endswith("Code"):
-        owner = asset.name.removesuffix("Code").rstrip("/ ").split("/")[-1]
-        return f"the code of the Lambda function {owner}"
+        return f"the code of the Lambda function {asset.stack}/{asset.name.removesuffix('Code').rstrip('/ ')}"
     return f"the file asset {asset.name}"
 
 
@@ -260,6 +259,8 @@ def classify_stack(result: dict[str, Any]) -> dict[str, Any]:
     """Resource rows of one stack, with logical-id renames of stateful resources paired into replacements."""
     rows = []
     for resource in result["resources"]:
+        if resource["type"] == "AWS::CDK::Metadata":
+            continue  # the CDK's construct-usage analytics: changes with every construct added, deploys nothing
         change = _CHANGE_OF_IMPACT.get(resource["impact"], resource["impact"].lower())
         rows.append({**resource, "stage": result["stage"], "stack": result["stack"], "change": change,
                      "stateful": resource["type"] in STATEFUL_TYPES, "renamed_from": None})
