@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.cloud_assembly import Assembly, acknowledgements, read_assembly  # noqa: E402
+from scripts.cloud_assembly import Assembly, acknowledgements, read_app_stacks, read_assembly  # noqa: E402
 
 # Resources whose replacement or removal loses data or identity: a new bucket is empty, a new key cannot decrypt
 # what the old one encrypted, a new log group starts without history, a new model package group has no versions.
@@ -50,6 +50,8 @@ POLICIES = {
     "security-group-widening": "security-group rules are added",
 }
 REVIEW_MARKER = "<!-- finetune-stack-review -->"
+# The "stage" of the delivery pipeline stack and its support stacks, which belong to no team stage.
+PIPELINE = "(delivery pipeline)"
 # GitHub refuses comments over 65,536 characters; past this many rows a table names how many more are in the JSON.
 MAX_ROWS = 60
 
@@ -211,6 +213,9 @@ def neutral_templates(assembly: Assembly, assets: list[Asset]) -> dict[tuple[str
     by_stage: dict[str, dict[str, str]] = {}
     for asset in assets:
         by_stage.setdefault(asset.stage, {})[asset.digest] = f"<asset {asset.stack}/{asset.name}>"
+        # The delivery pipeline publishes every stage's assets: its build specs name them all (without the stage:
+        # stages that share an asset share its digest).
+        by_stage.setdefault(PIPELINE, {})[asset.digest] = f"<asset {asset.stack}/{asset.name}>"
     templates = {}
     for key, stack in assembly.stacks.items():
         text = json.dumps(stack.template)
@@ -454,6 +459,8 @@ def compare(base: str, head: str, old_dir: Path, new_dir: Path, old_config: list
         -> Review:
     """Compare two synthesized apps: resources by the CDK diff engine, assets, acknowledgements, config."""
     old_assembly, new_assembly = read_assembly(old_dir), read_assembly(new_dir)
+    for assembly in (old_assembly, new_assembly):
+        assembly.stacks.update({(PIPELINE, name): stack for name, stack in read_app_stacks(assembly.outdir).items()})
     old_assets, new_assets = read_assets(old_dir), read_assets(new_dir)
     old_templates = neutral_templates(old_assembly, old_assets)
     new_templates = neutral_templates(new_assembly, new_assets)

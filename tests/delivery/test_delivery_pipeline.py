@@ -56,14 +56,18 @@ def _pipeline(template: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app_stacks(tmp_path_factory):
+def outdir(tmp_path_factory) -> Path:
     """The pipeline config synthesized once; a rule-pack finding would fail this synthesis."""
     from app import build_app
 
     folder = tmp_path_factory.mktemp("delivery")
     (folder / "teams.yaml").write_text(CONFIG)
-    outdir = folder / "cdk.out"
-    build_app(folder / "teams.yaml", outdir=str(outdir)).synth()
+    build_app(folder / "teams.yaml", outdir=str(folder / "cdk.out")).synth()
+    return folder / "cdk.out"
+
+
+@pytest.fixture(scope="module")
+def app_stacks(outdir):
     return read_app_stacks(outdir)
 
 
@@ -213,3 +217,29 @@ def test_a_bad_delivery_section_names_the_key_and_the_problem(line, message):
     with pytest.raises(ConfigError) as error:
         parse_settings(config)
     assert any(problem.startswith(message) for problem in error.value.problems), error.value.problems
+
+
+@pytest.mark.synth
+def test_make_review_reads_a_new_training_image_as_one_asset_line_not_a_pipeline_change(outdir, tmp_path):
+    """The pipeline's asset actions name every asset digest; the review reports the image once, not as noise."""
+    import shutil
+
+    from scripts.review import compare, read_assets
+
+    # One image digest per region (the DLC the image is built FROM differs): a code edit changes each of them.
+    images = sorted({a.digest for a in read_assets(outdir) if a.kind == "image"})
+    assert len(images) == 2
+    edited = tmp_path / "cdk.out"
+    shutil.copytree(outdir, edited)
+    new_digests = [str(index) * 64 for index in range(1, len(images) + 1)]
+    for path in edited.rglob("*.json"):
+        text = path.read_text()
+        for old, new in zip(images, new_digests):
+            text = text.replace(old, new)
+        path.write_text(text)
+    pipeline_text = (edited / "Delivery.template.json").read_text()
+    assert all(new in pipeline_text for new in new_digests), "the pipeline names no image digest: nothing tested"
+    review = compare("0" * 40, "edited", outdir, edited, [], [])
+    assert review.assets == [{"asset": "the training image (training_code/)", "change": "changes",
+                              "stages": ["search-dev", "support-dev", "support-prod"]}]
+    assert review.rows() == []
