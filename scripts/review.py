@@ -62,10 +62,10 @@ class ReviewError(Exception):
 
 # ---------------------------------------------------------------------------------------------------- synthesis
 
-def _run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
+def _run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None, what: str | None = None) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise ReviewError(f"`{' '.join(command)}` in {cwd} failed (exit {result.returncode}):\n"
+        raise ReviewError(f"{what or '`' + ' '.join(command) + '`'} in {cwd} failed (exit {result.returncode}):\n"
                           f"{(result.stderr or result.stdout).strip()[-4000:]}")
     return result.stdout
 
@@ -108,8 +108,17 @@ def _context_args(config: str, teams: str | None, stages: str | None) -> list[st
     return args
 
 
-_CONFIG_DUMP = ("import json, sys; sys.path.insert(0, '.'); from stacks.settings import load_config; "
-                "print(json.dumps([s.model_dump(mode='json') for s in load_config(sys.argv[1])]))")
+# Run in each tree with that tree's own settings model: the base config is read the way the base code read it.
+_CONFIG_DUMP = """\
+import json, sys
+sys.path.insert(0, '.')
+from stacks.settings import ConfigError, load_config
+try:
+    stages = load_config(sys.argv[1])
+except ConfigError as error:
+    sys.exit(f"the configuration has problems:\\n{error}")
+print(json.dumps([stage.model_dump(mode='json') for stage in stages]))
+"""
 
 
 def synthesize(tree: Path, outdir: Path, *, config: str, teams: str | None, stages: str | None,
@@ -119,10 +128,10 @@ def synthesize(tree: Path, outdir: Path, *, config: str, teams: str | None, stag
     if not (tree / config).is_file():
         raise ReviewError(f"{tree}: no config file {config}")
     stage_dicts = json.loads(_run([str(tools / ".venv" / "bin" / "python"), "-c", _CONFIG_DUMP, config],
-                                  cwd=tree, env=env))
+                                  cwd=tree, env=env, what=f"reading {config}"))
     shutil.rmtree(outdir, ignore_errors=True)
     _run(["cdk", "--no-notices", "synth", "--quiet", "--output", str(outdir), *_context_args(config, teams, stages)],
-         cwd=tree, env=env)
+         cwd=tree, env=env, what="cdk synth")
     return stage_dicts
 
 

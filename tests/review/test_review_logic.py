@@ -87,3 +87,13 @@ def test_a_base_that_is_not_a_commit_is_named():
 
     with pytest.raises(ReviewError, match="--base no-such-ref: not a commit in this repository"):
         resolve_base("no-such-ref")
+
+
+def test_a_config_the_tree_rejects_is_reported_with_its_problems(tmp_path):
+    from scripts.review import ROOT, synthesize
+
+    (tmp_path / "teams.yaml").write_text("teams: []\n")
+    with pytest.raises(ReviewError) as error:
+        synthesize(ROOT, tmp_path / "cdk.out", config=str(tmp_path / "teams.yaml"), teams=None, stages=None)
+    assert "reading" in str(error.value) and "teams: must have at least 1 entry" in str(error.value)
+    assert "Traceback" not in str(error.value)
