@@ -20,13 +20,16 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-# make test: the whole suite. make test-fast: no synthesis and no training (the edit-test loop, ~1-2 minutes).
-.PHONY: help deps synth test test-fast check-config schema snapshot-update diagram bench bench-train train-local clean
+# make test: the whole suite. make test-fast: no synthesis, no training, no review fixtures (~1-2 minutes).
+.PHONY: help deps synth test test-fast check-config schema snapshot-update diagram bench bench-train train-local clean review bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
-	@echo "make test-fast        the tests that need no synthesis and no training run (unit, handlers, contract)"
+	@echo "make test-fast        the edit-test loop: no synthesis, no training runs, no review fixtures"
+	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
+	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
+	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -57,8 +60,24 @@ synth: deps check-config
 test: deps
 	$(PY) -m pytest
 
+# The edit-test loop and the pull-request tier (the workflow runs make synth and make review itself): no
+# synthesis, no real training runs, no review fixtures. main runs the full suite.
 test-fast: deps
-	$(PY) -m pytest -m "not synth and not training"
+	$(PY) -m pytest -m "not synth and not training and not review"
+
+# Offline review of the working tree against BASE (a git ref; default: the merge base with main), every stack of
+# every stage through the CDK's diff engine. The base synthesis is cached in build/review/cache by commit.
+BASE ?=
+FAIL_ON ?=
+TEAM ?=
+STAGE ?=
+review: deps
+	$(PY) scripts/review.py --config $(CONFIG) $(if $(BASE),--base $(BASE)) $(if $(FAIL_ON),--fail-on $(FAIL_ON)) \
+	  $(if $(TEAM),--team $(TEAM)) $(if $(STAGE),--stage $(STAGE))
+
+# The `cdk bootstrap --trust` commands the delivery pipeline needs, from the config's delivery section.
+bootstrap-commands: $(VENV_STAMP)
+	$(PY) scripts/bootstrap_commands.py $(CONFIG)
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts import asl_check  # noqa: E402
-from scripts.cloud_assembly import acknowledgements, read_assembly  # noqa: E402
+from scripts.cloud_assembly import acknowledgements, read_app_stacks, read_assembly  # noqa: E402
 from stacks.settings import load_config  # noqa: E402
 
 
@@ -50,6 +50,18 @@ def main(outdir: Path) -> int:
                      f"{len(stage_machines) - len(invalid)}/{len(stage_machines)} valid"))
     problems.extend(str(finding) for finding in asl_findings)
 
+    # The delivery pipeline (when enabled) and its support stacks: AwsSolutions already ran at synth; lint them too.
+    for name, stack in sorted(read_app_stacks(outdir).items()):
+        region = _stack_region(outdir, name)
+        lint_findings = 0
+        for match in lint(json.dumps(stack.template), config=ManualArgs(regions=[region])):
+            lint_findings += 1
+            problems.append(f"{name}:{match.linenumber}: {match.rule.id} {match.message}")
+        acknowledged = sum(len(entry["data"]) for entries in stack.metadata.values() for entry in entries
+                           if entry["type"] == "aws:cdk:acknowledged-rules")
+        rows.append((name, "(delivery pipeline)", str(len(stack.template["Resources"])), "AwsSolutions", "0",
+                     str(acknowledged), str(lint_findings), "none"))
+
     header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint",
               "state machines")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -58,6 +70,16 @@ def main(outdir: Path) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
+
+
+def _stack_region(outdir: Path, name: str) -> str:
+    """The region of a top-level stack from the manifest's environment (aws://account/region)."""
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    for artifact in manifest["artifacts"].values():
+        if artifact.get("displayName") == name and artifact["type"] == "aws:cloudformation:stack":
+            region = artifact["environment"].rsplit("/", 1)[-1]
+            return region if region != "unknown-region" else "us-east-1"
+    return "us-east-1"
 
 
 if __name__ == "__main__":

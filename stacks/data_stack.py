@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
@@ -14,13 +14,15 @@ from stacks.components.retention import log_retention
 from stacks import naming
 from stacks.components.team_key import TeamKey
 from stacks.components.team_topic import TeamTopic
-from stacks.settings import StageConfig
+from stacks.settings import ExistingVpc, StageConfig
 
 
 class DataStack(Stack):
     """Stateful layer of one team stage. Its resources keep their data on non-ephemeral stages (RETAIN)."""
 
     def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, **kwargs: Any) -> None:
+        self._zones = stage.vpc.availability_zones if isinstance(stage.vpc, ExistingVpc) else \
+            [Fn.select(index, Fn.get_azs()) for index in range(stage.vpc.zones)]
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: key, buckets, network",
                          **kwargs)
         removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
@@ -64,3 +66,11 @@ class DataStack(Stack):
                 string_value=value,
                 description=f"finetune-stack {stage.qualified_name}: {description}",
             )
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The stage's zones without a context lookup: the configured subnets' zones, or the account's first N by
+        position (Fn::GetAZs). ec2.Vpc reads this to check its zones; the default would register an AWS lookup,
+        which the CLI then attempts (and fails offline) whenever the delivery pipeline embeds the stage."""
+        return self._zones
+

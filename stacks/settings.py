@@ -350,10 +350,31 @@ class Team(_Strict):
     stages: dict[StageName, StageSpec] = Field(min_length=1, description="The team's stages by name.")
 
 
+_CONNECTION_ARN_RE = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:(codeconnections|codestar-connections):[a-z0-9-]+:[0-9]{12}:connection/[0-9a-f-]{36}$")
+_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+
+
+class Delivery(_Strict):
+    """The optional CDK Pipelines delivery pipeline, in a tooling account, that rolls every stage out in waves."""
+
+    enabled: bool = Field(False, description="Synthesize the delivery pipeline stack (off: the stages alone).")
+    account: AccountId = Field(description="Tooling account the pipeline runs in; stage accounts trust it.")
+    region: Region = Field(description="Region of the pipeline.")
+    connection_arn: Annotated[str, _check(_CONNECTION_ARN_RE, "is not a CodeConnections connection ARN")] = Field(
+        description="CodeConnections (CodeStar) connection to the repository host, created once in the console.")
+    repository: Annotated[str, _check(_REPOSITORY_RE, "is not an owner/name repository")] = Field(
+        description="Repository the pipeline builds, as owner/name.")
+    branch: Annotated[str, _check(_BRANCH_RE, "is not a branch name")] = Field(
+        "main", description="Branch whose pushes start the pipeline.")
+
+
 class TeamsFile(_Strict):
     """Root of ``config/teams.yaml``."""
 
     teams: list[Team] = Field(min_length=1, description="Every team this platform stamps.")
+    delivery: Delivery | None = Field(None, description="The delivery pipeline (optional, off by default).")
 
 
 class ConfigError(Exception):
@@ -498,6 +519,11 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConfig]:
     """Parse and validate the YAML text of a teams file into resolved stages, or raise :class:`ConfigError`."""
+    return parse_settings(text, source)[0]
+
+
+def parse_settings(text: str, source: str = "config/teams.yaml") -> tuple[list[StageConfig], Delivery | None]:
+    """Parse and validate a teams file into its resolved stages and its delivery pipeline settings."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
@@ -519,17 +545,22 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
     stages, problems = resolve_stages(teams_file)
     if problems:
         raise ConfigError(source, problems)
-    return stages
+    return stages, teams_file.delivery
 
 
 def load_config(path: str | Path) -> list[StageConfig]:
     """Read and validate a teams file; raise :class:`ConfigError` listing every problem."""
+    return load_settings(path)[0]
+
+
+def load_settings(path: str | Path) -> tuple[list[StageConfig], Delivery | None]:
+    """Read and validate a teams file: its resolved stages and its delivery pipeline settings (or None)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot be read: {error}"]) from None
-    return parse_config(text, source=str(path))
+    return parse_settings(text, source=str(path))
 
 
 def json_schema() -> dict[str, Any]:
