@@ -12,7 +12,7 @@ class TeamKey(Construct):
     """One KMS key per team stage, rotated yearly, encrypting its buckets, logs, topics and volumes.
 
     The key policy gives the account's administrators (through IAM) control of the key, as AWS recommends so the
-    key never becomes unmanageable, and lets CloudWatch Logs use it only for this stage's log groups.
+    key never becomes unmanageable, and lets CloudWatch Logs use it only for this stage's log groups (kms:EncryptionContext:aws:logs:arn).
     """
 
     def __init__(self, scope: Construct, id_: str, *, qualified_name: str, removal_policy: RemovalPolicy) -> None:
@@ -27,11 +27,21 @@ class TeamKey(Construct):
             removal_policy=removal_policy,
             pending_window=Duration.days(30),
         )
-        log_group_arn = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*{qualified_name}*"
+        # Every log group the key encrypts, by its anchored name pattern: `*{q}*` would also admit the groups of
+        # a stage named e.g. x{q} or {q}-eu in the same account.
+        log_groups = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:"
+        log_group_arns = [f"{log_groups}{pattern}" for pattern in log_group_patterns(qualified_name)]
         self.key.add_to_resource_policy(iam.PolicyStatement(
             sid="AllowCloudWatchLogsForThisStage",
             principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
             actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
             resources=["*"],  # in a key policy, "*" means this key
-            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}},
+            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
         ))
+
+
+def log_group_patterns(qualified_name: str) -> list[str]:
+    """Names of the stage's encrypted log groups: Step Functions vended logs, Lambda functions, the stage's own
+    /finetune-stack/{q}/ groups (flow logs, API access logs, hosts) and the WAF log group."""
+    return [f"/aws/vendedlogs/states/{qualified_name}-*", f"/aws/lambda/{qualified_name}-*",
+            f"/finetune-stack/{qualified_name}/*", f"aws-waf-logs-{qualified_name}-*"]
