@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+import jsii
+from aws_cdk import Aspects, Duration, IAspect, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 
 class TeamKey(Construct):
@@ -38,6 +39,13 @@ class TeamKey(Construct):
             resources=["*"],  # in a key policy, "*" means this key
             conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
         ))
+        # Step Functions' encrypted log delivery makes the CDK add an unconditioned statement for
+        # delivery.logs.amazonaws.com to this key; CloudWatch Logs documents aws:SourceAccount and aws:SourceArn
+        # for that principal, so the statement is held to deliveries of this account and region.
+        Aspects.of(self).add(_ConditionLogDelivery(self.key, {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:*"},
+        }))
 
 
 def log_group_patterns(qualified_name: str) -> list[str]:
@@ -45,3 +53,30 @@ def log_group_patterns(qualified_name: str) -> list[str]:
     /finetune-stack/{q}/ groups (flow logs, API access logs, hosts) and the WAF log group."""
     return [f"/aws/vendedlogs/states/{qualified_name}-*", f"/aws/lambda/{qualified_name}-*",
             f"/finetune-stack/{qualified_name}/*", f"aws-waf-logs-{qualified_name}-*"]
+
+
+LOG_DELIVERY = "delivery.logs.amazonaws.com"
+
+
+@jsii.implements(IAspect)
+class _ConditionLogDelivery:
+    """Adds confused-deputy conditions to the key-policy statement the CDK writes for vended log delivery.
+
+    It runs once every stack has added its statements to the key (aspects run at synthesis), and rewrites the
+    key's resolved policy with the conditions on that one statement.
+    """
+
+    def __init__(self, key: kms.Key, conditions: dict) -> None:
+        self._key, self._conditions = key, conditions
+
+    def visit(self, node: IConstruct) -> None:
+        if node.node.path != self._key.node.default_child.node.path:
+            return
+        document = Stack.of(node).resolve(node.key_policy)
+        changed = False
+        for statement in document["Statement"]:
+            if statement.get("Principal") == {"Service": LOG_DELIVERY} and "Condition" not in statement:
+                statement["Condition"] = self._conditions
+                changed = True
+        if changed:
+            node.add_property_override("KeyPolicy", document)
