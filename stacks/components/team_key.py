@@ -40,12 +40,10 @@ class TeamKey(Construct):
             conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
         ))
         # Step Functions' encrypted log delivery makes the CDK add an unconditioned statement for
-        # delivery.logs.amazonaws.com to this key; CloudWatch Logs documents aws:SourceAccount and aws:SourceArn
-        # for that principal, so the statement is held to deliveries of this account and region.
-        Aspects.of(self).add(_ConditionLogDelivery(self.key, {
-            "StringEquals": {"aws:SourceAccount": stack.account},
-            "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:*"},
-        }))
+        # delivery.logs.amazonaws.com to this key; CloudWatch Logs documents aws:SourceAccount for that principal,
+        # so the statement is held to deliveries of this account. (Its aws:SourceArn is the delivery's, which
+        # no name of this stage predicts; an account-wide pattern would add nothing.)
+        Aspects.of(self).add(_ConditionLogDelivery(self.key, {"StringEquals": {"aws:SourceAccount": stack.account}}))
 
 
 def log_group_patterns(qualified_name: str) -> list[str]:

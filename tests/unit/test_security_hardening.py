@@ -154,9 +154,7 @@ def test_every_service_principal_in_the_key_policy_carries_conditions(assembly, 
             by_service[service] = statement["Condition"]
     assert set(by_service) == {"cloudwatch.amazonaws.com", "events.amazonaws.com", f"logs.{region}.amazonaws.com",
                                "delivery.logs.amazonaws.com"}
-    assert by_service["delivery.logs.amazonaws.com"] == {
-        "StringEquals": {"aws:SourceAccount": account},
-        "ArnLike": {"aws:SourceArn": f"arn:aws:logs:{region}:{account}:*"}}
+    assert by_service["delivery.logs.amazonaws.com"] == {"StringEquals": {"aws:SourceAccount": account}}
     topic = f"arn:aws:sns:{region}:{account}:{stage}-events"
     for service, source in (("cloudwatch.amazonaws.com", f"arn:aws:cloudwatch:{region}:{account}:alarm:{stage}-*"),
                             ("events.amazonaws.com", f"arn:aws:events:{region}:{account}:rule/{stage}-*")):
