@@ -332,9 +332,14 @@ class BatchInference(Construct):
                                     resources=[transform_jobs],
                                     conditions={"ForAllValues:StringEquals": {"sagemaker:InstanceTypes": instance_types},
                                                 "ArnLike": {"sagemaker:ModelArn": models}}),
-                iam.PolicyStatement(sid="RunTransformJobs",
-                                    actions=["sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob",
-                                             "sagemaker:AddTags", "sagemaker:ListTags"],
+                # Jobs carry the stage's tags from creation; describing (the .sync wait) and stopping are held to
+                # them as well as to the name, so a same-prefixed job of another stage is out of reach.
+                iam.PolicyStatement(sid="WatchOwnTransformJobs",
+                                    actions=["sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob"],
+                                    resources=[transform_jobs],
+                                    conditions={"StringEquals": {"aws:ResourceTag/team": team,
+                                                                 "aws:ResourceTag/stage": stage_name}}),
+                iam.PolicyStatement(sid="TagTransformJobs", actions=["sagemaker:AddTags", "sagemaker:ListTags"],
                                     resources=[transform_jobs]),
                 iam.PolicyStatement(sid="PassModelRole", actions=["iam:PassRole"],
                                     resources=[self.model_role.role_arn],

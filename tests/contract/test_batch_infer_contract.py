@@ -117,3 +117,41 @@ def test_transform_jobs_and_created_models_carry_the_stage_tags(states):
     for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
         tags = render(states[name]["Parameters"], SAMPLE)["Tags"]
         assert {"Key": "team", "Value": "search"} in tags and {"Key": "stage", "Value": "dev"} in tags
+
+
+def test_iam_holds_transform_jobs_to_the_stage(assembly):
+    """The limits hold in IAM as well: a definition edited by hand still cannot start a job on another type or
+    another stage's model, nor watch or stop another stage's job."""
+    stack = assembly.stack(STAGE, "Inference")
+    statements = {st.get("Sid"): st for policy in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
+                  for st in policy["Properties"]["PolicyDocument"]["Statement"]}
+    start = statements["StartTransformJobsWithinLimits"]
+    assert start["Action"] == "sagemaker:CreateTransformJob"
+    assert start["Condition"] == {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": ["ml.g5.2xlarge", "ml.g5.12xlarge"]},
+        "ArnLike": {"sagemaker:ModelArn": "arn:aws:sagemaker:eu-west-1:111111111111:model/search-dev-*"}}
+    assert statements["WatchOwnTransformJobs"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/team": "search", "aws:ResourceTag/stage": "dev"}}
+    assert not any("CreateTransformJob" in json.dumps(st["Action"]) for sid, st in statements.items()
+                   if sid != "StartTransformJobsWithinLimits")
+
+
+def test_the_model_role_reads_only_batch_input_and_models_and_writes_only_batch_output(assembly):
+    stack = assembly.stack(STAGE, "Inference")
+    (policy,) = [p for logical_id, p in stack.resources_of_type("AWS::IAM::ManagedPolicy").items()
+                 if logical_id.startswith("BatchInferModelPolicy")]
+    statements = {st["Sid"]: st for st in policy["Properties"]["PolicyDocument"]["Statement"]}
+    data = "arn:aws:s3:::search-dev-data-111111111111-eu-west-1"
+    artifacts = "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1"
+    assert sorted(statements["ReadInputAndModels"]["Resource"]) == [
+        f"{artifacts}/models/*", f"{artifacts}/training-output/*", f"{data}/batch/input/*"]
+    assert statements["WriteResults"]["Resource"] == f"{data}/batch/output/*"
+    assert statements["ListInputPrefixes"]["Condition"] == {"StringLike": {"s3:prefix": ["batch/input/*"]}}
+
+
+def test_the_state_machine_is_encrypted_with_the_team_key(assembly):
+    stack = assembly.stack(STAGE, "Inference")
+    (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
+    encryption = machine["Properties"]["EncryptionConfiguration"]
+    assert encryption["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
+    assert "TeamKey" in json.dumps(encryption["KmsKeyId"])
