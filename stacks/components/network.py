@@ -209,14 +209,17 @@ def s3_endpoint_statements(*, partition: str, region: str, account: str) -> list
     ]
 
 
-def interface_endpoint_statement(*, account: str, resource_accounts: list[str]) -> iam.PolicyStatement:
-    """An interface endpoint's policy: only this account's principals, only on resources of ``resource_accounts``.
+def interface_endpoint_statement(*, account: str, resource_accounts: list[str] | None) -> iam.PolicyStatement:
+    """An interface endpoint's policy: only this account's principals, only on resources of ``resource_accounts``
+    (``None``: a service whose AWS-owned resources, such as SSM's public documents, have no account to name).
 
     ``IfExists`` on aws:ResourceAccount because actions without a resource (ecr:GetAuthorizationToken,
     xray:PutTraceSegments, sts:GetCallerIdentity) carry no resource account; they are still held to this
     account's principals.
     """
+    conditions: dict = {"StringEquals": {"aws:PrincipalAccount": account}}
+    if resource_accounts is not None:
+        conditions["StringEqualsIfExists"] = {"aws:ResourceAccount": resource_accounts}
     return iam.PolicyStatement(
         sid="ThisAccountsPrincipalsOnTheirResources", principals=[iam.AnyPrincipal()], actions=["*"],
-        resources=["*"], conditions={"StringEquals": {"aws:PrincipalAccount": account},
-                                     "StringEqualsIfExists": {"aws:ResourceAccount": resource_accounts}})
+        resources=["*"], conditions=conditions)

@@ -44,6 +44,16 @@ def test_every_vpc_endpoint_has_a_policy_limited_to_this_account(assembly, stage
                 assert account in _listify(resource_accounts), logical_id
 
 
+def test_the_hosts_endpoints_admit_only_this_accounts_principals(assembly):
+    endpoints = _resources(assembly, "search-dev", "Hosts", "AWS::EC2::VPCEndpoint")
+    assert len(endpoints) == 4
+    for logical_id, endpoint in endpoints.items():
+        (statement,) = endpoint["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Condition"]["StringEquals"] == {"aws:PrincipalAccount": "111111111111"}, logical_id
+        if "CloudWatchMonitoring" in logical_id:
+            assert statement["Condition"]["StringEqualsIfExists"] == {"aws:ResourceAccount": ["111111111111"]}
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_s3_gateway_admits_only_this_accounts_buckets_and_named_aws_buckets(assembly, stage):
     (s3,) = [e for e in _resources(assembly, stage, "Data", "AWS::EC2::VPCEndpoint").values()
