@@ -48,6 +48,10 @@ class InferenceStack(Stack):
             description=f"{q}: SageMaker models and batch transform jobs (HTTPS inside the VPC only)")
         self.model_security_group.add_egress_rule(ec2.Peer.ipv4(stage.vpc.cidr), ec2.Port.tcp(443),
                                                   "HTTPS to the VPC interface endpoints")
+        # SageMaker fetches model artifacts and batch input, and writes capture and batch output, over the models'
+        # VPC interfaces: S3 through the gateway endpoint, whose addresses are the region's S3 prefix list.
+        self.model_security_group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id),
+                                                  ec2.Port.tcp(443), "HTTPS to S3 through the gateway endpoint")
         placement = data.network.subnets
         network = EndpointNetwork(
             subnet_ids=data.network.vpc.select_subnets(

@@ -308,8 +308,11 @@ class TrainingStack(Stack):
         security_group = ec2.SecurityGroup(
             self, f"{construct_id}SecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
             description=f"{function_name}: HTTPS to the VPC endpoints only")
-        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
-                                       "HTTPS to the VPC and S3 gateway endpoints (no internet route)")
+        security_group.add_egress_rule(
+            ec2.Peer.security_group_id(data.network.endpoint_security_group.security_group_id), ec2.Port.tcp(443),
+            "HTTPS to the VPC interface endpoints")
+        security_group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id), ec2.Port.tcp(443),
+                                       "HTTPS to S3 through the gateway endpoint")
         function = lambda_.Function(
             self, construct_id,
             role=role.without_policy_updates(),  # everything it may do is in `policy`

@@ -219,3 +219,20 @@ def test_a_stage_can_turn_capture_off(assembly):
     writes = [s for _, s in _managed_statements(assembly, "search-prod", "Inference")
               if "data-capture" in json.dumps(s.get("Resource"))]
     assert writes == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_training_or_inference_security_group_opens_egress_to_the_internet(assembly, stage):
+    """Lambdas, training jobs and models reach the interface endpoints and S3's prefix list, never 0.0.0.0/0."""
+    checked = 0
+    for stack_name in ("Training", "Inference"):
+        if (stage, stack_name) not in assembly.stacks:
+            continue
+        stack = assembly.stack(stage, stack_name)
+        rules = [r for g in stack.resources_of_type("AWS::EC2::SecurityGroup").values()
+                 for r in g["Properties"].get("SecurityGroupEgress", [])]
+        rules += [r["Properties"] for r in stack.resources_of_type("AWS::EC2::SecurityGroupEgress").values()]
+        for rule in rules:
+            checked += 1
+            assert rule.get("CidrIp") not in ("0.0.0.0/0",) and "CidrIpv6" not in rule, rule
+    assert checked >= 5
