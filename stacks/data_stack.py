@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from stacks.components import images
 from stacks.components.data_buckets import DataBuckets
 from stacks.components.network import TeamNetwork
 from stacks.components.retention import log_retention
@@ -34,6 +35,7 @@ class DataStack(Stack):
             qualified_name=stage.qualified_name, account=stage.account, region=stage.region,
             key=self.team_key, removal_policy=removal_policy,
             noncurrent_version_days=stage.noncurrent_version_days,
+            data_capture_expire_days=stage.data_capture.expire_days,
             log_retention_days=stage.log_retention_days,
         )
         self.data_bucket = buckets.data_bucket
@@ -44,10 +46,13 @@ class DataStack(Stack):
             settings=stage.vpc, qualified_name=stage.qualified_name, key=self.team_key,
             log_retention=log_retention(stage.log_retention_days),
             removal_policy=removal_policy,
+            image_accounts=[images.registry_account(uri) for uri in (
+                images.pytorch_training(stage.region, stage.images), images.lmi_inference(stage.region, stage.images),
+                images.huggingface_inference(stage.region, stage.images, gpu=True))],
         )
 
         self.topic = TeamTopic(self, "TeamTopic", topic_name=naming.team_topic(stage.qualified_name),
-                               key=self.team_key, email=stage.email).topic
+                               qualified_name=stage.qualified_name, key=self.team_key, email=stage.email).topic
 
         published = {
             "DataBucketName": ("data-bucket", self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),

@@ -61,6 +61,7 @@ class FineTunePipeline(Construct):
         security_group: ec2.ISecurityGroup,
         model_package_group_name: str,
         auto_approve: bool,
+        network_isolation: bool,
         endpoints: tuple[EndpointSpec, ...],
         validate_function: lambda_.IFunction,
         gate_function: lambda_.IFunction,
@@ -136,8 +137,11 @@ class FineTunePipeline(Construct):
                 "EnableManagedSpotTraining.$": "$.request.spot",
                 "VpcConfig": vpc_config,
                 "EnableInterContainerTrafficEncryption": True,
-                "EnableNetworkIsolation": False,
-                "Environment": {"HF_HUB_OFFLINE": "0", "TOKENIZERS_PARALLELISM": "false"},
+                # Isolated: the container reaches no network (SageMaker alone moves the channels, checkpoints and
+                # output), so a base model must come from the `model` channel, not a hub download.
+                "EnableNetworkIsolation": network_isolation,
+                "Environment": {"HF_HUB_OFFLINE": "1" if network_isolation else "0",
+                                "TOKENIZERS_PARALLELISM": "false"},
                 "Tags": [{"Key": "finetune-stack:stage", "Value": qualified_name},
                          {"Key": "finetune-stack:execution", "Value.$": "$$.Execution.Name"}],
             },
@@ -278,12 +282,15 @@ class FineTunePipeline(Construct):
             timeout=Duration.days(8),
             encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
         )
-        self._grant_training(stack, execution_role, model_package_group_name)
+        self._grant_training(stack, execution_role, model_package_group_name, qualified_name)
 
-    def _grant_training(self, stack: Stack, execution_role: iam.IRole, group: str) -> None:
+    def _grant_training(self, stack: Stack, execution_role: iam.IRole, group: str, qualified_name: str) -> None:
         """What the Train and Deploy states need and CustomState cannot infer."""
         role = self.state_machine.role
-        training_jobs = stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+        # Every job is named {team}-{stage}-...: the grant reaches this stage's jobs only (the config check
+        # rejects another stage of the account whose name extends this one with '-').
+        training_jobs = stack.format_arn(service="sagemaker", resource="training-job",
+                                         resource_name=f"{qualified_name}-*")
         role.add_to_principal_policy(iam.PolicyStatement(
             sid="RunTrainingJobs",
             actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
@@ -322,13 +329,16 @@ class FineTunePipeline(Construct):
                 "VpcConfig": vpc_config,
                 "EnableNetworkIsolation": True,
             },
-            iam_resources=[stack.format_arn(service="sagemaker", resource="model", resource_name="*")],
+            # Named {job}-m, and every job name starts with {team}-{stage}-.
+            iam_resources=[stack.format_arn(service="sagemaker", resource="model",
+                                            resource_name=f"{qualified_name}-*")],
             additional_iam_statements=[iam.PolicyStatement(
                 actions=["iam:PassRole"], resources=[execution_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
             result_path=sfn.JsonPath.DISCARD,
         )
-        config_arns = [stack.format_arn(service="sagemaker", resource="endpoint-config", resource_name="*")]
+        config_arns = [stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                        resource_name=f"{qualified_name}-*")]
 
         def endpoint_config(name: str, variant: dict[str, Any], kms_key: bool) -> tasks.CallAwsService:
             parameters: dict[str, Any] = {

@@ -271,7 +271,8 @@ def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
 def test_batch_infer_refuses_input_outside_the_team_buckets(assembly):
     _, definition = _definition(assembly, DEV)
     validate = json.dumps(definition["States"]["Validate"])
-    assert "s3://search-dev-data-111111111111-eu-west-1/*" in validate
+    assert "s3://search-dev-data-111111111111-eu-west-1/batch/input/*" in validate
+    assert "s3://search-dev-data-111111111111-eu-west-1/batch/output/*" in validate
     assert "model-package/search-dev-models/*" in validate
     assert definition["States"]["Validate"]["Default"] == "InvalidInput"
 
@@ -295,7 +296,8 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     # The models it creates carry the tag its role needs to delete them; nothing else can be deleted.
     for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
         assert states[name]["Parameters"]["Tags"] == [
-            {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"}]
+            {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"},
+            {"Key": "team", "Value": "search"}, {"Key": "stage", "Value": "dev"}]
     statements = [st for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
                   for st in policy["Properties"]["PolicyDocument"]["Statement"]
                   if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))]
