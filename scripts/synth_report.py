@@ -5,8 +5,8 @@ row per team stage.
 Usage: synth_report.py CDK_OUT_DIR
 Exits 1 if cfn-lint reports anything (errors, warnings or informational findings) or if any state machine
 definition is not valid States Language (asl-validator or moto's parser; scripts/asl_check.py), naming the stage,
-state machine, state and field. Rule-pack findings never reach this point: an unacknowledged finding already
-failed `cdk synth`.
+state machine, state and field. Unacknowledged rule-pack findings (from the validation
+report the app writes into CDK_OUT_DIR) fail it too: the CDK CLI itself exits 0 after a failed validation.
 """
 
 from __future__ import annotations
@@ -23,6 +23,21 @@ from scripts.cloud_assembly import acknowledgements, read_app_stacks, read_assem
 from stacks.settings import load_config  # noqa: E402
 
 
+def rule_pack_violations(outdir: Path) -> list[tuple[str, str, str, str]]:
+    """(plugin, rule, description, construct path) of every unacknowledged finding in the validation report.
+
+    The app exits non-zero when a validation plugin fails, but the CDK CLI (2.1148) still reports a successful
+    synthesis and exits 0, so the report the app writes is the record this check enforces.
+    """
+    report_file = outdir / "validation-report.json"
+    if not report_file.exists():
+        return []
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    return [(plugin["pluginName"], violation["ruleName"], violation["description"], construct["constructPath"])
+            for plugin in report.get("pluginReports", []) for violation in plugin.get("violations", [])
+            for construct in violation.get("violatingConstructs", [])]
+
+
 def main(outdir: Path) -> int:
     from cfnlint.api import ManualArgs, lint
 
@@ -32,6 +47,11 @@ def main(outdir: Path) -> int:
     for row in acknowledgements(assembly):
         acknowledged_by_stage[row["stage"]] = acknowledged_by_stage.get(row["stage"], 0) + 1
     rows, problems = [], []
+    violations = rule_pack_violations(outdir)
+    problems.extend(f"{path}: {plugin}: {rule} {description}" for plugin, rule, description, path in violations)
+
+    def findings_of(prefix: str) -> str:
+        return str(sum(1 for *_, path in violations if path == prefix or path.startswith(f"{prefix}/")))
     machines, asl_findings = asl_check.check(assembly)
     for stage_name in sorted({stage for stage, _ in assembly.stacks}):
         stacks = [stack for (stage, _), stack in assembly.stacks.items() if stage == stage_name]
@@ -45,7 +65,7 @@ def main(outdir: Path) -> int:
         stage_machines = [m for m in machines if m.stage == stage_name]
         invalid = {f.state_machine for f in asl_findings} & {m.name for m in stage_machines}
         rows.append((stage_name, ", ".join(stack.name for stack in stacks),
-                     str(sum(len(stack.template["Resources"]) for stack in stacks)), "+".join(packs), "0",
+                     str(sum(len(stack.template["Resources"]) for stack in stacks)), "+".join(packs), findings_of(stage_name),
                      str(acknowledged_by_stage.get(stage_name, 0)), str(lint_findings),
                      f"{len(stage_machines) - len(invalid)}/{len(stage_machines)} valid"))
     problems.extend(str(finding) for finding in asl_findings)
@@ -59,7 +79,7 @@ def main(outdir: Path) -> int:
             problems.append(f"{name}:{match.linenumber}: {match.rule.id} {match.message}")
         acknowledged = sum(len(entry["data"]) for entries in stack.metadata.values() for entry in entries
                            if entry["type"] == "aws:cdk:acknowledged-rules")
-        rows.append((name, "(delivery pipeline)", str(len(stack.template["Resources"])), "AwsSolutions", "0",
+        rows.append((name, "(delivery pipeline)", str(len(stack.template["Resources"])), "AwsSolutions", findings_of(name),
                      str(acknowledged), str(lint_findings), "none"))
 
     header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint",
