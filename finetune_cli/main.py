@@ -24,6 +24,7 @@ from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME, settings_for_stage
 
 from . import prepare as prepare_module
+from .local import cli as local_cli
 from .errors import RuntimeFailure, UsageError
 from .resources import DEFAULT_CONFIG, StageResources, find_stage, resolve
 
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--instance-count", type=int, default=1)
     batch.add_argument("--wait", action="store_true")
     batch.add_argument("--poll-seconds", type=float, default=15.0)
+
+    local_cli.add_parsers(commands, _Parser, _stage_args)
     return parser
 
 
@@ -317,6 +320,10 @@ class Cli:
             return Path(snapshot_download(hub_id, local_dir=tempfile.mkdtemp(prefix="finetune-model-")))
         except Exception as error:  # noqa: BLE001 - network and hub errors of many types
             raise RuntimeFailure(f"{hub_id}: download failed ({error})") from None
+
+    # --- local -----------------------------------------------------------------------------------------
+    def local(self) -> int:
+        return local_cli.main(self.args, self.out)
 
     # --- batch ------------------------------------------------------------------------------------------
     def batch(self) -> int:
