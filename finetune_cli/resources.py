@@ -13,6 +13,14 @@ from .errors import RuntimeFailure, UsageError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "teams.yaml"
 
+#: The stack outputs the CLI reads, by layer (``{team}-{stage}-{layer}``). A contract test checks that every
+#: stage's synthesized stack of that layer emits each of them.
+OUTPUTS_READ: dict[str, tuple[str, ...]] = {
+    "data": ("DataBucketName", "ArtifactsBucketName"),
+    "training": ("FineTuneStateMachineArn",),
+    "inference": ("BatchInferStateMachineArn",),
+}
+
 
 def find_stage(config_path: Path, team: str, stage: str) -> StageConfig:
     """The resolved config of one team stage, or UsageError listing the known ones."""
@@ -59,7 +67,7 @@ def resolve(session: Any, stage: StageConfig) -> StageResources:
     data = stack_outputs(cloudformation, f"{prefix}-data", required=True)
     training = stack_outputs(cloudformation, f"{prefix}-training", required=False)
     inference = stack_outputs(cloudformation, f"{prefix}-inference", required=False)
-    missing = [key for key in ("DataBucketName", "ArtifactsBucketName") if key not in data]
+    missing = [key for key in OUTPUTS_READ["data"] if key not in data]
     if missing:
         raise RuntimeFailure(f"stack {prefix}-data has no output {', '.join(missing)}")
     return StageResources(
@@ -67,6 +75,5 @@ def resolve(session: Any, stage: StageConfig) -> StageResources:
         data_bucket=data["DataBucketName"],
         artifacts_bucket=data["ArtifactsBucketName"],
         fine_tune_state_machine_arn=training.get("FineTuneStateMachineArn"),
-        batch_infer_state_machine_arn=inference.get("BatchInferStateMachineArn")
-        or training.get("BatchInferStateMachineArn"),
+        batch_infer_state_machine_arn=inference.get("BatchInferStateMachineArn"),
     )
