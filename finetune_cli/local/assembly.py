@@ -9,6 +9,7 @@ produce (physical names come from the templates; resources without a name get a 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from ..errors import RuntimeFailure, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
+#: Names an already synthesized assembly to use as is (skips the freshness check).
+ASSEMBLY_VARIABLE = "FINETUNE_LOCAL_ASSEMBLY"
 #: What a synthesized assembly is built from: newer files here make a cached assembly stale.
 SOURCES = ("app.py", "cdk.json", "stacks", "lambda_handlers", "training_code")
 
@@ -40,6 +43,9 @@ def locate_assembly(*, config_path: Path, team: str, stage: str, cache: Path, ou
     """The repo's ``cdk.out`` when it holds this stage and is newer than every source; else a synthesis of just
     this stage into ``cache`` (reused while fresh)."""
     qualified = f"{team}-{stage}"
+    explicit = os.environ.get(ASSEMBLY_VARIABLE)
+    if explicit:  # an assembly synthesized by the caller (the test suite's, for one)
+        return Path(explicit)
     newest = _newest_source(config_path)
     for candidate in (REPO / "cdk.out", cache):
         if _fresh(candidate, qualified, newest):

@@ -31,6 +31,7 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--threshold", type=float, help="gate threshold on the task's main metric")
     run.add_argument("--name", help="dataset name (default: the input's stem)")
     run.add_argument("--version", help="dataset version (default: local-<time>)")
+    run.add_argument("--validation-fraction", type=float, default=0.1, help="held out by prepare (data files only)")
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
 
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace, out: Any) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     with stage.session(run_dir):
         dataset = upload_dataset(stage, args.input, task=args.task, mapping=_pairs(args.map, "--map"), name=name,
-                                 version=version, work=run_dir, out=out)
+                                 version=version, work=run_dir, out=out,
+                                 validation_fraction=args.validation_fraction)
         execution_input: dict[str, Any] = {"dataset": dataset, "task": args.task, "base_model": args.base_model,
                                            "hyperparameters": _pairs(args.hp, "--hp"), "instance_count": 1}
         for key in ("method", "deploy_to", "threshold"):

@@ -36,7 +36,7 @@ class RunResult:
 
 
 def upload_dataset(stage: LocalStage, source: Path, *, task: str, mapping: dict[str, str], name: str, version: str,
-                   work: Path, out: Any) -> str:
+                   work: Path, out: Any, validation_fraction: float = 0.1) -> str:
     """A data file goes through ``prepare`` (as ``finetune prepare`` does); a directory is taken as an already
     prepared dataset, uploaded file by file. Returns the dataset's S3 prefix."""
     if source.is_dir():
@@ -44,7 +44,7 @@ def upload_dataset(stage: LocalStage, source: Path, *, task: str, mapping: dict[
     elif source.is_file():
         folder = work / "dataset"
         manifest = prepare_module.prepare(source=source, task=task, output=folder, mapping=mapping, name=name,
-                                          version=version, validation_fraction=0.1, seed=42, tokenizer=None,
+                                          version=version, validation_fraction=validation_fraction, seed=42, tokenizer=None,
                                           max_seq_length=None, encoding=None)
         for line in prepare_module.summary(manifest):
             print(line, file=out)
