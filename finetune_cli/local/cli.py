@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--validation-fraction", type=float, default=0.1, help="held out by prepare (data files only)")
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
+
+    serve = sub.add_parser("serve", help="the stage's inference API on http://127.0.0.1:PORT/v1 (real proxy handler)")
+    stage_args(serve)
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1")
+    _local_args(serve)
 
 
 def _local_args(parser: argparse.ArgumentParser) -> None:
@@ -91,5 +98,20 @@ def run(args: argparse.Namespace, out: Any) -> int:
     return 0 if result.status == "SUCCEEDED" else 1
 
 
+def serve(args: argparse.Namespace, out: Any) -> int:
+    from .serve import LocalApi
+
+    api = LocalApi(_stage(args, out), port=args.port, host=args.host)
+    print("loading the models local runs deployed:", file=out, flush=True)
+    with api.running(out):
+        print(f"serving {api.stage.config.qualified_name} on {api.url} (Ctrl-C stops)", file=out, flush=True)
+        print(f"  curl -s {api.url}/models", file=out, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def main(args: argparse.Namespace, out: Any) -> int:
-    return {"run": run}[args.local_command](args, out)
+    return {"run": run, "serve": serve}[args.local_command](args, out)
