@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from finetune.contract import TASKS, base_model_prefix, dataset_prefix
 
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="validate a run locally and start the FineTune pipeline")
     _stage_args(submit)
     submit.add_argument("--dataset", required=True, help="s3://<data bucket>/datasets/<name>/<version>/ or <name>/<version>")
-    submit.add_argument("--task", required=True, choices=["causal-lm", "classification"])
+    submit.add_argument("--task", required=True, choices=TASKS)
     submit.add_argument("--base-model", required=True, help="staged base model name or hub id (training.base_models)")
     submit.add_argument("--method", choices=["lora", "qlora", "full"])
     submit.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter (repeatable)")
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = commands.add_parser("prepare", help="CSV/JSONL/Parquet -> the task's canonical JSONL dataset")
     prep.add_argument("input", type=Path)
-    prep.add_argument("--task", required=True, choices=["causal-lm", "classification"])
+    prep.add_argument("--task", required=True, choices=TASKS)
     prep.add_argument("--output", type=Path, required=True, help="local output directory")
     prep.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping (repeatable)")
     prep.add_argument("--name", help="dataset name (default: the input file's stem)")
@@ -277,7 +278,7 @@ class Cli:
         self.print(f"wrote {args.output}")
         if args.upload:
             res = self.resources()
-            prefix = f"datasets/{name}/{args.version}/"
+            prefix = dataset_prefix(name, args.version)
             s3 = self.client("s3", res)
             if s3.list_objects_v2(Bucket=res.data_bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0):
                 raise UsageError(f"s3://{res.data_bucket}/{prefix} already exists; choose a new --version")
@@ -300,7 +301,7 @@ class Cli:
             raise UsageError(f"{source}: not a Hugging Face model directory (no config.json or .gguf file)")
         res = self.resources()
         s3 = self.client("s3", res)
-        prefix = f"models/base/{args.name}/"
+        prefix = base_model_prefix(args.name)
         files = sorted(p for p in source.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(source).parts))
         for path in files:

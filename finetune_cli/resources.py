@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+from finetune.contract import STACK_OUTPUTS_READ
 from stacks.settings import ConfigError, StageConfig, load_config
 
 from .errors import RuntimeFailure, UsageError
@@ -15,11 +16,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "teams.yaml"
 
 #: The stack outputs the CLI reads, by layer (``{team}-{stage}-{layer}``). A contract test checks that every
 #: stage's synthesized stack of that layer emits each of them.
-OUTPUTS_READ: dict[str, tuple[str, ...]] = {
-    "data": ("DataBucketName", "ArtifactsBucketName"),
-    "training": ("FineTuneStateMachineArn",),
-    "inference": ("BatchInferStateMachineArn",),
-}
+OUTPUTS_READ = STACK_OUTPUTS_READ
 
 
 def find_stage(config_path: Path, team: str, stage: str) -> StageConfig:

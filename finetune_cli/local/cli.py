@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune.contract import TASKS
+
 from ..errors import UsageError
 
 #: The run's dataset version when none is given: a new prefix per run, as `prepare --upload` requires.
@@ -23,7 +25,7 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run = sub.add_parser("run", help="prepare a dataset and run the stage's synthesized FineTune pipeline locally")
     stage_args(run)
     run.add_argument("input", type=Path, help="CSV/JSONL/Parquet file (prepared first), or a prepared dataset folder")
-    run.add_argument("--task", required=True, choices=["causal-lm", "classification"])
+    run.add_argument("--task", required=True, choices=TASKS)
     run.add_argument("--base-model", required=True, help="a name on the stage's training.base_models")
     run.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping (repeatable)")
     run.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter (repeatable)")

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.contract import dataset_prefix
+
 from .. import prepare as prepare_module
 from ..errors import UsageError
 from .stage import LocalStage
@@ -53,7 +55,7 @@ def upload_dataset(stage: LocalStage, source: Path, *, task: str, mapping: dict[
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise UsageError(f"{source}: no files to upload")
-    prefix = f"datasets/{name}/{version}/"
+    prefix = dataset_prefix(name, version)
     s3 = stage.client("s3")
     # manifest.json last, as `prepare --upload` does (it may start a run on stages with start_on_manifest).
     for path in sorted(files, key=lambda p: p.name == "manifest.json"):
