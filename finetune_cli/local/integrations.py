@@ -15,6 +15,7 @@ subclass of its own service-task class, so the interpreter stays the one that de
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import io
 import json
@@ -235,8 +236,21 @@ class LocalAwsSdk(StateTaskServiceAwsSdk):
             env.stack.append(update_endpoint(services.client("sagemaker"), normalised_parameters))
         else:
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
+            # Step Functions hands aws-sdk timestamps on as ISO 8601 text; moto's engine leaves datetime objects,
+            # which its own States.JsonToString cannot serialize.
+            env.stack.append(_iso_timestamps(env.stack.pop()))
         if service == "sagemaker" and action.startswith(("create_", "update_")):
             services.journal(self.resource.api_action, {"request": normalised_parameters, "response": env.stack[-1]})
+
+
+def _iso_timestamps(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso_timestamps(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso_timestamps(v) for v in value]
+    return value
 
 
 def update_endpoint(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:

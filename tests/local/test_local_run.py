@@ -104,7 +104,7 @@ def test_unreachable_threshold_ends_in_gate_rejected_with_both_numbers(classific
     # the same training as the deployed run (same data, seed and steps), with a threshold no model reaches
     run = run_local(local_state, "run", str(sst2_csv), *stage_args(), "--task", "classification",
                     "--base-model", "all-minilm-l6-v2", "--map", "text=review", "--map", "label=sentiment",
-                    "--validation-fraction", "0.25", *[x for hp in CLASSIFICATION_HP for x in ("--hp", hp)],
+                    "--validation-fraction", "0.2", *[x for hp in CLASSIFICATION_HP for x in ("--hp", hp)],
                     "--threshold", "1.0", "--deploy-to", "sentiment", "--json")
 
     assert run.code == 1, run.output[-3000:]
