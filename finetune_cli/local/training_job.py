@@ -148,6 +148,7 @@ class LocalTrainingJob:
         with log_path.open("w") as log:
             for line in process.stdout:
                 log.write(line)
+                log.flush()  # so `tail -f job.log` follows the job
                 lines.append(line)
                 text = line.rstrip()
                 if text.startswith("metric ") or "%|" in text or text.startswith(("progress", "step ")):
