@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(stage)
     stage.add_argument("--name", required=True, help="name runs refer to as base_model")
     stage.add_argument("source", help="local Hugging Face model directory (or a hub id where the network allows)")
+    stage.add_argument("--local", action="store_true", help="stage into the local state folder (finetune local)")
+    stage.add_argument("--state-dir", type=Path, help="local state folder (with --local)")
 
     batch = commands.add_parser("batch", help="start the BatchInfer pipeline over a JSONL prefix")
     _stage_args(batch)
@@ -299,6 +301,8 @@ class Cli:
             source = self._download(args.source)
         if not source.is_dir() or not ((source / "config.json").is_file() or list(source.glob("*.gguf"))):
             raise UsageError(f"{source}: not a Hugging Face model directory (no config.json or .gguf file)")
+        if args.local:
+            return local_cli.stage_model(args, source, self.out)
         res = self.resources()
         s3 = self.client("s3", res)
         prefix = base_model_prefix(args.name)

@@ -115,5 +115,17 @@ def serve(args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
+def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
+    """``finetune models stage --local``: a base model into the local artifacts bucket."""
+    stage = _stage(args, out)
+    target = stage.base_model_folder(args.name)
+    count = stage.copy_model(source, target)
+    print(f"staged {count} files to s3://{stage.artifacts_bucket}/models/base/{args.name}/ (local: {target})", file=out)
+    if args.name not in stage.config.training.base_models:
+        print(f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
+              "Validate rejects base models not listed there", file=out)
+    return 0
+
+
 def main(args: argparse.Namespace, out: Any) -> int:
     return {"run": run, "serve": serve}[args.local_command](args, out)

@@ -80,9 +80,13 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
             return 400, {"x-amzn-ErrorType": "ValidationError", "Content-Type": "application/json"}, json.dumps(
                 {"message": f"Endpoint {name} of account {account} not found."})
         body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
+
+        def header(name: str) -> str:  # botocore's prepared headers may hold bytes
+            value = request.headers.get(name, "application/json")
+            return value.decode() if isinstance(value, bytes) else value
+
         try:
-            answer, content_type = container.invoke(body, request.headers.get("Content-Type", "application/json"),
-                                                    request.headers.get("Accept", "application/json"))
+            answer, content_type = container.invoke(body, header("Content-Type"), header("Accept"))
         except ContainerError as error:
             return 424, {"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"}, json.dumps(
                 {"message": f"Received client error ({error.status}) from model with message \"{error}\".",

@@ -226,8 +226,15 @@ class LocalStage:
             raise RuntimeFailure(f"base model {name}: {error}") from None
         print(f"staging packaged base model {name} from {source} into s3://{self.artifacts_bucket}/models/base/{name}/",
               file=self.out, flush=True)
+        self.copy_model(source, target)
+        return True
+
+    @staticmethod
+    def copy_model(source: Path, target: Path) -> int:
+        """Replace ``target`` with a copy of a model directory (hidden files left out); returns the file count."""
         staging = target.with_name(target.name + ".staging")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-        return True
+        return sum(1 for p in target.rglob("*") if p.is_file())

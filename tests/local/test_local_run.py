@@ -140,3 +140,23 @@ def test_training_failure_ends_in_training_failed_with_the_failure_file_reason(l
     reason = failure_files[0].read_text().strip()
     assert described["TrainingJobStatus"] == "Failed" and described["FailureReason"] == f"AlgorithmError: {reason}"
     assert "line 1201" in reason, reason
+
+
+def test_models_stage_local_puts_the_model_under_models_base_in_the_local_artifacts_bucket(local_state, tmp_path):
+    import io
+
+    from finetune_cli.main import main
+
+    from .conftest import CONFIG
+
+    model = tmp_path / "tiny-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    (model / ".cache").write_text("not uploaded")
+    out = io.StringIO()
+    code = main(["--config", str(CONFIG), "models", "stage", *stage_args(), "--name", "tiny-model", str(model),
+                 "--local", "--state-dir", str(local_state)], out=out, err=out)
+    assert code == 0, out.getvalue()
+    staged = list((local_state / "search-dev" / "s3").glob("search-dev-artifacts-*/models/base/tiny-model/*"))
+    assert [p.name for p in staged] == ["config.json"]
+    assert "add tiny-model to training.base_models" in out.getvalue()
