@@ -38,6 +38,18 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
 
+    batch = sub.add_parser("batch", help="run the stage's synthesized BatchInfer pipeline over local JSONL files")
+    stage_args(batch)
+    batch.add_argument("input", type=Path, help="a .jsonl file or a folder of them")
+    model = batch.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-name", help="an existing (local) SageMaker model")
+    model.add_argument("--model-package-arn", help="a model package version a local run registered")
+    model.add_argument("--model-data-url", help="s3://<artifacts bucket>/.../model.tar.gz in the local store")
+    batch.add_argument("--output", type=Path, required=True, help="local folder for the .out files")
+    batch.add_argument("--instance-type", default="ml.m5.xlarge")
+    batch.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
+    _local_args(batch)
+
     serve = sub.add_parser("serve", help="the stage's inference API on http://127.0.0.1:PORT/v1 (real proxy handler)")
     stage_args(serve)
     serve.add_argument("--port", type=int, default=8080)
@@ -127,5 +139,46 @@ def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
     return 0
 
 
+def batch(args: argparse.Namespace, out: Any) -> int:
+    from ..main import execution_name
+    from .run import execute, print_result, summarize
+
+    started = time.monotonic()
+    files = sorted(args.input.rglob("*.jsonl")) if args.input.is_dir() else [args.input]
+    if not files or not all(f.is_file() and f.suffix == ".jsonl" for f in files):
+        raise UsageError(f"{args.input}: give a .jsonl file or a folder holding .jsonl files")
+    stage = _stage(args, out)
+    execution = execution_name("batch", args.input.stem)
+    run_dir = stage.folder / "runs" / execution
+    with stage.session(run_dir):
+        base = f"s3://{stage.data_bucket}/batch/{execution}/"
+        root = args.input if args.input.is_dir() else args.input.parent
+        for path in files:
+            stage.client("s3").upload_file(str(path), stage.data_bucket,
+                                           f"batch/{execution}/input/{path.relative_to(root).as_posix()}")
+        execution_input = {key: value for key, value in (("model_name", args.model_name),
+                           ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
+                           if value}
+        execution_input.update({"input": base + "input/", "output": base + "output/",
+                                "instance_type": args.instance_type, "instance_count": 1})
+        described, history = execute(stage, layer="inference", machine="BatchInfer", execution_name=execution,
+                                     execution_input=execution_input, out=out)
+        result = summarize(stage, described, history, time.monotonic() - started)
+        s3 = stage.client("s3")
+        written = []
+        for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=f"batch/{execution}/output/").get(
+                "Contents", []):
+            target = args.output / item["Key"][len(f"batch/{execution}/output/"):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(stage.data_bucket, item["Key"], str(target))
+            written.append(str(target))
+    print_result(result, out)
+    for path in written:
+        print(f"  wrote {path}", file=out)
+    if args.json:
+        print(json.dumps({**result.as_json(), "outputs": written}), file=out)
+    return 0 if result.status == "SUCCEEDED" else 1
+
+
 def main(args: argparse.Namespace, out: Any) -> int:
-    return {"run": run, "serve": serve}[args.local_command](args, out)
+    return {"run": run, "serve": serve, "batch": batch}[args.local_command](args, out)

@@ -67,7 +67,7 @@ class HuggingFaceContainer:
 
     def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
         from mms.metrics.metrics_store import MetricsStore
-        from mms.service import Service
+        from mms.service import PredictionException, Service
 
         batch = [{"requestId": uuid.uuid4().hex.encode(),
                   "parameters": [{"name": "body", "contentType": content_type, "value": body}],
@@ -77,11 +77,11 @@ class HuggingFaceContainer:
         self.context.request_ids = request_ids
         self.context.request_processor = headers
         self.context.metrics = MetricsStore(request_ids, self.context.model_name)
-        with mock.patch.dict(os.environ, self.environment):
-            [response] = self.service.handle(input_batch, self.context)
-        status = self.context.get_response_status(0) if hasattr(self.context, "get_response_status") else None
-        if status and status[0] >= 400:
-            raise ContainerError(status[0], str(response))
+        try:
+            with mock.patch.dict(os.environ, self.environment):
+                [response] = self.service.handle(input_batch, self.context)
+        except PredictionException as error:  # MMS's worker answers these with their error code
+            raise ContainerError(error.error_code, error.message) from None
         answer = response if isinstance(response, bytes) else str(response).encode()
         return answer, self.context.get_response_content_type(0) or "application/json"
 

@@ -6,7 +6,8 @@ subclass of its own service-task class, so the interpreter stays the one that de
 
 - ``lambda:invoke``: the function's real handler package (from the synthesized asset) runs in this process with the
   environment variables the template gives the function (moto would need Docker).
-- ``sagemaker:createTrainingJob.sync``: a LocalTrainingJob (moto has no SageMaker integration).
+- ``sagemaker:createTrainingJob.sync`` / ``createTransformJob.sync``: a LocalTrainingJob / LocalTransformJob (moto
+  has no SageMaker integration).
 - ``aws-sdk:sagemaker:updateEndpoint``: moto has no UpdateEndpoint; the endpoint in moto's store takes the new config.
 - ``sns:publish``: printed to the terminal, then published to moto.
 - ``Wait`` states: scaled by ``wait_scale`` (0 locally: nothing is provisioning behind them).
@@ -59,6 +60,7 @@ from moto.stepfunctions.parser.api import InvocationResponse
 
 from .assembly import LambdaFunction
 from .training_job import LocalTrainingJob, RequestInvalid, to_state_json
+from .transform_job import LocalTransformJob
 
 
 @dataclass
@@ -184,21 +186,33 @@ class LocalLambda(StateTaskServiceLambda):
 
 
 class LocalSageMaker(StateTaskServiceCallback):
-    """``sagemaker:createTrainingJob(.sync)`` as a LocalTrainingJob."""
+    """``sagemaker:createTrainingJob(.sync)`` as a LocalTrainingJob, ``createTransformJob(.sync)`` as a
+    LocalTransformJob."""
 
     def __init__(self) -> None:
         super().__init__(supported_integration_patterns={ResourceCondition.WaitForTaskToken, ResourceCondition.Sync})
         self._job: LocalTrainingJob | None = None
 
     def _validate_service_integration_is_supported(self) -> None:
-        if self.resource.api_action.lower() != "createtrainingjob":
-            raise ValueError(f"local mode runs sagemaker:createTrainingJob only, not {self.resource.resource_arn}")
+        if self.resource.api_action.lower() not in ("createtrainingjob", "createtransformjob"):
+            raise ValueError(f"local mode runs sagemaker:createTrainingJob and createTransformJob only, not "
+                             f"{self.resource.resource_arn}")
 
     def _get_sfn_resource_type(self) -> str:
         return "sagemaker"
 
     def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
         services = _services()
+        if self.resource.api_action.lower() == "createtransformjob":
+            try:
+                self._job = LocalTransformJob(
+                    normalised_parameters, sagemaker=services.client("sagemaker"), s3=services.client("s3"),
+                    work_dir=services.work_dir / "transform-jobs", account=services.account, region=services.region,
+                    out=services.out)
+            except RequestInvalid as error:
+                raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
+            env.stack.append({"TransformJobArn": self._job.arn})
+            return
         try:
             self._job = LocalTrainingJob(
                 normalised_parameters, code_dir=services.training_code(
@@ -218,8 +232,10 @@ class LocalSageMaker(StateTaskServiceCallback):
                 described = job.run()
             except RequestInvalid as error:
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
-            _services().journal("trainingJob", to_state_json(described))
-            if described["TrainingJobStatus"] != "Completed":
+            status = described.get("TrainingJobStatus") or described.get("TransformJobStatus")
+            _services().journal("trainingJob" if "TrainingJobName" in described else "transformJob",
+                                to_state_json(described))
+            if status != "Completed":
                 raise _task_failed(self, env, "States.TaskFailed", to_json_str(to_state_json(described)))
             return to_state_json(described)
 
@@ -239,7 +255,7 @@ class LocalAwsSdk(StateTaskServiceAwsSdk):
             # Step Functions hands aws-sdk timestamps on as ISO 8601 text; moto's engine leaves datetime objects,
             # which its own States.JsonToString cannot serialize.
             env.stack.append(_iso_timestamps(env.stack.pop()))
-        if service == "sagemaker" and action.startswith(("create_", "update_")):
+        if service == "sagemaker" and action.startswith(("create_", "update_", "delete_")):
             services.journal(self.resource.api_action, {"request": normalised_parameters, "response": env.stack[-1]})
 
 

@@ -31,6 +31,9 @@ class RunResult:
     execution: str | None = None
     model_package_arn: str | None = None
     training_job: str | None = None
+    #: The last failed task's error and cause (what a Catch handed on), when one failed.
+    task_error: str | None = None
+    task_cause: str | None = None
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -113,6 +116,9 @@ def summarize(stage: LocalStage, described: dict[str, Any], history: list[dict[s
     states = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
     result = RunResult(status=described["status"], states=states, error=described.get("error"),
                        cause=described.get("cause"), execution=described.get("name"), seconds=round(seconds, 1))
+    failed = [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
+    if failed:
+        result.task_error, result.task_cause = failed[-1].get("error"), failed[-1].get("cause")
     gated = _exited_output(history, "Gate")
     if gated:
         result.evaluation = gated.get("gated", {}).get("gate")

@@ -30,6 +30,27 @@ from .training_job import split_s3
 _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 
+def model_container(sagemaker: Any, s3: Any, model_name: str, work: Path) -> tuple[str, Any]:
+    """(model data URL, running container) of a SageMaker model: its container, or its model package's, over the
+    unpacked model.tar.gz. Raises when the artifact is not in the local store."""
+    model = sagemaker.describe_model(ModelName=model_name)
+    container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+    if container.get("ModelPackageName"):
+        package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
+        container = {**package["InferenceSpecification"]["Containers"][0], "Environment": {}}
+    url = container.get("ModelDataUrl", "")
+    target = work / re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-100:]
+    if not (target / ".unpacked").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = target / "model.tar.gz"
+        s3.download_file(*split_s3(url), str(archive))
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        archive.unlink()
+        (target / ".unpacked").touch()
+    return url, container_for(container["Image"], target, container.get("Environment") or {})
+
+
 def deployed_models(stage: LocalStage, work: Path, out: Any) -> dict[str, Any]:
     """Endpoint name -> container, for each endpoint of the stage whose model's artifact exists locally."""
     sagemaker, s3 = stage.client("sagemaker"), stage.client("s3")
@@ -38,26 +59,13 @@ def deployed_models(stage: LocalStage, work: Path, out: Any) -> dict[str, Any]:
         name = endpoint["EndpointName"]
         config = sagemaker.describe_endpoint_config(
             EndpointConfigName=sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"])
-        model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-        container = model.get("PrimaryContainer", {})
-        if container.get("ModelPackageName"):
-            package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-            container = {**package["InferenceSpecification"]["Containers"][0], "Environment": {}}
-        url = container.get("ModelDataUrl", "")
-        target = work / name / re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-100:]
         try:
-            if not (target / ".unpacked").is_file():
-                target.mkdir(parents=True, exist_ok=True)
-                archive = target.parent / "model.tar.gz"
-                s3.download_file(*split_s3(url), str(archive))
-                with tarfile.open(archive) as tar:
-                    tar.extractall(target, filter="data")
-                (target / ".unpacked").touch()
+            url, containers[name] = model_container(sagemaker, s3, config["ProductionVariants"][0]["ModelName"],
+                                                    work / name)
         except Exception as error:  # noqa: BLE001 - S3 and archive errors: the endpoint is just not servable
-            print(f"  {name}: not served ({url} is not available locally: {error.__class__.__name__}); "
-                  "deploy to it with finetune local run --deploy-to", file=out, flush=True)
+            print(f"  {name}: not served (its model artifact is not in the local store: {error.__class__.__name__}"
+                  "); deploy to it with finetune local run --deploy-to", file=out, flush=True)
             continue
-        containers[name] = container_for(container["Image"], target, container.get("Environment") or {})
         print(f"  {name}: {url}", file=out, flush=True)
     return containers
 

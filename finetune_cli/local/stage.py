@@ -197,7 +197,7 @@ class LocalStage:
         sagemaker = self.client("sagemaker")
         for entry in self.journal():
             action = entry["action"]
-            if action == "trainingJob":
+            if action in ("trainingJob", "transformJob"):
                 continue
             try:
                 if action == "updateEndpoint":
