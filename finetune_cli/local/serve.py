@@ -150,7 +150,9 @@ class LocalApi:
                     _asset_on_path(proxy.asset_dir):
                 module_name, handler_name = proxy.handler.rsplit(".", 1)
                 handler = getattr(importlib.import_module(module_name), handler_name)
-                server = HTTPServer((self.host, self.port), _request_handler(handler, proxy))
+                log = work / f"{proxy.name}.log"
+                print(f"  the proxy's logs and metrics go to {log}", file=out, flush=True)
+                server = HTTPServer((self.host, self.port), _request_handler(handler, proxy, log))
                 self.port = server.server_address[1]
                 self.url = f"http://{self.host}:{self.port}/v1"
                 thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -162,7 +164,7 @@ class LocalApi:
                     server.server_close()
 
 
-def _request_handler(handler, function) -> type[BaseHTTPRequestHandler]:
+def _request_handler(handler, function, log: Path) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -170,7 +172,8 @@ def _request_handler(handler, function) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k: v for k, v in self.headers.items()}
-            with lock:  # one Lambda instance: one request at a time
+            # One Lambda instance: one request at a time; what it prints (logs, EMF metrics) goes to its log file.
+            with lock, log.open("a") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                 response = handler(rest_event(self.command, self.path, headers, body, "api"), LambdaContext(function))
             payload = response.get("body") or ""
             data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
