@@ -44,7 +44,9 @@ def api(classification_local_run, local_state):
 def test_predict_labels_clear_examples_with_the_deployed_classifier(api, classification_local_run, local_state):
     running, out = api
     assert "search-dev-sentiment: s3://" in out.getvalue(), out.getvalue()
-    texts = [POSITIVE[0], NEGATIVE[0], POSITIVE[1], NEGATIVE[1]]
+    # The 40-step model of the shared run is weaker than tests/e2e's (it calls NEGATIVE[1] positive); these three
+    # it gets right, and every answer must equal the model's own when loaded directly.
+    texts = [POSITIVE[0], NEGATIVE[0], POSITIVE[1]]
 
     status, body = _post(f"{running.url}/models/sentiment/predict", {"inputs": texts})
 
@@ -56,7 +58,15 @@ def test_predict_labels_clear_examples_with_the_deployed_classifier(api, classif
     bucket, _, key = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"][5:].partition("/")
     with tarfile.open(local_state / "search-dev" / "s3" / bucket / key) as tar:
         id2label = json.load(tar.extractfile("config.json"))["id2label"]
-    assert [p["label"] for p in body["predictions"]] == [id2label["1"], id2label["0"], id2label["1"], id2label["0"]]
+    assert [p["label"] for p in body["predictions"]] == [id2label["1"], id2label["0"], id2label["1"]]
+    # the proxy and the toolkit add nothing: the same labels and scores as the unpacked model in a pipeline
+    from transformers import pipeline
+
+    (model_dir,) = [p.parent for p in (local_state / "search-dev" / "serving" / "search-dev-sentiment").rglob(
+        "config.json")]
+    direct = pipeline("text-classification", model=str(model_dir))(texts)
+    assert [(p["label"], p["score"]) for p in body["predictions"]] == [
+        (d["label"], pytest.approx(d["score"], abs=1e-6)) for d in direct]
 
 
 def test_an_endpoint_no_local_run_deployed_answers_unavailable(api):
