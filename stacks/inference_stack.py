@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
@@ -97,6 +97,9 @@ class InferenceStack(Stack):
             team=stage.team, stage_name=stage.name, instance_types=stage.training.instance_types,
             max_instance_count=stage.training.max_instance_count, network_conditions=network_conditions,
             log_retention=retention, removal_policy=removal_policy)
+        # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
+        CfnOutput(self, "BatchInferStateMachineArn", value=self.batch.state_machine.state_machine_arn,
+                  description="Start a batch inference run here (finetune batch)")
 
 
 def _container_environment(kind: str) -> dict[str, str]:

@@ -38,8 +38,10 @@ VALIDATE_LAYOUT = {
     "finetune/formats.py": "training_code/finetune/formats.py",
     "finetune/errors.py": "training_code/finetune/errors.py",
     "finetune/metrics.py": "training_code/finetune/metrics.py",
+    "finetune/contract.py": "training_code/finetune/contract.py",
 }
-GATE_LAYOUT = {"gate": "lambda_handlers/gate"}
+GATE_LAYOUT = {"gate": "lambda_handlers/gate", "finetune/__init__.py": "training_code/finetune/__init__.py",
+               "finetune/contract.py": "training_code/finetune/contract.py"}
 
 
 class ScopedAccess:

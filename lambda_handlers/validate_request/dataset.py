@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+from finetune.contract import base_model_prefix
 from finetune.formats import TEXT_LABEL, DataError, mixed_labels, read_records
 
 from .errors import InvalidRequest
@@ -115,7 +116,7 @@ def check_channel(s3: S3Client, settings: ValidateSettings, task: str, channel: 
 
 def check_base_model(s3: S3Client, settings: ValidateSettings, name: str) -> str | None:
     """The problem with a staged base model (nothing staged, or no ``config.json``/``.gguf``), or None."""
-    prefix = f"models/base/{name}/"
+    prefix = base_model_prefix(name)
     uri = f"s3://{settings.artifacts_bucket}/{prefix}"
     page = s3.get_paginator("list_objects_v2").paginate(
         Bucket=settings.artifacts_bucket, Prefix=prefix, Delimiter="/").build_full_result()

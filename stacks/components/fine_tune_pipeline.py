@@ -25,12 +25,11 @@ from stacks.settings import EndpointSpec
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
+from finetune.contract import CHECKPOINTS_PREFIX  # noqa: E402  (stdlib only; checkpoints/{job_name_prefix}/{run_id}/)
+from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
 CAPACITY_RETRIES = 3
-#: Checkpoints of one execution live under ``checkpoints/{job_name_prefix}/{run_id}/`` in the artifacts bucket.
-CHECKPOINTS_PREFIX = "checkpoints/"
-TASK_OF_KIND = {"llm": "causal-lm", "classifier": "classification"}
 
 
 def _job_name() -> str:

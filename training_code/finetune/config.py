@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("causal-lm", "classification")
-METHODS = ("lora", "qlora", "full")
+from .contract import METHODS, TASKS  # noqa: F401  (re-exported: the container's names for them)
 STRATEGIES = ("ddp", "fsdp")
 #: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
 #: limit in the message, instead of as an overflow or an allocation failure inside the training job.
