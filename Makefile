@@ -26,7 +26,7 @@ NODE_STAMP := node_modules/.installed
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
-	@echo "make test-fast        the edit-test loop: no synthesis, no training runs, no review fixtures"
+	@echo "make test-fast        the edit-test loop: no synthesis, training, review fixtures or local runs"
 	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
 	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
 	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
@@ -63,7 +63,7 @@ test: deps
 # The edit-test loop and the pull-request tier (the workflow runs make synth and make review itself): no
 # synthesis, no real training runs, no review fixtures. main runs the full suite.
 test-fast: deps
-	$(PY) -m pytest -m "not synth and not training and not review"
+	$(PY) -m pytest -m "not synth and not training and not review and not local"
 
 # Offline review of the working tree against BASE (a git ref; default: the merge base with main), every stack of
 # every stage through the CDK's diff engine. The base synthesis is cached in build/review/cache by commit.
