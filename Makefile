@@ -21,11 +21,12 @@ VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 # make test: the whole suite. make test-fast: no synthesis, no training, no review fixtures (~1-2 minutes).
-.PHONY: help deps synth test test-fast check-config schema snapshot-update diagram bench bench-train train-local clean review bootstrap-commands
+.PHONY: help deps synth test test-fast test-local check-config schema snapshot-update diagram bench bench-train train-local clean review bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
+	@echo "make test-local       finetune local run/serve/batch end to end on the synthesized pipelines (slow)"
 	@echo "make test-fast        the edit-test loop: no synthesis, training, review fixtures or local runs"
 	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
 	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
@@ -58,7 +59,11 @@ synth: deps check-config
 	$(PY) scripts/synth_report.py $(CDK_OUT)
 
 test: deps
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not local"
+
+# The synthesized FineTune/BatchInfer pipelines run end to end on this machine (two real trainings; long on 2 cores).
+test-local: deps
+	$(PY) -m pytest -m local
 
 # The edit-test loop and the pull-request tier (the workflow runs make synth and make review itself): no
 # synthesis, no real training runs, no review fixtures. main runs the full suite.
