@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .catalog import list_models
+from .catalog import list_models, retrieve_model
 from .chat import complete_chat
 from .classify import classify
 from .clients import ControlPlaneClient, RuntimeClient, create_control_plane_client, create_runtime_client
@@ -78,14 +78,21 @@ def models() -> Response:
     return _json(200, list_models(_dependencies.settings, control_plane))
 
 
+@app.get("/v1/models/<name>")
+def model(name: str) -> Response:
+    """One of this team stage's models (OpenAI `models.retrieve`); 404 `model_not_found` for any other name."""
+    control_plane = _dependencies.control_plane or _default_control_plane()
+    return _json(200, retrieve_model(name, _dependencies.settings, control_plane))
+
+
 @app.exception_handler(ProxyError)
 def proxy_error(error: ProxyError) -> Response:
-    """Every failure leaves as `{"error": {"type", "message"}}` with its status."""
+    """Every failure leaves as OpenAI's `{"error": {"message", "type", "param", "code"}}` with its status."""
     if error.status >= 500:
         # The cause (botocore's error, the model's output) goes to the log, never to the caller.
-        logger.warning("request failed", extra={"status": error.status, "error_type": error.error_type}, exc_info=error)
+        logger.warning("request failed", extra={"status": error.status, "error_code": error.code}, exc_info=error)
     else:
-        logger.info("request rejected", extra={"status": error.status, "error_type": error.error_type})
+        logger.info("request rejected", extra={"status": error.status, "error_code": error.code, "param": error.param})
     metrics.add_metric(name=f"Status{error.status // 100}xx", unit=MetricUnit.Count, value=1)
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     return _json(error.status, error.body(), headers)
@@ -109,7 +116,15 @@ def unexpected_error(error: Exception) -> Response:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Handle one API Gateway REST (proxy integration) request."""
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    return app.resolve(event, context)
+    return with_request_id(app.resolve(event, context), event, context)
+
+
+def with_request_id(response: dict[str, Any], event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Add `x-request-id` to a proxy-integration response: API Gateway's request id (the one its access
+    log and the function's log lines carry), so a caller can quote it when reporting a problem."""
+    request_id = (event.get("requestContext") or {}).get("requestId") or context.aws_request_id
+    response.setdefault("multiValueHeaders", {})["x-request-id"] = [str(request_id)]
+    return response
 
 
 def _body(limit: int) -> bytes:

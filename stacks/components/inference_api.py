@@ -50,10 +50,11 @@ CHAT_COMPLETIONS_SCHEMA = {
             "type": "array", "minItems": 1, "maxItems": 1024,
             "items": {
                 "type": "object",
-                "required": ["role", "content"],
+                "required": ["role"],
                 "properties": {
-                    "role": {"type": "string", "enum": ["system", "user", "assistant"]},
-                    "content": {"type": ["string", "array"]},
+                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+                    # null: an assistant message that only carries tool_calls.
+                    "content": {"type": ["string", "array", "null"]},
                     "name": {"type": "string", "maxLength": 64},
                 },
             },
@@ -64,6 +65,8 @@ CHAT_COMPLETIONS_SCHEMA = {
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
         "stop": {"type": ["string", "array"], "items": {"type": "string"}, "maxItems": 4},
         "stream": {"type": "boolean"},
+        "tools": {"type": "array", "maxItems": 128},
+        "n": {"type": "integer", "minimum": 1, "maximum": 8},
     },
 }
 PREDICT_SCHEMA = {
@@ -76,22 +79,26 @@ PREDICT_SCHEMA = {
     },
 }
 
-# API Gateway's own refusals in the proxy's error shape ({"error": {"type", "message"}}), so a caller sees one
-# error format whichever layer refuses the request.
+# API Gateway's own refusals in the proxy's error shape (OpenAI's {"error": {"message", "type", "param", "code"}}),
+# so a caller sees one error format whichever layer refuses the request. Each entry: type, status, OpenAI error
+# type, code, message.
 # `$context.error.messageString` is API Gateway's message already quoted as a JSON string.
 _GATEWAY_MESSAGE = "$context.error.messageString"
-GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str | None, str, str]] = {
-    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request",
+GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str | None, str, str, str]] = {
+    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request_error", "invalid_request",
                        '"The request body does not match the JSON schema of this route."'),
-    "AccessDenied": (apigw.ResponseType.ACCESS_DENIED, "403", "permission_denied", _GATEWAY_MESSAGE),
-    "MissingAuthenticationToken": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "permission_denied",
-                                   '"Missing or unsigned request, or no such route."'),
-    "InvalidSignature": (apigw.ResponseType.INVALID_SIGNATURE, "403", "permission_denied", _GATEWAY_MESSAGE),
-    "RequestTooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large", _GATEWAY_MESSAGE),
-    "Throttled": (apigw.ResponseType.THROTTLED, "429", "throttled", _GATEWAY_MESSAGE),
-    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "429", "throttled", _GATEWAY_MESSAGE),
-    "IntegrationTimeout": (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "timeout", _GATEWAY_MESSAGE),
-    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "internal_error", _GATEWAY_MESSAGE),
+    "AccessDenied": (apigw.ResponseType.ACCESS_DENIED, "403", "permission_error", "access_denied", _GATEWAY_MESSAGE),
+    "MissingAuthenticationToken": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "permission_error",
+                                   "missing_authentication", '"Missing or unsigned request, or no such route."'),
+    "InvalidSignature": (apigw.ResponseType.INVALID_SIGNATURE, "403", "permission_error", "invalid_signature",
+                         _GATEWAY_MESSAGE),
+    "RequestTooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "invalid_request_error", "request_too_large",
+                        _GATEWAY_MESSAGE),
+    "Throttled": (apigw.ResponseType.THROTTLED, "429", "rate_limit_error", "rate_limit_exceeded", _GATEWAY_MESSAGE),
+    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "429", "rate_limit_error", "quota_exceeded",
+                      _GATEWAY_MESSAGE),
+    "IntegrationTimeout": (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "server_error", "timeout", _GATEWAY_MESSAGE),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "server_error", "internal_error", _GATEWAY_MESSAGE),
 }
 
 
@@ -226,10 +233,11 @@ class InferenceApi(Construct):
                     resource_path=True, response_length=True, status=True, user=True),
             ),
         )
-        for construct_id, (response_type, status, error_type, message) in GATEWAY_ERRORS.items():
+        for construct_id, (response_type, status, error_type, code, message) in GATEWAY_ERRORS.items():
             self.api.add_gateway_response(
                 construct_id, type=response_type, status_code=status,
-                templates={"application/json": f'{{"error": {{"type": "{error_type}", "message": {message}}}}}'})
+                templates={"application/json": f'{{"error": {{"message": {message}, "type": "{error_type}", '
+                                               f'"param": null, "code": "{code}"}}}}'})
 
         integration = apigw.LambdaIntegration(function, proxy=True, timeout=PROXY_TIMEOUT, allow_test_invoke=False)
         body_validator = self.api.add_request_validator(
@@ -250,12 +258,15 @@ class InferenceApi(Construct):
             request_models={"application/json": chat_model})
         models = v1.add_resource("models")
         list_models = models.add_method("GET", integration, request_validator=params_validator)
-        predict = models.add_resource("{name}").add_resource("predict").add_method(
+        model = models.add_resource("{name}")
+        retrieve_model = model.add_method("GET", integration, request_validator=params_validator,
+                                          request_parameters={"method.request.path.name": True})
+        predict = model.add_resource("predict").add_method(
             "POST", integration, request_validator=body_validator,
             request_parameters={"method.request.path.name": True},
             request_models={"application/json": predict_model})
 
-        self.methods = [chat, list_models, predict]
+        self.methods = [chat, list_models, retrieve_model, predict]
         for method in self.methods:
             acknowledge(method, {"AwsSolutions-COG4": (
                 "Callers are applications and people of the team's AWS account, authenticated with SigV4 (IAM "

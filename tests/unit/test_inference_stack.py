@@ -34,9 +34,10 @@ def _as_list(value):
 @pytest.mark.parametrize("stage", [DEV, PROD])
 def test_every_method_uses_iam_authorization(assembly, stage):
     methods = _resources(assembly, stage, "AWS::ApiGateway::Method")
-    assert len(methods) == 3
+    assert len(methods) == 4
     assert {m["Properties"]["AuthorizationType"] for m in methods.values()} == {"AWS_IAM"}
-    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET", "POST", "POST"]
+    # list models, retrieve one (OpenAI `models.retrieve`), chat completions, predict
+    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET", "GET", "POST", "POST"]
 
 
 def test_resource_policy_admits_only_the_stage_account(assembly):
