@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import functools
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from .errors import InternalError, InvalidRequest, PayloadTooLarge, ProxyError, 
 from .observability import logger, metrics, tracer
 from .schemas import ChatCompletionRequest, PredictRequest, parse_request
 from .settings import ProxySettings, load_settings
+from .streaming import EVENT_STREAM, ChatStream, open_chat_stream
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,23 @@ def use_dependencies(dependencies: Dependencies) -> Dependencies:
 
 
 app = APIGatewayRestResolver()
+# The stream a `stream: true` route opened, for the handler to send after the status line (one per request).
+_open_stream: contextvars.ContextVar[ChatStream | None] = contextvars.ContextVar("open_stream", default=None)
+#: What separates the streamed response's metadata (status, headers) from its body, for API Gateway's
+#: STREAM transfer mode and Lambda function URLs alike.
+PRELUDE_DELIMITER = b"\0" * 8
 
 
 @app.post("/v1/chat/completions")
 def chat_completions() -> Response:
     """OpenAI chat completion from one of this team stage's LLM endpoints."""
     request = parse_request(ChatCompletionRequest, _body(_dependencies.settings.max_request_bytes))
+    if request.stream:
+        stream = open_chat_stream(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
+        _record_model_call(stream.model.short_name)
+        _open_stream.set(stream)
+        return Response(status_code=200, content_type=EVENT_STREAM, body="",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     model, completion = complete_chat(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
     _record_model_call(model.short_name)
     return _json(200, completion)
@@ -114,9 +129,50 @@ def unexpected_error(error: Exception) -> Response:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Handle one API Gateway REST (proxy integration) request."""
+    """Handle one API Gateway REST (proxy integration) request with a buffered response.
+
+    A `stream: true` request still works here: its events are collected into one text/event-stream body.
+    """
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    return with_request_id(app.resolve(event, context), event, context)
+    _open_stream.set(None)
+    response = with_request_id(app.resolve(event, context), event, context)
+    stream = _open_stream.get()
+    if stream is not None:
+        response["body"] = b"".join(stream).decode()
+        _record_stream(stream)
+    return response
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def stream_handler(event: dict[str, Any], context: LambdaContext, *, send: Callable[[bytes], None]) -> None:
+    """Handle one request for a streaming integration (API Gateway STREAM transfer mode).
+
+    `send` writes to the response stream: first the metadata (status code and headers as JSON) and
+    eight NUL bytes, then the body, in as many writes as it comes in. The whole stream happens inside the
+    Powertools decorators, so the log keys, the trace segment and the metrics cover it to the last chunk.
+    """
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    _open_stream.set(None)
+    response = with_request_id(app.resolve(event, context), event, context)
+    stream = _open_stream.get()
+    headers = dict(response.get("headers") or {})
+    headers.update({name: ",".join(values) for name, values in (response.get("multiValueHeaders") or {}).items()})
+    send(json.dumps({"statusCode": response["statusCode"], "headers": headers}).encode() + PRELUDE_DELIMITER)
+    if stream is None:
+        body = response.get("body") or ""
+        send(base64.b64decode(body) if response.get("isBase64Encoded") else body.encode())
+        return
+    for piece in stream:
+        send(piece)
+    _record_stream(stream)
+
+
+def _record_stream(stream: ChatStream) -> None:
+    metrics.add_metric(name="StreamChunks", unit=MetricUnit.Count, value=stream.chunks_sent)
+    if not stream.completed:
+        metrics.add_metric(name="StreamErrors", unit=MetricUnit.Count, value=1)
 
 
 def with_request_id(response: dict[str, Any], event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
