@@ -34,7 +34,11 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
 
 #: IAM actions the function's role needs, on this team stage's endpoints only
 #: (`arn:aws:sagemaker:{region}:{account}:endpoint/{team}-{stage}-*`, lower case as SageMaker writes ARNs).
-REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint")
+REQUIRED_IAM_ACTIONS: tuple[str, ...] = (
+    "sagemaker:InvokeEndpoint",
+    "sagemaker:InvokeEndpointWithResponseStream",
+    "sagemaker:DescribeEndpoint",
+)
 
 #: API Gateway REST APIs end an integration after 29 s by default; the model call must give up before that.
 API_GATEWAY_INTEGRATION_LIMIT_SECONDS = 29.0

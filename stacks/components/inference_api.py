@@ -28,6 +28,9 @@ POWERTOOLS_LAYER_VERSION = 27
 """Pinned layer version of AWSLambdaPowertoolsPythonV3-python314-arm64 (Powertools v3, pydantic v2 included)."""
 PROXY_RUNTIME = lambda_.Runtime.PYTHON_3_14
 
+STREAMING_BOOTSTRAP = "/var/task/inference_proxy/bootstrap"
+"""The exec wrapper that starts the streaming runtime client (the asset's `inference_proxy/bootstrap`)."""
+
 API_STAGE_NAME = "api"
 """The REST API's one stage: the base URL is `https://<id>.execute-api.<region>.amazonaws.com/api/`."""
 
@@ -162,6 +165,8 @@ class InferenceProxy(Construct):
             runtime=PROXY_RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             code=lambda_.Code.from_asset(str(LAMBDA_HANDLERS), exclude=["**/__pycache__", "**/*.pyc"]),
+            # Unused by the runtime client that AWS_LAMBDA_EXEC_WRAPPER starts (it calls handler.stream_handler),
+            # but the buffered entry point of the same module, for a test invoke from the console.
             handler="inference_proxy.handler.lambda_handler",
             layers=[lambda_.LayerVersion.from_layer_version_arn(
                 self, "PowertoolsLayer", powertools_layer_arn(partition_of(stack.region), stack.region))],
@@ -170,6 +175,9 @@ class InferenceProxy(Construct):
                                      endpoints={spec.name: spec.kind for spec in endpoints}),
                 "POWERTOOLS_SERVICE_NAME": "inference-proxy",
                 "POWERTOOLS_METRICS_NAMESPACE": naming.METRICS_NAMESPACE,
+                # The managed Python runtime buffers responses; this wrapper runs the proxy's own runtime
+                # client instead, which answers in the Runtime API's streaming mode (README: DESIGN, streaming).
+                "AWS_LAMBDA_EXEC_WRAPPER": STREAMING_BOOTSTRAP,
             },
             memory_size=512,
             timeout=PROXY_TIMEOUT,
@@ -239,7 +247,12 @@ class InferenceApi(Construct):
                 templates={"application/json": f'{{"error": {{"message": {message}, "type": "{error_type}", '
                                                f'"param": null, "code": "{code}"}}}}'})
 
-        integration = apigw.LambdaIntegration(function, proxy=True, timeout=PROXY_TIMEOUT, allow_test_invoke=False)
+        # STREAM: API Gateway invokes the function with InvokeWithResponseStream (the `response-streaming-
+        # invocations` URI) and relays bytes as the function writes them, so `stream: true` reaches the caller
+        # chunk by chunk. Every route uses it: the function answers every invocation in streaming mode (its own
+        # runtime client, inference_proxy/runtime.py), a buffered answer being one prelude and one body write.
+        integration = apigw.LambdaIntegration(function, proxy=True, timeout=PROXY_TIMEOUT, allow_test_invoke=False,
+                                              response_transfer_mode=apigw.ResponseTransferMode.STREAM)
         body_validator = self.api.add_request_validator(
             "BodyValidator", request_validator_name="validate-body", validate_request_body=True,
             validate_request_parameters=True)
@@ -344,7 +357,8 @@ def _schema(document: dict) -> apigw.JsonSchema:
 
 _TYPES = {"object": apigw.JsonSchemaType.OBJECT, "array": apigw.JsonSchemaType.ARRAY,
           "string": apigw.JsonSchemaType.STRING, "integer": apigw.JsonSchemaType.INTEGER,
-          "number": apigw.JsonSchemaType.NUMBER, "boolean": apigw.JsonSchemaType.BOOLEAN}
+          "number": apigw.JsonSchemaType.NUMBER, "boolean": apigw.JsonSchemaType.BOOLEAN,
+          "null": apigw.JsonSchemaType.NULL}
 
 
 def _web_acl(scope: Construct, qualified_name: str) -> wafv2.CfnWebACL:
