@@ -74,7 +74,8 @@ def complete_chat(
     translates LMI's finish reasons to OpenAI's words.
     """
     model = resolve_model(request.model, settings, kind="llm")
-    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body())
+    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body(),
+                             inference_component=model.inference_component)
     payload = invocation.payload
     try:
         completion = _Completion.model_validate(payload)

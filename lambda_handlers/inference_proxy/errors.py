@@ -96,6 +96,14 @@ class ModelUnavailable(ProxyError):
     retry_after = 5
 
 
+class ModelScalingUp(ModelUnavailable):
+    """The model's inference component has zero copies (scaled to zero on a dev stage): the request that
+    found it so starts the scale-out, which takes minutes; retry after Retry-After."""
+
+    code = "model_scaling_up"
+    retry_after = 60
+
+
 class ModelTimeout(ProxyError):
     """The model did not answer within the proxy's read timeout."""
 

@@ -15,6 +15,14 @@ class ResolvedModel:
     short_name: str
     endpoint_name: str
     kind: Kind
+    #: The inference component to invoke on the endpoint (a base model or one of its LoRA adapters).
+    inference_component: str | None = None
+
+    def target(self) -> dict[str, str]:
+        """The InvokeEndpoint(WithResponseStream) parameters that address this model."""
+        if self.inference_component is None:
+            return {"EndpointName": self.endpoint_name}
+        return {"EndpointName": self.endpoint_name, "InferenceComponentName": self.inference_component}
 
 
 def resolve_model(name: str, settings: ProxySettings, *, kind: Kind | None) -> ResolvedModel:
@@ -42,7 +50,8 @@ def resolve_model(name: str, settings: ProxySettings, *, kind: Kind | None) -> R
     if kind is not None and endpoint.kind != kind:
         route = "/v1/chat/completions" if endpoint.kind == "llm" else f"/v1/models/{short_name}/predict"
         raise InvalidRequest(f"Model '{short_name}' is a {endpoint.kind} endpoint; call it at {route}.", param="model")
-    return ResolvedModel(short_name=short_name, endpoint_name=endpoint.endpoint_name, kind=endpoint.kind)
+    return ResolvedModel(short_name=short_name, endpoint_name=endpoint.endpoint_name, kind=endpoint.kind,
+                         inference_component=endpoint.inference_component)
 
 
 def _looks_like_foreign_endpoint(name: str, settings: ProxySettings) -> bool:

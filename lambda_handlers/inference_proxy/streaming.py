@@ -110,7 +110,7 @@ def open_chat_stream(
     body = json.dumps(request.endpoint_body(), separators=(",", ":")).encode()
     try:
         response = runtime.invoke_endpoint_with_response_stream(
-            EndpointName=model.endpoint_name, Body=body, ContentType=JSON, Accept=EVENT_STREAM)
+            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM)
     except Exception as error:  # noqa: BLE001 - mapped to the caller's status, or re-raised as is
         raise _mapped(error, model.endpoint_name) from error
     chunks = _chunks(response["Body"], model.endpoint_name)
