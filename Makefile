@@ -20,11 +20,12 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help deps synth test check-config schema snapshot-update diagram bench bench-train train-local clean
+.PHONY: help deps synth test test-multilora check-config schema snapshot-update diagram bench bench-train train-local clean
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
+	@echo "make test-multilora   fine-tune two LoRA adapters and serve them from one base (slow, CPU)"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -53,7 +54,11 @@ synth: deps check-config
 	$(PY) scripts/synth_report.py $(CDK_OUT)
 
 test: deps
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not multilora"
+
+# Two LoRA fine-tunes on CPU (minutes each on a shared 2-core machine): behind its own target.
+test-multilora: deps
+	$(PY) -m pytest -m multilora tests/e2e/test_multi_lora.py
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
