@@ -21,7 +21,7 @@ VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 # make test: the whole suite. make test-fast: no synthesis, no training, no review fixtures (~1-2 minutes).
-.PHONY: help deps synth test test-fast test-local check-config schema snapshot-update diagram bench bench-train train-local clean review bootstrap-commands
+.PHONY: help deps synth test test-fast test-local test-multilora check-config schema snapshot-update diagram bench bench-train train-local clean review bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
@@ -31,6 +31,7 @@ help:
 	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
 	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
 	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
+	@echo "make test-multilora   fine-tune two LoRA adapters and serve them from one base (slow, CPU)"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -59,7 +60,7 @@ synth: deps check-config
 	$(PY) scripts/synth_report.py $(CDK_OUT)
 
 test: deps
-	$(PY) -m pytest -m "not local"
+	$(PY) -m pytest -m "not local and not multilora"
 
 # The synthesized FineTune/BatchInfer pipelines run end to end on this machine (two real trainings; long on 2 cores).
 test-local: deps
@@ -83,6 +84,10 @@ review: deps
 # The `cdk bootstrap --trust` commands the delivery pipeline needs, from the config's delivery section.
 bootstrap-commands: $(VENV_STAMP)
 	$(PY) scripts/bootstrap_commands.py $(CONFIG)
+
+# Two LoRA fine-tunes on CPU (minutes each on 2 cores): behind its own target.
+test-multilora: deps
+	$(PY) -m pytest -m multilora tests/e2e/test_multi_lora.py
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
