@@ -377,7 +377,15 @@ class FineTunePipeline(Construct):
             # One literal template: intrinsic arguments have no string concatenation.
             "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. "
                        "Describe: {}', $.target.endpoint_name, $.endpoint.reason)"}, result_path="$.failure")
-        rollback.next(notify_and_fail("DeployStep", "DeployFailed", "$.failure"))
+        deploy_failed = notify_and_fail("DeployStep", "DeployFailed", "$.failure")
+        rollback.next(deploy_failed)
+        # A call that failed outright (CreateModel, CreateEndpointConfig, UpdateEndpoint, DescribeEndpoint) leaves
+        # no $.endpoint to describe: its Catch result is the cause, so it gets its own description.
+        call_failed = sfn.Pass(self, "DescribeDeployError", parameters={
+            "Error": "DeployFailed",
+            "Cause.$": "States.Format('deploying to endpoint {} failed; it keeps serving the previous config. "
+                       "{}: {}', $.target.endpoint_name, $.failure.Error, $.failure.Cause)"}, result_path="$.failure")
+        call_failed.next(deploy_failed)
         deployed.when(sfn.Condition.and_(sfn.Condition.string_equals("$.endpoint.status", "InService"),
                                          sfn.Condition.string_equals_json_path("$.endpoint.config",
                                                                                "$.target.config_name")), done)
@@ -388,7 +396,7 @@ class FineTunePipeline(Construct):
         wait.next(describe).next(deployed)
         update.next(wait)
         for step in (create_model, update, describe):
-            step.add_catch(rollback, errors=["States.ALL"], result_path="$.failure")
+            step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
 
         instance_config = endpoint_config("CreateEndpointConfig", {
             "InstanceType.$": "$.target.instance_type", "InitialInstanceCount.$": "$.target.instance_count"},
@@ -400,7 +408,7 @@ class FineTunePipeline(Construct):
         config_kind.when(sfn.Condition.boolean_equals("$.target.serverless", True), serverless_config)
         config_kind.otherwise(instance_config)
         for step in (instance_config, serverless_config):
-            step.add_catch(rollback, errors=["States.ALL"], result_path="$.failure")
+            step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
             step.next(update)
         create_model.next(config_kind)
 

@@ -186,3 +186,21 @@ def test_deploy_branches_exist_for_each_configured_endpoint(definition):
     pick = _all_states(definition)["PickEndpoint"]
     names = sorted(c["And"][0]["StringEquals"] for c in pick["Choices"])
     assert names == ["assistant", "sentiment"]
+
+
+def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definition):
+    # Given a deploy call that failed outright: its Catch leaves $.failure, and no $.endpoint exists yet
+    states = definition["States"]
+    for name in ("CreateModel", "CreateEndpointConfig", "CreateServerlessEndpointConfig", "UpdateEndpoint",
+                 "DescribeEndpoint"):
+        (catch,) = states[name]["Catch"]
+        assert catch["Next"] == "DescribeDeployError", name
+    state = {key: value for key, value in SAMPLE_STATE.items() if key != "endpoint"}
+    state["failure"] = {"Error": "SageMaker.ValidationException", "Cause": "Could not find model package"}
+
+    # When the description renders, Then its cause names the endpoint and the call's own error
+    described = render(states["DescribeDeployError"]["Parameters"], state)
+    assert described == {"Error": "DeployFailed", "Cause": (
+        "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
+        "SageMaker.ValidationException: Could not find model package")}
+    assert states["DescribeDeployError"]["Next"] == states["DescribeDeployFailure"]["Next"]
