@@ -22,6 +22,24 @@ if _PROJECT_NODE.exists():
 sys.path.insert(0, str(ROOT))
 
 
+# Tiers: every test is marked with its folder (unit, handlers, contract, ...). A test that uses a synthesized app
+# or a real fine-tuning run is marked `synth` or `training` from its fixtures, whatever its file says, so
+# `make test-fast` (-m "not synth and not training") can never pick up a slow test by mistake.
+SLOW_FIXTURES = {"synth": {"assembly"},
+                 "training": {"classification_run", "causal_run", "smollm2_dir", "minilm_dir"}}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        relative = Path(str(item.path)).resolve().relative_to(tests_dir)
+        if len(relative.parts) > 1:
+            item.add_marker(relative.parts[0])
+        for marker, fixtures in SLOW_FIXTURES.items():
+            if fixtures & set(getattr(item, "fixturenames", ())):
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """The example config synthesized once: every stage, every rule pack (a finding fails synthesis)."""

@@ -9,39 +9,9 @@ import uuid
 
 from botocore.validate import ParamValidator
 
+from scripts.asl_check import resolve_tokens  # noqa: F401  (one resolver for tests and make synth)
+
 CONTEXT = {"Execution": {"Name": "dolly-v1-20261127", "Id": "arn:aws:states:eu-west-1:111111111111:execution:x:y"}}
-
-
-def resolve_tokens(value):
-    """Replace CloudFormation intrinsics in the definition with plausible literal values."""
-    if isinstance(value, dict):
-        if "Fn::Join" in value:
-            separator, parts = value["Fn::Join"]
-            return separator.join(str(resolve_tokens(p)) for p in parts)
-        if "Ref" in value:
-            return {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111111111111",
-                    "AWS::URLSuffix": "amazonaws.com"}.get(value["Ref"], f"ref-{value['Ref'].lower()[:20]}")
-        if "Fn::GetAtt" in value:
-            resource, attribute = value["Fn::GetAtt"]
-            if attribute == "Arn":
-                return f"arn:aws:iam::111111111111:role/{resource[:40]}"
-            return "sg-0123456789abcdef0" if "GroupId" in attribute else f"{resource}-{attribute}"
-        if "Fn::ImportValue" in value or "Fn::GetStackOutput" in value:
-            return "imported-value"
-        if "Fn::Sub" in value:
-            return re.sub(r"\$\{[^}]+\}", "x", value["Fn::Sub"] if isinstance(value["Fn::Sub"], str)
-                          else value["Fn::Sub"][0])
-        if "Fn::Select" in value:
-            index, items = value["Fn::Select"]
-            resolved = resolve_tokens(items)
-            return resolved[index] if isinstance(resolved, list) else f"selected-{index}"
-        if "Fn::Split" in value:
-            separator, text = value["Fn::Split"]
-            return str(resolve_tokens(text)).split(separator)
-        return {k: resolve_tokens(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_tokens(v) for v in value]
-    return value
 
 
 def _path(expression: str, state: dict):
@@ -51,6 +21,12 @@ def _path(expression: str, state: dict):
         if part:
             current = current[part]
     return current
+
+
+def next_uuid() -> uuid.UUID:
+    """What ``States.UUID()`` returns here: a fixed value, so rendered names are predictable (tests that need
+    fresh values per call patch this)."""
+    return uuid.UUID(int=0x1a2b3c4d << 96)
 
 
 def intrinsic(expression: str, state: dict):
@@ -82,13 +58,15 @@ def intrinsic(expression: str, state: dict):
             template = template.replace("{}", str(item), 1)
         return template
     if name == "States.UUID":
-        return str(uuid.UUID(int=0x1a2b3c4d << 96))
+        return str(next_uuid())
     if name == "States.StringSplit":
         return values[0].split(values[1])
     if name == "States.ArrayGetItem":
         return values[0][values[1]]
     if name == "States.MathAdd":
         return values[0] + values[1]
+    if name == "States.ArrayContains":
+        return values[1] in values[0]
     if name == "States.JsonToString":
         return json.dumps(values[0])
     raise AssertionError(f"unsupported intrinsic {name}")
@@ -112,3 +90,65 @@ def validate_request(sagemaker_model, operation: str, params: dict) -> None:
     shape = sagemaker_model.operation_model(operation).input_shape
     report = ParamValidator().validate(params, shape)
     assert not report.has_errors(), f"{operation}: {report.generate_report()}"
+
+
+_MISSING = object()
+
+
+def _value(path: str, data: dict):
+    try:
+        return _path(path, data)
+    except (KeyError, IndexError, TypeError):
+        return _MISSING
+
+
+def _string_matches(value: str, pattern: str) -> bool:
+    """States Language StringMatches: `*` matches any run of characters, `\\*` a literal star."""
+    regex = "".join(".*" if part == "*" else re.escape(part.replace("\\*", "*"))
+                    for part in re.split(r"(?<!\\)(\*)", pattern))
+    return re.fullmatch(regex, value, re.S) is not None
+
+
+def rule_holds(rule: dict, data: dict) -> bool:
+    """Evaluate one Choice rule of a synthesized definition (the operators the definitions use) on ``data``."""
+    if "And" in rule:
+        return all(rule_holds(r, data) for r in rule["And"])
+    if "Or" in rule:
+        return any(rule_holds(r, data) for r in rule["Or"])
+    if "Not" in rule:
+        return not rule_holds(rule["Not"], data)
+    value = _value(rule["Variable"], data)
+    (operator, operand), = [(k, v) for k, v in rule.items() if k not in ("Variable", "Next")]
+    if operator == "IsPresent":
+        return (value is not _MISSING) == operand
+    if value is _MISSING and operator.startswith("Is"):
+        return False  # type tests on an absent field are false (the definitions rely on it)
+    if value is _MISSING:
+        # A comparison on an absent field is a runtime error in Step Functions; the definitions guard against it.
+        raise AssertionError(f"{rule['Variable']} is absent for {operator}")
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    checks = {
+        "IsString": lambda: isinstance(value, str) == operand,
+        "IsNumeric": lambda: numeric == operand,
+        "IsBoolean": lambda: isinstance(value, bool) == operand,
+        "IsNull": lambda: (value is None) == operand,
+        "StringEquals": lambda: isinstance(value, str) and value == operand,
+        "StringMatches": lambda: isinstance(value, str) and _string_matches(value, operand),
+        "BooleanEquals": lambda: isinstance(value, bool) and value == operand,
+        "NumericEquals": lambda: numeric and value == operand,
+        "NumericGreaterThanEquals": lambda: numeric and value >= operand,
+        "NumericLessThanEquals": lambda: numeric and value <= operand,
+        "NumericLessThan": lambda: numeric and value < operand,
+        "NumericGreaterThan": lambda: numeric and value > operand,
+    }
+    if operator not in checks:
+        raise AssertionError(f"unsupported Choice operator {operator}")
+    return checks[operator]()
+
+
+def choose(choice_state: dict, data: dict) -> str:
+    """The state a Choice state moves to for ``data``: the first rule that holds, else its Default."""
+    for rule in choice_state["Choices"]:
+        if rule_holds(rule, data):
+            return rule["Next"]
+    return choice_state["Default"]

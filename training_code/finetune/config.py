@@ -12,10 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("causal-lm", "classification")
-METHODS = ("lora", "qlora", "full")
+from .contract import METHODS, TASKS  # noqa: F401  (re-exported: the container's names for them)
 STRATEGIES = ("ddp", "fsdp")
 POOLINGS = ("auto", "cls", "mean")
+#: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
+#: limit in the message, instead of as an overflow or an allocation failure inside the training job.
+MAX_VALUES = {
+    "epochs": 1000, "max_steps": 10_000_000, "batch_size": 4096, "gradient_accumulation_steps": 4096,
+    "max_seq_length": 131072, "lora_r": 1024, "lora_alpha": 8192, "eval_steps": 10_000_000,
+    "save_steps": 10_000_000, "early_stopping_patience": 10_000, "seed": 2**32 - 1, "logging_steps": 10_000_000,
+    "max_eval_rows": 100_000_000,
+}
 
 
 class ConfigError(ValueError):
@@ -112,7 +119,7 @@ class TrainConfig:
         problems: list[str] = []
 
         def bad(name: str, why: str) -> None:
-            problems.append(f"{name}={getattr(self, name)!r}: {why}")
+            problems.append(f"{name}={_show(getattr(self, name))}: {why}")
 
         if self.task not in TASKS:
             bad("task", f"must be one of {', '.join(TASKS)}")
@@ -174,6 +181,10 @@ class TrainConfig:
         model_dir = _norm(self.model_dir)
         if _norm(self.checkpoint_dir) == model_dir or _norm(self.checkpoint_dir).startswith(model_dir + "/"):
             problems.append(f"checkpoint_dir={self.checkpoint_dir!r}: must not be inside model_dir={self.model_dir!r}")
+        for name, limit in MAX_VALUES.items():
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and value > limit:
+                bad(name, f"must be <= {limit}")
         if problems:
             raise ConfigError(problems)
 
@@ -202,12 +213,12 @@ class TrainConfig:
             if name.startswith("sagemaker_"):
                 continue  # the toolkit's own settings
             if name not in known:
-                problems.append(f"{name}={raw!r}: unknown hyperparameter (known: {', '.join(known)})")
+                problems.append(f"{name}={_show(raw)}: unknown hyperparameter (known: {', '.join(known)})")
                 continue
             try:
                 parsed = _parse(known[name].type, raw)
             except ValueError as err:
-                problems.append(f"{name}={raw!r}: {err}")
+                problems.append(f"{name}={_show(raw)}: {err}")
                 continue
             if parsed is not None:
                 values[name] = parsed
@@ -234,8 +245,18 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+def _show(value: Any) -> str:
+    """``repr`` for a message, safe for integers too long to print and cut for long text."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse(type_name: str, raw: Any) -> Any:
     """Parse one hyperparameter value by the field's annotation (a string under ``from __future__``)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 64:
+        raise ValueError("is out of range (more than 64 bits)")
     text = str(raw).strip()
     optional = "None" in type_name
     if optional and text.lower() in ("", "none", "null", "auto"):

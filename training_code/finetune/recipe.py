@@ -112,6 +112,8 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scheduler: object
     total_steps: int
+    #: What produces this run's weights (``checkpoint.fingerprint``): a checkpoint of any other run is refused.
+    fingerprint: dict = field(default_factory=dict)
 
     @property
     def causal(self) -> bool:
@@ -251,7 +253,8 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * plan.per_epoch / config.gradient_accumulation_steps))
     trainable, optimizer, scheduler = _optimizer(config, model, parallel.device, total_steps)
     setup = Setup(config, parallel, location, tokenizer, model, dtype, autocast_dtype, labels, train_examples,
-                  train_report, val_examples, packing, plan, trainable, optimizer, scheduler, total_steps)
+                  train_report, val_examples, packing, plan, trainable, optimizer, scheduler, total_steps,
+                  checkpoint.fingerprint(config))
     _info(parallel.is_main, f"{config.task} {config.method} on {location}: {len(train_examples)} train / "
                             f"{len(val_examples)} validation examples, {'packed' if packing else 'padded'} batches of "
                             f"{config.batch_size} examples, {total_steps} steps, "
@@ -286,7 +289,8 @@ def resume_or_evaluate_base(setup: Setup) -> LoopState:
         if state.base is not None:
             _emit(parallel.is_main, _scalars(state.base), 0)
     else:
-        model_state, optim_state, saved = checkpoint.load(found, setup.scheduler, parallel.rank, parallel.world)
+        model_state, optim_state, saved = checkpoint.load(found, setup.scheduler, parallel.rank, parallel.world,
+                                                       run_fingerprint=setup.fingerprint)
         state = LoopState.from_checkpoint(saved)
         if state.sharded != parallel.sharded:
             raise TrainingError(
@@ -470,7 +474,7 @@ def _checkpoint_if_due(setup: Setup, state: LoopState, stop_flag: _StopFlag) -> 
     rng_states = parallel.gather(checkpoint.rng_state())
     if parallel.is_main:
         path = str(checkpoint.save(config.checkpoint_dir, step, weights, optim_state, setup.scheduler, rng_states,
-                                   state.to_checkpoint()))
+                                   state.to_checkpoint(), run_fingerprint=setup.fingerprint))
         _info(True, f"checkpoint written: {path}")
     del weights, optim_state
     parallel.barrier()
