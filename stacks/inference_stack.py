@@ -13,6 +13,7 @@ from stacks.components import images
 from stacks.components.batch_inference import BatchInference
 from stacks.components.endpoints import EndpointNetwork, ModelEndpoint, ModelExecutionRole
 from stacks.components.inference_api import InferenceApi, InferenceProxy
+from stacks.components.inference_components import InferenceComponentEndpoint
 from stacks.components.retention import log_retention
 from stacks.components.sagemaker_iam import vpc_conditions
 from stacks.data_stack import DataStack
@@ -70,7 +71,18 @@ class InferenceStack(Stack):
             image_uris=sorted(set(endpoint_images.values())), key=key, artifacts_bucket_name=artifacts_bucket_name,
             data_capture=stage.data_capture.enabled, network_conditions=network_conditions)
         self.endpoints: dict[str, ModelEndpoint] = {}
+        self.component_endpoints: dict[str, InferenceComponentEndpoint] = {}
         for spec in stage.endpoints:
+            if spec.lora is not None:
+                # A base LLM and its LoRA adapters as inference components of one endpoint.
+                self.component_endpoints[spec.name] = InferenceComponentEndpoint(
+                    self, f"Endpoint{_pascal(spec.name)}",
+                    spec=spec, lora=spec.lora, team=stage.team, stage_name=stage.name,
+                    endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],
+                    environment=_container_environment(spec.kind), role=self.model_role.role, key=key,
+                    network=network)
+                self.component_endpoints[spec.name].endpoint_config.node.add_dependency(self.model_role.policy)
+                continue
             self.endpoints[spec.name] = ModelEndpoint(
                 self, f"Endpoint{_pascal(spec.name)}",
                 spec=spec, endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],

@@ -78,6 +78,10 @@ class MonitoringStack(Stack):
 
         # Endpoints and the inference API (only where the stage has endpoints).
         for spec in stage.endpoints:
+            if spec.lora is not None:
+                # Inference components publish per component (InferenceComponentName), not per variant; their
+                # widgets and alarms are not built yet (README: many LoRA adapters, what is not monitored).
+                continue
             invocations = [metrics.endpoint(q, spec.name, name) for name in
                            ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelSetupTime")
                            if not (name == "ModelSetupTime" and spec.serverless is None)]

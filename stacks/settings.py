@@ -186,6 +186,55 @@ class Serverless(_Strict):
     max_concurrency: int = Field(5, ge=1, le=200, description="Concurrent invocations before throttling.")
 
 
+_ADAPTER_ARTIFACT_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+
+
+class LoraAdapter(_Strict):
+    """One LoRA adapter served by an inference component on its base model's endpoint."""
+
+    name: ResourceName = Field(description="Model name callers use for this adapter (unique among the stage's "
+                                           "endpoints and adapters); its component is `{team}-{stage}-{endpoint}-"
+                                           "{name}`.")
+    artifact_url: Annotated[str, _check(_ADAPTER_ARTIFACT_RE, "is not an S3 URL of a .tar.gz")] | None = Field(
+        None, description="The adapter artifact (a tar.gz holding adapter_config.json and the adapter weights at its "
+                          "root), normally s3://<artifacts>/adapters/<endpoint>/<adapter>/<job>/adapter.tar.gz. Leave "
+                          "it out to reserve the name: the FineTune pipeline then adds the component on the first "
+                          "deploy_to of this adapter.")
+
+
+class LoraServing(_Strict):
+    """Serve the endpoint with SageMaker inference components: one base component (LMI with LoRA enabled) and
+    one adapter component per adapter, all on the same instances."""
+
+    base_model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")] \
+        = Field(description="The base model the endpoint's model_data_url holds (a training.base_models entry): a "
+                            "LoRA FineTune run of this base model with deploy_to an adapter name deploys its adapter "
+                            "here.")
+    adapters: list[LoraAdapter] = Field(default_factory=list, max_length=64,
+                                        description="The adapters served next to the base model.")
+    max_loras: int = Field(4, ge=1, le=64, description="Adapters one batch may mix (LMI OPTION_MAX_LORAS).")
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = Field(
+        16, description="Largest LoRA rank served (LMI OPTION_MAX_LORA_RANK); adapters of a higher rank fail to "
+                        "load.")
+    max_cpu_loras: int = Field(16, ge=1, le=256, description="Adapters kept in host memory (OPTION_MAX_CPU_LORAS).")
+    accelerators_per_copy: int = Field(1, ge=1, le=8, description="GPUs one copy of the base component uses.")
+    memory_mb_per_copy: int = Field(8192, ge=1024, le=2_000_000, description="Host memory one copy reserves.")
+    min_copies: int = Field(1, ge=0, le=100, description="Fewest copies of the base component; 0 scales to zero "
+                                                         "(dev stages): the first request then gets 503 with "
+                                                         "Retry-After while a copy starts.")
+    max_copies: int = Field(2, ge=1, le=100, description="Most copies of the base component.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoraServing:
+        if self.min_copies > self.max_copies:
+            raise ValueError(f"min_copies {self.min_copies} exceeds max_copies {self.max_copies}")
+        names = [adapter.name for adapter in self.adapters]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"adapter names {duplicates} are used more than once")
+        return self
+
+
 class EndpointSpec(_Strict):
     """A real-time SageMaker endpoint named `{team}-{stage}-{name}`, behind the team's inference API."""
 
@@ -206,9 +255,25 @@ class EndpointSpec(_Strict):
     latency_alarm_seconds: float | None = Field(
         None, gt=0, le=3600, description="Alarm when p90 ModelLatency stays above this many seconds for 15 minutes. "
                                          "Default: 30 for llm, 1 for classifier.")
+    lora: LoraServing | None = Field(
+        None, description="Serve this LLM endpoint with inference components: its model_data_url is the base "
+                          "model, and each adapter is a model name of its own (README: many LoRA adapters).")
+
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        """The model names of this endpoint's LoRA adapters (none unless it is served by inference components)."""
+        return tuple(adapter.name for adapter in self.lora.adapters) if self.lora else ()
 
     @model_validator(mode="after")
     def _consistent(self) -> EndpointSpec:
+        if self.lora is not None:
+            if self.kind != "llm":
+                raise ValueError("lora (inference components with adapters) is only available for llm endpoints")
+            if self.model_data_url is None:
+                raise ValueError("lora needs model_data_url (the base model's artifact); a model package cannot "
+                                 "serve as a base inference component")
+            if self.name in self.adapter_names:
+                raise ValueError(f"adapter name {self.name!r} is the endpoint's own name")
         if (self.model_data_url is None) == (self.model_package_arn is None):
             raise ValueError("needs exactly one of model_data_url or model_package_arn")
         if self.min_instances > self.max_instances:
@@ -466,6 +531,24 @@ def _merged_problems(where: str, team_where: str, values: Mapping[str, Any]) -> 
         names = [item.get("name") for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
         for duplicate in sorted({str(n) for n in names if n is not None and names.count(n) > 1}):
             problems.append(f"{where}.{key}: name {duplicate!r} is used more than once")
+    # Adapters are model names next to the endpoints' own: one name must mean one model.
+    endpoints = values.get("endpoints")
+    endpoint_names = {item.get("name") for item in endpoints if isinstance(item, Mapping)} \
+        if isinstance(endpoints, list) else set()
+    seen: set[str] = set()
+    for item in endpoints if isinstance(endpoints, list) else []:
+        lora = item.get("lora") if isinstance(item, Mapping) else None
+        adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
+        for adapter in adapters if isinstance(adapters, list) else []:
+            name = adapter.get("name") if isinstance(adapter, Mapping) else None
+            if not isinstance(name, str):
+                continue
+            if name in endpoint_names:
+                problems.append(f"{where}.endpoints: adapter {name!r} of {item.get('name')!r} has the name of an "
+                                "endpoint; a model name must mean one model")
+            elif name in seen:
+                problems.append(f"{where}.endpoints: adapter name {name!r} is used by more than one endpoint")
+            seen.add(name)
     return problems
 
 

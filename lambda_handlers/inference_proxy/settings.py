@@ -40,6 +40,14 @@ REQUIRED_IAM_ACTIONS: tuple[str, ...] = (
     "sagemaker:DescribeEndpoint",
 )
 
+#: IAM actions on this team stage's inference components (LoRA endpoints: the base and each adapter), by name
+#: (`arn:aws:sagemaker:{region}:{account}:inference-component/{team}-{stage}-{endpoint}-{adapter or base}`).
+COMPONENT_IAM_ACTIONS: tuple[str, ...] = (
+    "sagemaker:InvokeEndpoint",
+    "sagemaker:InvokeEndpointWithResponseStream",
+    "sagemaker:DescribeInferenceComponent",
+)
+
 #: API Gateway REST APIs end an integration after 29 s by default; the model call must give up before that.
 API_GATEWAY_INTEGRATION_LIMIT_SECONDS = 29.0
 #: InvokeEndpoint rejects bodies over 6 MiB (botocore's model for BodyBlob).

@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
+from finetune.contract import ADAPTERS_PREFIX
 
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.data_buckets import DATA_CAPTURE_PREFIX
@@ -78,15 +79,24 @@ class ModelExecutionRole(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"{qualified_name}: SageMaker endpoint models (read model artifacts, write data capture)",
         )
-        artifact_arns = sorted({s3_object_arn(partition, e.model_data_url) for e in endpoints if e.model_data_url})
+        artifact_arns = sorted({s3_object_arn(partition, e.model_data_url) for e in endpoints if e.model_data_url}
+                               | {s3_object_arn(partition, a.artifact_url) for e in endpoints if e.lora
+                                  for a in e.lora.adapters if a.artifact_url})
+        # Adapter versions the FineTune pipeline deploys: under adapters/<endpoint>/ of the artifacts bucket.
+        adapter_prefixes = sorted(f"arn:{partition}:s3:::{artifacts_bucket_name}/{ADAPTERS_PREFIX}{e.name}/*"
+                                  for e in endpoints if e.lora)
         package_arns = sorted({e.model_package_arn for e in endpoints if e.model_package_arn})
         artifacts_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/*"
         capture_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/{DATA_CAPTURE_PREFIX}/*"
         log_groups = f"arn:{partition}:logs:{stack.region}:{stack.account}:log-group:/aws/sagemaker/Endpoints/" \
                      f"{qualified_name}-*"
+        # Containers of inference components log to one group per component, named after it ({q}-<endpoint>-...).
+        component_logs = f"arn:{partition}:logs:{stack.region}:{stack.account}:log-group:" \
+                         f"/aws/sagemaker/InferenceComponents/{qualified_name}-*"
         statements = [
             iam.PolicyStatement(sid="ReadModelArtifacts", actions=["s3:GetObject"],
-                                resources=artifact_arns + ([artifacts_objects] if package_arns else [])),
+                                resources=artifact_arns + adapter_prefixes
+                                + ([artifacts_objects] if package_arns else [])),
             iam.PolicyStatement(sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"],
                                 resources=[key.key_arn]),
             iam.PolicyStatement(sid="PullInferenceImages",
@@ -97,7 +107,8 @@ class ModelExecutionRole(Construct):
             iam.PolicyStatement(sid="EndpointLogs",
                                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                          "logs:DescribeLogStreams"],
-                                resources=[log_groups, f"{log_groups}:log-stream:*"]),
+                                resources=[log_groups, f"{log_groups}:log-stream:*"]
+                                + ([component_logs, f"{component_logs}:log-stream:*"] if adapter_prefixes else [])),
             # Same VPC and subnet conditions as the training role: interfaces only in the team VPC.
             vpc_network_interfaces(conditions=network_conditions),
         ]
@@ -129,6 +140,19 @@ class ModelExecutionRole(Construct):
             findings[f"AwsSolutions-IAM5[Resource::{capture_objects}]"] = (
                 "Data capture writes one object per sampled request under data-capture/<endpoint>/ with names "
                 "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket.")
+        if adapter_prefixes:
+            findings[f"AwsSolutions-IAM5[Resource::{component_logs}]"] = (
+                "SageMaker creates one log group per inference component, /aws/sagemaker/InferenceComponents/<name>; "
+                f"every component of this stage is named {qualified_name}-<endpoint>-<adapter or base>, so the "
+                "pattern admits only them.")
+            findings[f"AwsSolutions-IAM5[Resource::{component_logs}:log-stream:*]"] = (
+                "Log streams are created per copy and container by SageMaker with generated names, inside this "
+                "stage's inference component log groups only.")
+        for prefix in adapter_prefixes:
+            findings[f"AwsSolutions-IAM5[Resource::{prefix}]"] = (
+                "The FineTune pipeline's Deploy step writes each adapter version it deploys to this endpoint "
+                "under adapters/<endpoint>/<adapter>/<training job>/adapter.tar.gz, a key chosen at training "
+                "time; reads cover that one endpoint's adapters in the team's artifacts bucket.")
         if package_arns:
             findings[f"AwsSolutions-IAM5[Resource::{artifacts_objects}]"] = (
                 "A model package version points at a model.tar.gz the FineTune pipeline wrote somewhere in the "

@@ -413,6 +413,8 @@ class FineTunePipeline(Construct):
         create_model.next(config_kind)
 
         for spec in endpoints:
+            if spec.lora is not None:
+                continue  # an endpoint of inference components takes adapters, never a new endpoint config
             target: dict[str, Any] = {
                 "endpoint_name": f"{qualified_name}-{spec.name}",
                 "config_name.$": "States.Format('{}-c', $.job.name)",

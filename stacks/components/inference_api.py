@@ -15,6 +15,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from lambda_handlers.inference_proxy import REQUIRED_IAM_ACTIONS, lambda_environment
+from lambda_handlers.inference_proxy.settings import COMPONENT_IAM_ACTIONS, inference_component_name
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.endpoints import partition_of
@@ -124,11 +125,13 @@ class InferenceProxy(Construct):
         self.log_group = logs.LogGroup(
             self, "LogGroup", log_group_name=f"/aws/lambda/{self.function_name}",
             encryption_key=key, retention=log_retention, removal_policy=removal_policy)
-        self.endpoint_arns = [
-            f"arn:{partition_of(stack.region)}:sagemaker:{stack.region}:{stack.account}:endpoint/"
-            f"{naming.endpoint(qualified_name, spec.name).lower()}"
-            for spec in endpoints
-        ]
+        sagemaker_arn = f"arn:{partition_of(stack.region)}:sagemaker:{stack.region}:{stack.account}"
+        self.endpoint_arns = [f"{sagemaker_arn}:endpoint/{naming.endpoint(qualified_name, spec.name).lower()}"
+                              for spec in endpoints]
+        # Inference components of the stage's LoRA endpoints: the base and every declared adapter, by name.
+        self.component_arns = [
+            f"{sagemaker_arn}:inference-component/{inference_component_name(team, stage_name, spec.name, a).lower()}"
+            for spec in endpoints if spec.lora for a in (None, *spec.adapter_names)]
         self.role = iam.Role(
             self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{qualified_name}: inference proxy (invoke this stage's endpoints)")
@@ -137,6 +140,9 @@ class InferenceProxy(Construct):
             statements=[
                 iam.PolicyStatement(sid="InvokeThisStagesEndpoints", actions=list(REQUIRED_IAM_ACTIONS),
                                     resources=self.endpoint_arns),
+                *([iam.PolicyStatement(sid="InvokeThisStagesInferenceComponents",
+                                       actions=list(COMPONENT_IAM_ACTIONS), resources=self.component_arns)]
+                  if self.component_arns else []),
                 iam.PolicyStatement(sid="WriteOwnLogs", actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                                     resources=[self.log_group.log_group_arn]),
                 iam.PolicyStatement(sid="XRayTraces", actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
@@ -172,7 +178,8 @@ class InferenceProxy(Construct):
                 self, "PowertoolsLayer", powertools_layer_arn(partition_of(stack.region), stack.region))],
             environment={
                 **lambda_environment(team=team, stage=stage_name,
-                                     endpoints={spec.name: spec.kind for spec in endpoints}),
+                                     endpoints={spec.name: spec.kind for spec in endpoints},
+                                     adapters={spec.name: spec.adapter_names for spec in endpoints if spec.lora}),
                 "POWERTOOLS_SERVICE_NAME": "inference-proxy",
                 "POWERTOOLS_METRICS_NAMESPACE": naming.METRICS_NAMESPACE,
                 # The managed Python runtime buffers responses; this wrapper runs the proxy's own runtime

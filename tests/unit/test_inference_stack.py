@@ -128,6 +128,12 @@ def test_proxy_function_runtime_layer_and_environment(assembly):
     assert json.loads(env["ENDPOINTS"]) == {
         "assistant": {"endpoint_name": "search-dev-assistant", "kind": "llm"},
         "sentiment": {"endpoint_name": "search-dev-sentiment", "kind": "classifier"},
+        # The LoRA endpoint and its adapters: model names of their own, each invoking its component.
+        "chat": {"endpoint_name": "search-dev-chat", "kind": "llm", "inference_component": "search-dev-chat-base"},
+        "support-tone": {"endpoint_name": "search-dev-chat", "kind": "llm",
+                         "inference_component": "search-dev-chat-support-tone"},
+        "sql-helper": {"endpoint_name": "search-dev-chat", "kind": "llm",
+                       "inference_component": "search-dev-chat-sql-helper"},
     }
     assert props["VpcConfig"]["SubnetIds"]
 
@@ -147,16 +153,26 @@ def test_proxy_can_invoke_only_this_stages_endpoints(assembly):
                 if {"Ref": role_id} in p["Properties"].get("Roles", [])]
     (policy,) = policies
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    sagemaker = [s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))]
-    (invoke,) = sagemaker
+    sagemaker = {s["Sid"]: s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))}
+    assert sorted(sagemaker) == ["InvokeThisStagesEndpoints", "InvokeThisStagesInferenceComponents"]
+    invoke, components = sagemaker["InvokeThisStagesEndpoints"], sagemaker["InvokeThisStagesInferenceComponents"]
     assert sorted(_actions(invoke)) == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint",
                                         "sagemaker:InvokeEndpointWithResponseStream"]
     assert sorted(_as_list(invoke["Resource"])) == [
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-assistant",
+        "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-chat",
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-sentiment",
     ]
+    # The LoRA endpoint's components by name: its base and every declared adapter, deployed yet or not.
+    assert sorted(_actions(components)) == ["sagemaker:DescribeInferenceComponent", "sagemaker:InvokeEndpoint",
+                                            "sagemaker:InvokeEndpointWithResponseStream"]
+    assert sorted(_as_list(components["Resource"])) == [
+        "arn:aws:sagemaker:eu-west-1:111111111111:inference-component/search-dev-chat-base",
+        "arn:aws:sagemaker:eu-west-1:111111111111:inference-component/search-dev-chat-sql-helper",
+        "arn:aws:sagemaker:eu-west-1:111111111111:inference-component/search-dev-chat-support-tone",
+    ]
     # Nothing else than its logs, X-Ray and its VPC network interfaces.
-    others = {a.split(":")[0] for s in statements if s is not invoke for a in _actions(s)}
+    others = {a.split(":")[0] for s in statements if s not in sagemaker.values() for a in _actions(s)}
     assert others == {"logs", "xray", "ec2"}
     assert not _resources(assembly, DEV, "AWS::IAM::Policy"), "no inline policies"
 
@@ -172,7 +188,7 @@ def test_no_sagemaker_action_on_every_resource(assembly, stage):
 
 def test_endpoints_have_stable_names(assembly):
     names = {e["Properties"]["EndpointName"] for e in _resources(assembly, DEV, "AWS::SageMaker::Endpoint").values()}
-    assert names == {"search-dev-assistant", "search-dev-sentiment"}
+    assert names == {"search-dev-assistant", "search-dev-chat", "search-dev-sentiment"}
     for config in _resources(assembly, DEV, "AWS::SageMaker::EndpointConfig").values():
         assert "EndpointConfigName" not in config["Properties"]  # named by CloudFormation: swaps without downtime
 
@@ -234,11 +250,11 @@ def test_volume_key_only_where_the_instance_type_allows_it():
 
 @pytest.mark.parametrize(("stage", "minimum", "maximum"), [(DEV, 1, 2), (PROD, 2, 6)])
 def test_autoscaling_on_invocations_per_instance(assembly, stage, minimum, maximum):
-    (target,) = _resources(assembly, stage, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    (target,) = _by_path(assembly, stage, "AWS::ApplicationAutoScaling::ScalableTarget", "EndpointAssistant").values()
     props = target["Properties"]
     assert props["ResourceId"] == f"endpoint/{stage}-assistant/variant/AllTraffic"
     assert (props["MinCapacity"], props["MaxCapacity"]) == (minimum, maximum)
-    (policy,) = _resources(assembly, stage, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    (policy,) = _by_path(assembly, stage, "AWS::ApplicationAutoScaling::ScalingPolicy", "EndpointAssistant").values()
     tracking = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == \
         "SageMakerVariantInvocationsPerInstance"
@@ -247,7 +263,7 @@ def test_autoscaling_on_invocations_per_instance(assembly, stage, minimum, maxim
 
 
 def test_dev_endpoint_scales_down_out_of_hours_and_prod_does_not(assembly):
-    (dev,) = _resources(assembly, DEV, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    (dev,) = _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalableTarget", "EndpointAssistant").values()
     actions = {a["ScheduledActionName"]: a for a in dev["Properties"]["ScheduledActions"]}
     down = next(a for name, a in actions.items() if "Down" in name)
     up = next(a for name, a in actions.items() if "Up" in name)
@@ -331,3 +347,102 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     assert len(statements) == 1
     assert statements[0]["Condition"] == {
         "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}}
+
+
+# --- inference components (a base LLM and its LoRA adapters on one endpoint) -----------------------------------
+
+def _by_path(assembly, stage, resource_type, path_part):
+    """Resources whose logical id starts with the construct path `path_part` (e.g. EndpointChat, then a child)."""
+    prefix = path_part.replace("/", "")
+    return {k: r for k, r in _resources(assembly, stage, resource_type).items() if k.startswith(prefix)}
+
+
+def test_lora_endpoint_config_hosts_components_not_a_model(assembly):
+    (config,) = _by_path(assembly, DEV, "AWS::SageMaker::EndpointConfig", "/EndpointChat/").values()
+    properties = config["Properties"]
+    (variant,) = properties["ProductionVariants"]
+    # No model: the components bring their containers; role, VPC and isolation are the endpoint config's.
+    assert "ModelName" not in variant
+    assert properties["ExecutionRoleArn"]["Fn::GetAtt"][0].startswith("ModelExecutionRole")
+    assert properties["EnableNetworkIsolation"] is True
+    assert set(properties["VpcConfig"]) == {"SecurityGroupIds", "Subnets"}
+    assert variant["InstanceType"] == "ml.g5.xlarge" and variant["InitialInstanceCount"] == 1
+    # min_copies 0 on dev: SageMaker may release every instance once no copy runs.
+    assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}
+    # No model, so no SageMaker::Model for this endpoint either.
+    assert not _by_path(assembly, DEV, "AWS::SageMaker::Model", "/EndpointChat/")
+
+
+def test_base_component_runs_lmi_with_lora_enabled(assembly):
+    components = _resources(assembly, DEV, "AWS::SageMaker::InferenceComponent")
+    (base,) = [c["Properties"] for c in components.values() if c["Properties"]["InferenceComponentName"]
+               == "search-dev-chat-base"]
+    assert base["EndpointName"] == {"Fn::GetAtt": [next(iter(_by_path(
+        assembly, DEV, "AWS::SageMaker::Endpoint", "/EndpointChat/"))), "EndpointName"]}
+    assert base["VariantName"] == "AllTraffic"
+    container = base["Specification"]["Container"]
+    assert "djl-inference" in container["Image"] and "lmi" in container["Image"]
+    assert container["ArtifactUrl"] == ("s3://search-dev-artifacts-111111111111-eu-west-1/models/base/"
+                                        "smollm2-135m-instruct/model.tar.gz")
+    environment = container["Environment"]
+    assert environment["OPTION_ROLLING_BATCH"] == "vllm"
+    assert environment["OPTION_ENABLE_LORA"] == "true"
+    assert environment["OPTION_MAX_LORAS"] == "4" and environment["OPTION_MAX_LORA_RANK"] == "16"
+    assert base["Specification"]["ComputeResourceRequirements"] == {
+        "NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 8192}
+    assert base["RuntimeConfig"] == {"CopyCount": 1}
+
+
+def test_one_adapter_component_per_adapter_with_an_artifact(assembly):
+    components = _resources(assembly, DEV, "AWS::SageMaker::InferenceComponent")
+    adapters = {c["Properties"]["InferenceComponentName"]: c for c in components.values()
+                if "BaseInferenceComponentName" in c["Properties"]["Specification"]}
+    # sql-helper has no artifact yet: the FineTune pipeline creates its component on its first deployment.
+    assert sorted(adapters) == ["search-dev-chat-support-tone"]
+    adapter = adapters["search-dev-chat-support-tone"]
+    assert adapter["Properties"]["Specification"] == {
+        "BaseInferenceComponentName": "search-dev-chat-base",
+        "Container": {"ArtifactUrl": "s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/support-tone/"
+                                     "v1/adapter.tar.gz"}}
+    # Created after its base (named by literal, so the dependency is explicit); no compute or copies of its own.
+    (base_id,) = [k for k, c in components.items()
+                  if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"]
+    assert adapter["DependsOn"] == [base_id]
+    assert "RuntimeConfig" not in adapter["Properties"] and "VariantName" not in adapter["Properties"]
+    assert not _resources(assembly, PROD, "AWS::SageMaker::InferenceComponent"), "prod declares no LoRA endpoint"
+
+
+def test_dev_base_component_scales_to_zero_and_back(assembly):
+    (target_id, target), = _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalableTarget",
+                                    "/EndpointChat/").items()
+    assert target["Properties"]["ResourceId"] == "inference-component/search-dev-chat-base"
+    assert target["Properties"]["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
+    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (0, 2)
+    policies = {p["Properties"]["PolicyType"]: p["Properties"] for p in _by_path(
+        assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy", "/EndpointChat/").values()}
+    assert policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"][
+        "PredefinedMetricSpecification"] == {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"}
+    step = policies["StepScaling"]
+    assert step["ScalingTargetId"] == {"Ref": target_id}
+    assert step["StepScalingPolicyConfiguration"]["StepAdjustments"] == [
+        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    (alarm,) = _by_path(assembly, DEV, "AWS::CloudWatch::Alarm", "/EndpointChat/NoCapacityAlarm").values()
+    (step_id,) = [k for k, p in _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy",
+                                         "/EndpointChat/").items() if p["Properties"]["PolicyType"] == "StepScaling"]
+    assert alarm["Properties"]["AlarmActions"] == [{"Ref": step_id}]
+    assert alarm["Properties"]["MetricName"] == "NoCapacityInvocationFailures"
+    assert alarm["Properties"]["Dimensions"] == [{"Name": "InferenceComponentName", "Value": "search-dev-chat-base"}]
+
+
+def test_model_role_reads_the_base_and_this_endpoints_adapters_only(assembly):
+    (read,) = [s for s in _statements(assembly, DEV) if s.get("Sid") == "ReadModelArtifacts"]
+    resources = _as_list(read["Resource"])
+    bucket = "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1"
+    assert f"{bucket}/models/base/smollm2-135m-instruct/model.tar.gz" in resources
+    assert f"{bucket}/adapters/chat/support-tone/v1/adapter.tar.gz" in resources
+    assert f"{bucket}/adapters/chat/*" in resources
+    assert not any(r.endswith(("/adapters/*", f"{bucket}/*")) for r in resources), resources
+    (logs,) = [s for s in _statements(assembly, DEV) if s.get("Sid") == "EndpointLogs"]
+    assert ("arn:aws:logs:eu-west-1:111111111111:log-group:/aws/sagemaker/InferenceComponents/search-dev-*"
+            in _as_list(logs["Resource"]))
+

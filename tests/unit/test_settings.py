@@ -202,3 +202,46 @@ def test_data_capture_and_network_isolation_defaults_and_bounds():
     assert raised.value.problems == ["teams[0].stages.dev.data_capture.expire_days: 0 must be greater than or equal to 1"]
     stages = {s.qualified_name: s for s in load_config(EXAMPLE_CONFIG)}
     assert not stages["search-prod"].data_capture.enabled  # the hipaa stage chose explicitly
+
+
+_LLM = "{name: %s, kind: %s, model_data_url: s3://b-artifacts/models/base/m/model.tar.gz, lora: %s}"
+
+
+def _lora_stage(*endpoints: str) -> str:
+    return _config(f'dev: {{account: "111111111111", region: eu-west-1, endpoints: [{", ".join(endpoints)}]}}')
+
+
+def test_a_lora_endpoint_declares_its_base_model_and_adapters():
+    adapters = "[{name: tone, artifact_url: s3://b-artifacts/adapters/chat/tone/1/adapter.tar.gz}, {name: sql}]"
+    lora = f"{{base_model: m, min_copies: 0, adapters: {adapters}}}"
+    (stage,) = parse_config(_lora_stage(_LLM % ("chat", "llm", lora)))
+    (endpoint,) = stage.endpoints
+    assert endpoint.adapter_names == ("tone", "sql")
+    assert endpoint.lora is not None and endpoint.lora.min_copies == 0 and endpoint.lora.max_loras == 4
+    assert endpoint.lora.adapters[1].artifact_url is None  # reserved for the FineTune pipeline
+
+
+LORA_PROBLEMS = [
+    ("classifier", _lora_stage(_LLM % ("chat", "classifier", "{base_model: m}")),
+     "lora (inference components with adapters) is only available for llm endpoints"),
+    ("copies", _lora_stage(_LLM % ("chat", "llm", "{base_model: m, min_copies: 3, max_copies: 2}")),
+     "min_copies 3 exceeds max_copies 2"),
+    ("adapter is the endpoint", _lora_stage(_LLM % ("chat", "llm", "{base_model: m, adapters: [{name: chat}]}")),
+     "adapter name 'chat' is the endpoint's own name"),
+    ("adapter is another endpoint", _lora_stage(_LLM % ("chat", "llm", "{base_model: m, adapters: [{name: other}]}"),
+                                                _LLM % ("other", "llm", "{base_model: m}")),
+     "teams[0].stages.dev.endpoints: adapter 'other' of 'chat' has the name of an endpoint; a model name must mean "
+     "one model"),
+    ("adapter on two endpoints", _lora_stage(_LLM % ("chat", "llm", "{base_model: m, adapters: [{name: x}]}"),
+                                             _LLM % ("other", "llm", "{base_model: m, adapters: [{name: x}]}")),
+     "teams[0].stages.dev.endpoints: adapter name 'x' is used by more than one endpoint"),
+    ("artifact", _lora_stage(_LLM % ("chat", "llm", "{base_model: m, adapters: [{name: x, artifact_url: /tmp/a}]}")),
+     "is not an S3 URL of a .tar.gz"),
+]
+
+
+@pytest.mark.parametrize("case,text,expected", LORA_PROBLEMS, ids=[case for case, _, _ in LORA_PROBLEMS])
+def test_lora_endpoint_problems_are_reported(case, text, expected):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert any(expected in problem for problem in raised.value.problems), raised.value.problems

@@ -45,3 +45,16 @@ STACK_OUTPUTS_READ: dict[str, tuple[str, ...]] = {
     "training": ("FineTuneStateMachineArn",),
     "inference": ("BatchInferStateMachineArn",),
 }
+
+
+#: LoRA adapters served by inference components, in the artifacts bucket: one prefix per endpoint and adapter,
+#: one ``adapter.tar.gz`` (adapter_config.json and weights at its root, what LMI loads) per FineTune job.
+ADAPTERS_PREFIX = "adapters/"
+ADAPTER_ARCHIVE = "adapter.tar.gz"
+#: Where the training container saves the adapter inside its model directory (LoRA and QLoRA runs).
+ADAPTER_DIR = "adapter"
+
+
+def adapter_prefix(endpoint: str, adapter: str) -> str:
+    """``adapters/<endpoint>/<adapter>/``: every artifact of one adapter of one endpoint."""
+    return f"{ADAPTERS_PREFIX}{endpoint}/{adapter}/"
