@@ -102,8 +102,13 @@ GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str | None, str, str, str]] 
     "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "429", "rate_limit_error", "quota_exceeded",
                       _GATEWAY_MESSAGE),
     "IntegrationTimeout": (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "server_error", "timeout", _GATEWAY_MESSAGE),
+    "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, None, "invalid_request_error", "invalid_request",
+                   _GATEWAY_MESSAGE),
     "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "server_error", "internal_error", _GATEWAY_MESSAGE),
 }
+#: Headers on every gateway response: the request id the proxy also returns (API Gateway's own, which its access
+#: log records), so a refusal API Gateway answers itself can be traced too.
+GATEWAY_RESPONSE_HEADERS = {"x-request-id": "context.requestId"}
 
 
 def powertools_layer_arn(partition: str, region: str) -> str:
@@ -250,7 +255,7 @@ class InferenceApi(Construct):
         )
         for construct_id, (response_type, status, error_type, code, message) in GATEWAY_ERRORS.items():
             self.api.add_gateway_response(
-                construct_id, type=response_type, status_code=status,
+                construct_id, type=response_type, status_code=status, response_headers=GATEWAY_RESPONSE_HEADERS,
                 templates={"application/json": f'{{"error": {{"message": {message}, "type": "{error_type}", '
                                                f'"param": null, "code": "{code}"}}}}'})
 

@@ -53,6 +53,22 @@ def test_every_method_streams_from_the_function_with_response_streaming_invocati
         assert function_id in uri
 
 
+@pytest.mark.parametrize("stage", [DEV, PROD])
+def test_every_gateway_response_carries_the_request_id_and_an_openai_error_body(assembly, stage):
+    responses = {r["Properties"]["ResponseType"]: r["Properties"]
+                 for r in _resources(assembly, stage, "AWS::ApiGateway::GatewayResponse").values()}
+    # The defaults cover every refusal API Gateway makes itself (authorizer, WAF, missing route, 5xx faults).
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "ACCESS_DENIED", "THROTTLED", "BAD_REQUEST_BODY",
+            "INTEGRATION_TIMEOUT"} <= set(responses)
+    for response_type, properties in responses.items():
+        # API Gateway's own request id, as the proxy's x-request-id and the access log carry it.
+        assert properties["ResponseParameters"] == {"gatewayresponse.header.x-request-id": "context.requestId"}, \
+            response_type
+        body = properties["ResponseTemplates"]["application/json"]
+        assert '"type": "' in body and '"code": "' in body and '"param": null' in body, response_type
+    assert responses["DEFAULT_4XX"]["ResponseTemplates"]["application/json"].count("invalid_request_error") == 1
+
+
 def test_proxy_function_runs_the_streaming_runtime_client(assembly):
     from pathlib import Path
 
