@@ -79,6 +79,14 @@ class Throttled(ProxyError):
     retry_after = 1
 
 
+class StreamingUnavailable(InvalidRequest):
+    """`stream: true`, but this deployment cannot call InvokeEndpointWithResponseStream (a runtime client
+    without the operation, or a SageMaker runtime that does not know it): the same request without `stream`
+    works, so the caller is told to drop it rather than retry a 5xx."""
+
+    code = "streaming_unavailable"
+
+
 class ModelFailed(ProxyError):
     """The model container returned an error, or an answer the proxy cannot read."""
 

@@ -28,7 +28,7 @@ from botocore.exceptions import (
 
 from .chat import openai_finish_reason
 from .clients import RuntimeClient
-from .errors import InternalError, ModelFailed, ModelTimeout, ModelUnavailable, ProxyError
+from .errors import InternalError, ModelFailed, ModelTimeout, ModelUnavailable, ProxyError, StreamingUnavailable
 from .invoke import JSON, map_client_error
 from .routing import ResolvedModel, resolve_model
 from .schemas import ChatCompletionRequest
@@ -108,9 +108,15 @@ def open_chat_stream(
     """Start the streamed completion and read its first chunk; raise a ProxyError (with its status) on failure."""
     model = resolve_model(request.model, settings, kind="llm")
     body = json.dumps(request.endpoint_body(), separators=(",", ":")).encode()
+    # A botocore older than the operation (a runtime's bundled SDK, a pinned layer) has no such method: an
+    # AttributeError would surface as a bare 500.
+    invoke_stream = getattr(runtime, "invoke_endpoint_with_response_stream", None)
+    if not callable(invoke_stream):
+        logger.error("runtime client lacks InvokeEndpointWithResponseStream", extra={
+            "endpoint": model.endpoint_name, "client": type(runtime).__name__})
+        raise StreamingUnavailable(STREAMING_UNAVAILABLE, param="stream")
     try:
-        response = runtime.invoke_endpoint_with_response_stream(
-            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM)
+        response = invoke_stream(**model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM)
     except Exception as error:  # noqa: BLE001 - mapped to the caller's status, or re-raised as is
         raise _mapped(error, model.endpoint_name) from error
     chunks = _chunks(response["Body"], model.endpoint_name)
@@ -172,11 +178,21 @@ def _decode(line: bytes, endpoint_name: str) -> dict | None:
     return chunk
 
 
+STREAMING_UNAVAILABLE = ("Streaming is not available on this deployment (the SageMaker runtime call "
+                         "InvokeEndpointWithResponseStream is unavailable); send the request without stream=true.")
+#: What an AWS service answers for an operation it does not know.
+_UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "InvalidAction"})
+
+
 def _mapped(error: Exception, endpoint_name: str) -> ProxyError:
     if isinstance(error, ProxyError):
         return error
     if isinstance(error, ClientError):  # EventStreamError (ModelStreamError, InternalStreamFailure) included
         code = error.response.get("Error", {}).get("Code", "")
+        if code in _UNKNOWN_OPERATION:
+            logger.error("SageMaker runtime does not know InvokeEndpointWithResponseStream",
+                         extra={"endpoint": endpoint_name, "code": code})
+            return StreamingUnavailable(STREAMING_UNAVAILABLE, param="stream")
         if code in ("ModelStreamError", "InternalStreamFailure"):
             logger.warning("model stream error", extra={"endpoint": endpoint_name, "code": code,
                                                         "original_message": str(error)[:2000]})

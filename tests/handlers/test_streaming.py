@@ -123,3 +123,43 @@ def test_runtime_ends_a_started_response_with_error_trailers():
     assert (status, body) == (200, b"data: {}\n\n")
     (trailers,) = gateway.trailers
     assert trailers["Lambda-Runtime-Function-Error-Type"] == "RuntimeError"
+
+
+class NoStreamingClient:
+    """A runtime client from before InvokeEndpointWithResponseStream: invoke_endpoint only."""
+
+    def __init__(self) -> None:
+        self.inner = FakeVllm()
+
+    def invoke_endpoint(self, **kwargs):
+        return self.inner.invoke_endpoint(**kwargs)
+
+
+def test_a_client_without_the_streaming_call_gets_a_clear_400_and_the_same_request_unstreamed_works(proxy):
+    # Given a runtime client that lacks invoke_endpoint_with_response_stream
+    with installed(proxy, runtime=NoStreamingClient()):
+        # When a streamed chat completion arrives, in Lambda's streaming mode
+        sent: list[bytes] = []
+        proxy.stream_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext(),
+                             send=sent.append)
+        # And the same request without stream
+        plain = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK}), LambdaContext())
+    # Then the streamed one gets an OpenAI error before any event, naming `stream` and saying what to do
+    prelude, _, rest = sent[0].partition(PRELUDE_DELIMITER)
+    metadata = json.loads(prelude)
+    assert metadata["statusCode"] == 400
+    error = json.loads(rest + b"".join(sent[1:]))["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "streaming_unavailable",
+                                                              "stream")
+    assert "InvokeEndpointWithResponseStream" in error["message"] and "without stream=true" in error["message"]
+    # And the unstreamed one is served as usual
+    assert plain["statusCode"] == 200
+
+
+def test_a_sagemaker_runtime_that_does_not_know_the_operation_gets_the_same_400(proxy, runtime_stub):
+    runtime_stub.add_client_error("invoke_endpoint_with_response_stream",
+                                  service_error_code="UnknownOperationException",
+                                  service_message="Unknown operation", http_status_code=400)
+    response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "streaming_unavailable"
