@@ -20,6 +20,8 @@ class ControlPlaneClient(Protocol):
 
     def describe_endpoint(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def describe_inference_component(self, **kwargs: Any) -> dict[str, Any]: ...
+
 
 def create_runtime_client(settings: ProxySettings, session: Any = None) -> RuntimeClient:
     """A `sagemaker-runtime` client that gives up before API Gateway does and never retries.

@@ -96,3 +96,59 @@ def test_component_scaled_to_zero_is_a_503_with_a_minute_retry_after(proxy, runt
     with installed(proxy, settings=adapter_settings):
         status, body, headers = call(chat_event({"model": "legal", "messages": MESSAGES}))
     assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "model_scaling_up", "60")
+
+
+def _component(name: str, status: str) -> dict:
+    from datetime import UTC, datetime
+
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    return {"InferenceComponentName": name, "EndpointName": "acme-dev-chat", "InferenceComponentStatus": status,
+            "InferenceComponentArn": f"arn:aws:sagemaker:us-east-1:123456789012:inference-component/{name}",
+            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/acme-dev-chat",
+            "CreationTime": created, "LastModifiedTime": created}
+
+
+def test_models_list_the_base_and_each_adapter_with_its_components_status(
+        proxy, control_plane_stub, call, adapter_settings):
+    from botocore.stub import ANY
+
+    from .events import list_models_event
+
+    # Given the base in service, one adapter still being created and one the pipeline has not deployed yet
+    control_plane_stub.add_response("describe_inference_component", _component("acme-dev-chat-base", "InService"),
+                                    {"InferenceComponentName": "acme-dev-chat-base"})
+    control_plane_stub.add_response("describe_inference_component", _component("acme-dev-chat-legal", "Creating"),
+                                    {"InferenceComponentName": "acme-dev-chat-legal"})
+    control_plane_stub.add_response("describe_endpoint", {
+        "EndpointName": "acme-dev-sentiment", "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/x",
+        "EndpointStatus": "InService", "CreationTime": 0, "LastModifiedTime": 0}, {"EndpointName": ANY})
+    control_plane_stub.add_client_error(
+        "describe_inference_component", service_error_code="ValidationException",
+        service_message="Could not find inference component \"acme-dev-chat-support\".",
+        expected_params={"InferenceComponentName": "acme-dev-chat-support"})
+    # When the client lists the models
+    with installed(proxy, settings=adapter_settings):
+        status, body, _ = call(list_models_event())
+    # Then every model name is listed; adapters name their base as `parent` and carry their component's status
+    assert status == 200
+    entries = {entry["id"]: entry for entry in body["data"]}
+    assert list(entries) == ["chat", "legal", "sentiment", "support"]
+    assert {k: entries["chat"][k] for k in ("status", "inference_component", "endpoint_name")} == {
+        "status": "InService", "inference_component": "acme-dev-chat-base", "endpoint_name": "acme-dev-chat"}
+    assert "parent" not in entries["chat"] and "inference_component" not in entries["sentiment"]
+    assert (entries["legal"]["status"], entries["legal"]["parent"], entries["legal"]["created"]) == (
+        "Creating", "chat", 1735689600)
+    assert (entries["support"]["status"], entries["support"]["parent"], entries["support"]["created"]) == (
+        "NotDeployed", "chat", 0)
+
+
+def test_retrieve_an_adapter_by_name(proxy, control_plane_stub, call, adapter_settings):
+    from .events import rest_event
+
+    control_plane_stub.add_response("describe_inference_component", _component("acme-dev-chat-legal", "InService"),
+                                    {"InferenceComponentName": "acme-dev-chat-legal"})
+    with installed(proxy, settings=adapter_settings):
+        status, body, _ = call(rest_event("GET", "/v1/models/legal", resource="/v1/models/{name}",
+                                          path_parameters={"name": "legal"}))
+    assert status == 200
+    assert (body["id"], body["object"], body["parent"], body["status"]) == ("legal", "model", "chat", "InService")
