@@ -14,6 +14,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
+from finetune.contract import ADAPTERS_PREFIX
 
 from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
@@ -42,6 +43,9 @@ VALIDATE_LAYOUT = {
 }
 GATE_LAYOUT = {"gate": "lambda_handlers/gate", "finetune/__init__.py": "training_code/finetune/__init__.py",
                "finetune/contract.py": "training_code/finetune/contract.py"}
+PACKAGE_ADAPTER_LAYOUT = {"package_adapter": "lambda_handlers/package_adapter",
+                          "finetune/__init__.py": "training_code/finetune/__init__.py",
+                          "finetune/contract.py": "training_code/finetune/contract.py"}
 
 
 class ScopedAccess:
@@ -132,6 +136,20 @@ class TrainingStack(Stack):
                 gate.policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
             **_lambda_acks(f"{q}-finetune-gate")})
 
+        package_adapter = None
+        if any(endpoint.lora for endpoint in stage.endpoints):
+            # Only stages with an inference-component endpoint deploy adapters.
+            package_adapter = self._function(
+                "PackageAdapter", f"{q}-finetune-package-adapter", assembled_code(PACKAGE_ADAPTER_LAYOUT),
+                "package_adapter.handler.lambda_handler", {}, data, retention, removal_policy,
+                "Copies a LoRA job's adapter out of its model archive as an adapter component's artifact",
+                timeout=Duration.minutes(15), memory_size=1024)
+            acknowledge(package_adapter.policy.node.default_child, {
+                **self.access.grant(
+                    package_adapter.policy, read=[("artifacts", "training-output/")],
+                    write=[("artifacts", ADAPTERS_PREFIX)]),
+                **_lambda_acks(f"{q}-finetune-package-adapter")})
+
         self.pipeline = FineTunePipeline(
             self, "FineTune",
             state_machine_name=naming.fine_tune_state_machine(q),
@@ -151,6 +169,7 @@ class TrainingStack(Stack):
             endpoints=stage.endpoints,
             validate_function=validate,
             gate_function=gate,
+            package_adapter_function=package_adapter,
             log_retention=retention,
             removal_policy=removal_policy,
         )
@@ -291,7 +310,7 @@ class TrainingStack(Stack):
         return group
 
     def _function(self, construct_id, function_name, code, handler, environment, data, retention, removal_policy,
-                  description) -> lambda_.Function:
+                  description, *, timeout: Duration | None = None, memory_size: int = 512) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{construct_id}Logs", log_group_name=f"/aws/lambda/{function_name}",
                                   retention=retention, encryption_key=data.team_key, removal_policy=removal_policy)
         # Its own role with one customer-managed policy (no inline or AWS managed policies): logs to its own
@@ -325,8 +344,8 @@ class TrainingStack(Stack):
             code=code,
             handler=handler,
             environment=environment,
-            timeout=Duration.seconds(60),
-            memory_size=512,
+            timeout=timeout or Duration.seconds(60),
+            memory_size=memory_size,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
             layers=[lambda_.LayerVersion.from_layer_version_arn(
@@ -365,6 +384,12 @@ class TrainingStack(Stack):
                 "Versions of this stage's own model package group; version numbers are assigned by SageMaker."),
             f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('ValidateRequest').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
             f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('Gate').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
+            **({f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(package_adapter.node.default_child)}.Arn>:*]":
+                _LAMBDA_VERSIONS} if (package_adapter := self.node.try_find_child("PackageAdapter")) else {}),
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
+            f":inference-component/{q}-*]": (
+                "Deploy adds or updates the adapter component a LoRA run names, {team}-{stage}-{endpoint}-{adapter}; "
+                "the grant covers this stage's components only (created and described, never deleted)."),
             "AwsSolutions-IAM5[Resource::*]": (
                 "X-Ray trace segments and CloudWatch Logs log delivery, which have no resource-level permissions "
                 "(added by CDK for tracing and logging of the state machine)."),
@@ -384,5 +409,5 @@ _NO_DLQ = ("Invoked synchronously by the FineTune state machine, which catches e
            "topic; a dead-letter queue only receives failed asynchronous invocations, which never happen here.")
 
 
-_LAMBDA_VERSIONS = ("Invoking any version or alias of this stage's own Validate or Gate function (CDK adds the :* "
+_LAMBDA_VERSIONS = ("Invoking any version or alias of this stage's own Validate, Gate or PackageAdapter function (CDK adds the :* "
                     "qualifier to the function ARN).")

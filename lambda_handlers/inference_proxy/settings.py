@@ -165,7 +165,12 @@ def inference_component_name(team: str, stage: str, endpoint: str, adapter: str 
     The one definition of these names: the Inference stack creates the components with them, the FineTune
     pipeline's Deploy step adds adapters with them, and the proxy invokes them.
     """
-    return f"{team}-{stage}-{endpoint}-{adapter or 'base'}"
+    return qualified_component_name(f"{team}-{stage}", endpoint, adapter)
+
+
+def qualified_component_name(qualified_name: str, endpoint: str, adapter: str | None = None) -> str:
+    """:func:`inference_component_name` from the stage's `{team}-{stage}` (team names may hold hyphens)."""
+    return f"{qualified_name}-{endpoint}-{adapter or 'base'}"
 
 
 def lambda_environment(

@@ -207,10 +207,21 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
     spot = settings.default_spot if request.spot is None else request.spot
 
     # Deployment and gate.
-    if request.deploy_to is not None:
+    adapter = settings.adapters.get(request.deploy_to) if request.deploy_to is not None else None
+    if adapter is not None:
+        # A LoRA adapter served next to its base model: only an adapter of that base model loads there.
+        method = config.method if config is not None else request.method
+        if request.task != "causal-lm" or method not in ("lora", "qlora"):
+            problems.append(f"deploy_to: {request.deploy_to!r} is a LoRA adapter of endpoint {adapter.endpoint!r}; "
+                            f"only a causal-lm run with method lora or qlora deploys there (got task={request.task}, "
+                            f"method={method})")
+        if request.base_model != adapter.base_model:
+            problems.append(f"deploy_to: adapter {request.deploy_to!r} runs on base model {adapter.base_model!r}; "
+                            f"this run fine-tunes {request.base_model!r}")
+    elif request.deploy_to is not None:
         kind = settings.endpoints.get(request.deploy_to)
         if kind is None:
-            known = ", ".join(sorted(settings.endpoints)) or "none configured"
+            known = ", ".join(sorted([*settings.endpoints, *settings.adapters])) or "none configured"
             problems.append(f"deploy_to: {request.deploy_to!r} is not an endpoint of "
                             f"{settings.team}-{settings.stage} (endpoints: {known})")
         elif kind != _ENDPOINT_KIND[request.task]:

@@ -26,6 +26,7 @@ ENV_MAX_RUNTIME_HOURS = "MAX_RUNTIME_HOURS"
 ENV_DEFAULT_SPOT = "DEFAULT_SPOT"
 ENV_ALLOWED_BASE_MODELS = "ALLOWED_BASE_MODELS"
 ENV_ENDPOINTS = "ENDPOINTS"
+ENV_ADAPTERS = "ADAPTERS"
 ENV_SAMPLE_BYTES = "SAMPLE_BYTES"
 ENV_MAX_FILES_CHECKED = "MAX_FILES_CHECKED"
 
@@ -34,7 +35,7 @@ REQUIRED_VARIABLES: tuple[str, ...] = (
     ENV_MAX_INSTANCE_COUNT, ENV_MAX_RUNTIME_HOURS, ENV_ALLOWED_BASE_MODELS,
 )
 _JSON_VARIABLES = {ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types", ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
-                   ENV_ENDPOINTS: "endpoints"}
+                   ENV_ENDPOINTS: "endpoints", ENV_ADAPTERS: "adapters"}
 _PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data_bucket",
                     ENV_ARTIFACTS_BUCKET: "artifacts_bucket", ENV_MAX_INSTANCE_COUNT: "max_instance_count",
                     ENV_MAX_RUNTIME_HOURS: "max_runtime_hours", ENV_DEFAULT_SPOT: "default_spot",
@@ -54,6 +55,17 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 """A Hugging Face hub id, ``<org>/<name>``."""
 
 EndpointKind = Literal["llm", "classifier"]
+
+
+class AdapterTarget(BaseModel):
+    """Where a LoRA run that names this adapter in ``deploy_to`` goes, and which base model it must have."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str
+    """The inference-component endpoint's short name."""
+    base_model: str
+    """The base model the endpoint serves: a run of any other base model cannot load as its adapter."""
 
 
 class ValidateSettings(BaseModel):
@@ -81,6 +93,8 @@ class ValidateSettings(BaseModel):
     """Base models this team may fine-tune: staged names (``models/base/<name>/``) or hub ids (``org/name``)."""
     endpoints: dict[str, EndpointKind] = Field(default_factory=dict)
     """This stage's endpoints (short name -> kind) that ``deploy_to`` may name."""
+    adapters: dict[str, AdapterTarget] = Field(default_factory=dict)
+    """LoRA adapters of this stage's inference-component endpoints that ``deploy_to`` may name instead."""
     sample_bytes: int = Field(default=65536, ge=1024, le=8 * 1024 * 1024)
     """Bytes read from the start of each dataset file (one ranged GET) to check its first lines."""
     max_files_checked: int = Field(default=20, ge=1, le=1000)
@@ -142,8 +156,21 @@ def settings_for_stage(
         max_runtime_hours=stage_config.training.max_runtime_hours,
         default_spot=stage_config.training.spot,
         allowed_base_models=tuple(allowed_base_models),
-        endpoints={endpoint.name: endpoint.kind for endpoint in stage_config.endpoints},
+        endpoints=deployable_endpoints(stage_config),
+        adapters=adapter_targets(stage_config),
     )
+
+
+def deployable_endpoints(stage_config: StageConfig) -> dict[str, EndpointKind]:
+    """Endpoints a run deploys a whole model to: all but those served by inference components (their
+    adapters are the targets there)."""
+    return {endpoint.name: endpoint.kind for endpoint in stage_config.endpoints if endpoint.lora is None}
+
+
+def adapter_targets(stage_config: StageConfig) -> dict[str, AdapterTarget]:
+    """Each declared LoRA adapter of the stage, with its endpoint and base model."""
+    return {adapter.name: AdapterTarget(endpoint=endpoint.name, base_model=endpoint.lora.base_model)
+            for endpoint in stage_config.endpoints if endpoint.lora is not None for adapter in endpoint.lora.adapters}
 
 
 def lambda_environment(
@@ -171,8 +198,9 @@ def lambda_environment(
         ENV_MAX_RUNTIME_HOURS: str(limits.max_runtime_hours),
         ENV_DEFAULT_SPOT: "true" if limits.spot else "false",
         ENV_ALLOWED_BASE_MODELS: json.dumps(list(allowed_base_models), separators=(",", ":")),
-        ENV_ENDPOINTS: json.dumps({e.name: e.kind for e in stage_config.endpoints}, separators=(",", ":"),
-                                  sort_keys=True),
+        ENV_ENDPOINTS: json.dumps(deployable_endpoints(stage_config), separators=(",", ":"), sort_keys=True),
+        ENV_ADAPTERS: json.dumps({name: target.model_dump() for name, target in adapter_targets(stage_config).items()},
+                                 separators=(",", ":"), sort_keys=True),
     }
     # Bucket names are CDK tokens when they come from the Data stack; they resolve at deploy time, so stand-ins
     # take their place in the check, which still validates every other value at synthesis.

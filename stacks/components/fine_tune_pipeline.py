@@ -20,14 +20,20 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from lambda_handlers.inference_proxy.settings import qualified_component_name
 from stacks.settings import EndpointSpec
 
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
-from finetune.contract import CHECKPOINTS_PREFIX  # noqa: E402  (stdlib only; checkpoints/{job_name_prefix}/{run_id}/)
+# stdlib only; checkpoints/{job_name_prefix}/{run_id}/, adapters/<endpoint>/<adapter>/<job>/adapter.tar.gz
+from finetune.contract import ADAPTER_ARCHIVE, CHECKPOINTS_PREFIX, adapter_prefix  # noqa: E402
 from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
 
 CAPACITY_RETRIES = 3
 
@@ -65,6 +71,7 @@ class FineTunePipeline(Construct):
         validate_function: lambda_.IFunction,
         gate_function: lambda_.IFunction,
         log_retention: logs.RetentionDays,
+        package_adapter_function: lambda_.IFunction | None = None,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
@@ -253,7 +260,8 @@ class FineTunePipeline(Construct):
             # A stage without endpoints has no Deploy branch at all (Validate already refuses its deploy_to).
             deploy_chain = self._deploy(
                 endpoints=endpoints, qualified_name=qualified_name, execution_role=execution_role, key=key,
-                vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success)
+                vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success,
+                artifacts_bucket_name=artifacts_bucket_name, package_adapter_function=package_adapter_function)
             wants_deploy = sfn.Choice(self, "DeployRequested")
             wants_deploy.when(sfn.Condition.and_(sfn.Condition.is_present("$.request.deploy_to"),
                                                  sfn.Condition.is_not_null("$.request.deploy_to"),
@@ -307,7 +315,7 @@ class FineTunePipeline(Construct):
         self.training_job_arn_pattern = training_jobs
 
     def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail,
-                done) -> sfn.IChainable:
+                done, artifacts_bucket_name, package_adapter_function) -> sfn.IChainable:
         """Model -> endpoint config -> UpdateEndpoint -> poll until InService; one branch per configured endpoint
         whose kind matches the task (at least one endpoint). A failed update leaves SageMaker serving the previous
         config."""
@@ -429,6 +437,100 @@ class FineTunePipeline(Construct):
                 sfn.Condition.string_equals("$.request.hyperparameters.task", TASK_OF_KIND[spec.kind]),
             ), sfn.Pass(self, f"Target{spec.name.title().replace('-', '')}", parameters=target,
                         result_path="$.target").next(create_model))
+        lora_endpoints = [spec for spec in endpoints if spec.lora is not None and spec.lora.adapters]
+        if lora_endpoints and package_adapter_function is not None:
+            deploy_adapter = self._deploy_adapter(
+                qualified_name=qualified_name, package_adapter_function=package_adapter_function,
+                notify_and_fail=notify_and_fail, done=done)
+            for spec in lora_endpoints:
+                for adapter in spec.lora.adapters:
+                    # A LoRA or QLoRA run naming this adapter; Validate has checked its base model is the endpoint's.
+                    pick.when(sfn.Condition.and_(
+                        sfn.Condition.string_equals("$.request.deploy_to", adapter.name),
+                        sfn.Condition.string_equals("$.request.hyperparameters.task", TASK_OF_KIND["llm"]),
+                        sfn.Condition.or_(
+                            sfn.Condition.string_equals("$.request.hyperparameters.method", "lora"),
+                            sfn.Condition.string_equals("$.request.hyperparameters.method", "qlora")),
+                    ), sfn.Pass(self, f"TargetAdapter{_pascal(spec.name)}{_pascal(adapter.name)}", parameters={
+                        "endpoint_name": f"{qualified_name}-{spec.name}",
+                        "component_name": qualified_component_name(qualified_name, spec.name, adapter.name),
+                        "base_component_name": qualified_component_name(qualified_name, spec.name),
+                        "artifact_url.$": f"States.Format('s3://{artifacts_bucket_name}/"
+                                          f"{adapter_prefix(spec.name, adapter.name)}{{}}/{ADAPTER_ARCHIVE}', "
+                                          "$.job.name)",
+                    }, result_path="$.target").next(deploy_adapter))
         pick.otherwise(unknown)
         return pick
+
+    def _deploy_adapter(self, *, qualified_name: str, package_adapter_function: lambda_.IFunction,
+                        notify_and_fail: Any, done: sfn.IChainable) -> sfn.IChainable:
+        """PackageAdapter -> DescribeInferenceComponent -> Create- or UpdateInferenceComponent -> poll until the
+        component serves the new artifact. The base component and every other adapter keep serving throughout;
+        a failed update leaves SageMaker serving the adapter's previous artifact."""
+        stack = Stack.of(self)
+        components = [stack.format_arn(service="sagemaker", resource="inference-component",
+                                       resource_name=f"{qualified_name}-*")]
+        endpoints = [stack.format_arn(service="sagemaker", resource="endpoint", resource_name=f"{qualified_name}-*")]
+        package = tasks.LambdaInvoke(
+            self, "PackageAdapter", lambda_function=package_adapter_function,
+            payload=sfn.TaskInput.from_object({
+                "model_data_url": sfn.JsonPath.string_at("$.job.model_data_url"),
+                "artifact_url": sfn.JsonPath.string_at("$.target.artifact_url")}),
+            result_selector={"files.$": "$.Payload.files", "bytes.$": "$.Payload.bytes"},
+            result_path="$.adapter", retry_on_service_exceptions=True)
+        # Whether the component exists: created by the Inference stack (an adapter declared with an artifact) or
+        # by an earlier run, it is updated; an adapter declared without one gets its component now. SageMaker
+        # answers an unknown name with a ValidationException, which the SDK integration reports as a task failure.
+        exists = tasks.CallAwsService(
+            self, "DescribeAdapterComponent", service="sagemaker", action="describeInferenceComponent",
+            parameters={"InferenceComponentName.$": "$.target.component_name"}, iam_resources=components,
+            result_selector={"status.$": "$.InferenceComponentStatus"}, result_path="$.component")
+        specification = {"BaseInferenceComponentName.$": "$.target.base_component_name",
+                         "Container": {"ArtifactUrl.$": "$.target.artifact_url"}}
+        create = tasks.CallAwsService(
+            self, "CreateAdapterComponent", service="sagemaker", action="createInferenceComponent",
+            parameters={"InferenceComponentName.$": "$.target.component_name",
+                        "EndpointName.$": "$.target.endpoint_name", "Specification": specification},
+            iam_resources=[*components, *endpoints], result_path=sfn.JsonPath.DISCARD)
+        update = tasks.CallAwsService(
+            self, "UpdateAdapterComponent", service="sagemaker", action="updateInferenceComponent",
+            parameters={"InferenceComponentName.$": "$.target.component_name", "Specification": specification},
+            iam_resources=[*components, *endpoints], result_path=sfn.JsonPath.DISCARD)
+        wait = sfn.Wait(self, "WaitForAdapter", time=sfn.WaitTime.duration(Duration.seconds(30)))
+        describe = tasks.CallAwsService(
+            self, "DescribeAdapterDeployment", service="sagemaker", action="describeInferenceComponent",
+            parameters={"InferenceComponentName.$": "$.target.component_name"}, iam_resources=components,
+            result_selector={"status.$": "$.InferenceComponentStatus",
+                             "artifact_url.$": "$.Specification.Container.ArtifactUrl",
+                             "reason.$": "States.JsonToString($)"},
+            result_path="$.component")
+        served = sfn.Choice(self, "AdapterDeployed")
+        failed = sfn.Pass(self, "DescribeAdapterFailure", parameters={
+            "Error": "DeployFailed",
+            "Cause.$": "States.Format('adapter component {} did not take {}; it keeps serving its previous artifact, "
+                       "if any. Describe: {}', $.target.component_name, $.target.artifact_url, $.component.reason)"},
+            result_path="$.failure")
+        call_failed = sfn.Pass(self, "DescribeAdapterDeployError", parameters={
+            "Error": "DeployFailed",
+            "Cause.$": "States.Format('deploying adapter component {} failed; the endpoint keeps serving its base "
+                       "model and other adapters. {}: {}', $.target.component_name, $.failure.Error, "
+                       "$.failure.Cause)"}, result_path="$.failure")
+        deploy_failed = notify_and_fail("AdapterDeploy", "DeployFailed", "$.failure")
+        failed.next(deploy_failed)
+        call_failed.next(deploy_failed)
+        served.when(sfn.Condition.and_(
+            sfn.Condition.string_equals("$.component.status", "InService"),
+            sfn.Condition.string_equals_json_path("$.component.artifact_url", "$.target.artifact_url")), done)
+        served.when(sfn.Condition.or_(sfn.Condition.string_equals("$.component.status", "Creating"),
+                                      sfn.Condition.string_equals("$.component.status", "Updating"),
+                                      sfn.Condition.string_equals("$.component.status", "InService")), wait)
+        served.otherwise(failed)
+        for step in (package, create, update, describe):
+            step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
+        exists.add_catch(create, errors=["States.TaskFailed"], result_path=sfn.JsonPath.DISCARD)
+        exists.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
+        create.next(wait)
+        update.next(wait)
+        wait.next(describe).next(served)
+        return package.next(exists).next(update)
 

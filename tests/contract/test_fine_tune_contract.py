@@ -164,6 +164,11 @@ def test_a_wrong_field_fails_the_contract(sagemaker_model):
     assert report.has_errors()
 
 
+#: Catches that branch rather than fail: a missing adapter component is created (any other Describe failure lets
+#: the Create fail and be reported).
+BRANCHING_CATCHES = {("DescribeAdapterComponent", ("States.TaskFailed",)): "CreateAdapterComponent"}
+
+
 def test_every_failure_path_notifies_and_ends_in_a_fail_state(definition):
     states = _all_states(definition)
     fails = {name for name, s in states.items() if s["Type"] == "Fail"}
@@ -171,6 +176,9 @@ def test_every_failure_path_notifies_and_ends_in_a_fail_state(definition):
     for name, state in states.items():
         for catch in state.get("Catch", []):
             target = catch["Next"]
+            if (name, tuple(catch["ErrorEquals"])) in BRANCHING_CATCHES:
+                assert target == BRANCHING_CATCHES[name, tuple(catch["ErrorEquals"])]
+                continue
             # a catch leads (maybe through a Choice/Pass) to a Notify step followed by a Fail
             seen = set()
             while states[target]["Type"] in ("Choice", "Pass") and target not in seen:
@@ -185,7 +193,8 @@ def test_every_failure_path_notifies_and_ends_in_a_fail_state(definition):
 def test_deploy_branches_exist_for_each_configured_endpoint(definition):
     pick = _all_states(definition)["PickEndpoint"]
     names = sorted(c["And"][0]["StringEquals"] for c in pick["Choices"])
-    assert names == ["assistant", "sentiment"]
+    # Whole models go to the classic endpoints; the LoRA endpoint `chat` takes its declared adapters instead.
+    assert names == ["assistant", "sentiment", "sql-helper", "support-tone"]
 
 
 def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definition):
@@ -204,3 +213,124 @@ def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definiti
         "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
         "SageMaker.ValidationException: Could not find model package")}
     assert states["DescribeDeployError"]["Next"] == states["DescribeDeployFailure"]["Next"]
+
+
+# --- LoRA adapters onto an inference-component endpoint ---------------------------------------------------------
+
+ADAPTER_JOB = "search-dev-sql-v3-5e6f7a8b"
+ADAPTER_STATE = {
+    **SAMPLE_STATE,
+    "request": {**VALIDATED_REQUEST, "deploy_to": "sql-helper"},
+    "job": {**SAMPLE_STATE["job"], "name": ADAPTER_JOB,
+            "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{ADAPTER_JOB}/"
+                              "output/model.tar.gz"},
+}
+ADAPTER_ARTIFACT = (f"s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/sql-helper/{ADAPTER_JOB}/"
+                    "adapter.tar.gz")
+
+
+def _adapter_branch(definition: dict, adapter: str, method: str = "lora") -> str | None:
+    """The state PickEndpoint goes to for a causal-lm run with `method` and deploy_to `adapter`."""
+    for choice in _all_states(definition)["PickEndpoint"]["Choices"]:
+        conditions = choice["And"]
+        if conditions[0]["StringEquals"] != adapter or conditions[1]["StringEquals"] != "causal-lm":
+            continue
+        methods = [c["StringEquals"] for c in conditions[2]["Or"]] if len(conditions) > 2 else []
+        if method in methods:
+            return choice["Next"]
+    return None
+
+
+def _target(definition: dict) -> dict:
+    branch = _adapter_branch(definition, "sql-helper")
+    assert branch is not None
+    return {**ADAPTER_STATE, "target": render(_all_states(definition)[branch]["Parameters"], ADAPTER_STATE)}
+
+
+def test_a_lora_run_naming_an_adapter_goes_to_that_adapters_component(definition):
+    target = _target(definition)["target"]
+    assert target == {"endpoint_name": "search-dev-chat", "component_name": "search-dev-chat-sql-helper",
+                      "base_component_name": "search-dev-chat-base", "artifact_url": ADAPTER_ARTIFACT}
+    assert _adapter_branch(definition, "sql-helper", "qlora") is not None
+    # A full fine-tune has no adapter to deploy: it is not routed to an adapter component.
+    assert _adapter_branch(definition, "sql-helper", "full") is None
+    # And the LoRA endpoint itself takes no whole model.
+    assert _adapter_branch(definition, "chat") is None
+
+
+def test_the_adapter_is_packaged_where_its_component_reads_it(definition):
+    states = _all_states(definition)
+    branch = _adapter_branch(definition, "sql-helper")
+    assert states[branch]["Next"] == "PackageAdapter"
+    package = states["PackageAdapter"]
+    payload = render(package["Parameters"]["Payload"], _target(definition))
+    assert payload == {"model_data_url": ADAPTER_STATE["job"]["model_data_url"], "artifact_url": ADAPTER_ARTIFACT}
+    assert package["Next"] == "DescribeAdapterComponent"
+
+
+@pytest.mark.parametrize(("state_name", "operation"), [
+    ("DescribeAdapterComponent", "DescribeInferenceComponent"),
+    ("CreateAdapterComponent", "CreateInferenceComponent"),
+    ("UpdateAdapterComponent", "UpdateInferenceComponent"),
+    ("DescribeAdapterDeployment", "DescribeInferenceComponent"),
+])
+def test_adapter_calls_validate_against_botocore(definition, sagemaker_model, state_name, operation):
+    state = _all_states(definition)[state_name]
+    action = state["Resource"].rsplit(":", 1)[-1]
+    assert state["Resource"].startswith("arn:aws:states:::aws-sdk:sagemaker:")
+    assert action[0].upper() + action[1:] == operation
+    params = render(state["Parameters"], _target(definition))
+    validate_request(sagemaker_model, operation, params)
+    assert params["InferenceComponentName"] == "search-dev-chat-sql-helper"
+    if operation != "DescribeInferenceComponent":
+        assert params["Specification"] == {"BaseInferenceComponentName": "search-dev-chat-base",
+                                           "Container": {"ArtifactUrl": ADAPTER_ARTIFACT}}
+
+
+def test_an_existing_component_is_updated_and_a_missing_one_created(definition):
+    states = _all_states(definition)
+    describe = states["DescribeAdapterComponent"]
+    assert describe["Next"] == "UpdateAdapterComponent"
+    (missing, other) = describe["Catch"]
+    assert (missing["ErrorEquals"], missing["Next"], missing.get("ResultPath", "absent")) == (
+        ["States.TaskFailed"], "CreateAdapterComponent", None)  # the execution state goes on unchanged
+    assert (other["ErrorEquals"], other["Next"]) == (["States.ALL"], "DescribeAdapterDeployError")
+    assert states["CreateAdapterComponent"]["Next"] == states["UpdateAdapterComponent"]["Next"] == "WaitForAdapter"
+
+
+def _after_describe(definition: dict, status: str, artifact: str) -> str:
+    """Where AdapterDeployed goes when the component reports `status` and `artifact`."""
+    state = {**_target(definition), "component": {"status": status, "artifact_url": artifact, "reason": "{}"}}
+    choice = _all_states(definition)["AdapterDeployed"]
+    for rule in choice["Choices"]:
+        if _holds(rule, state):
+            return rule["Next"]
+    return choice["Default"]
+
+
+def _holds(rule: dict, state: dict) -> bool:
+    if "And" in rule:
+        return all(_holds(r, state) for r in rule["And"])
+    if "Or" in rule:
+        return any(_holds(r, state) for r in rule["Or"])
+    value = intrinsic(rule["Variable"], state)
+    if "StringEquals" in rule:
+        return value == rule["StringEquals"]
+    if "StringEqualsPath" in rule:
+        return value == intrinsic(rule["StringEqualsPath"], state)
+    raise AssertionError(f"unsupported rule {rule}")
+
+
+def test_the_run_succeeds_only_once_the_component_serves_the_new_artifact(definition):
+    assert _after_describe(definition, "InService", ADAPTER_ARTIFACT) == "NotifySuccess"
+    # Still the previous version, or on its way: wait and look again.
+    assert _after_describe(definition, "InService", ADAPTER_ARTIFACT.replace(ADAPTER_JOB, "older")) == \
+        "WaitForAdapter"
+    assert _after_describe(definition, "Updating", ADAPTER_ARTIFACT) == "WaitForAdapter"
+    assert _after_describe(definition, "Creating", ADAPTER_ARTIFACT) == "WaitForAdapter"
+    # Failed: described and notified, then a Fail state.
+    assert _after_describe(definition, "Failed", ADAPTER_ARTIFACT) == "DescribeAdapterFailure"
+    failure = render(_all_states(definition)["DescribeAdapterFailure"]["Parameters"],
+                     {**_target(definition), "component": {"reason": '{"FailureReason": "bad adapter"}'}})
+    assert failure["Error"] == "DeployFailed" and "search-dev-chat-sql-helper" in failure["Cause"]
+    assert "bad adapter" in failure["Cause"]

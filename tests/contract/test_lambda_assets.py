@@ -112,9 +112,11 @@ def test_every_python_function_imports_from_its_asset_and_loads_its_settings(ass
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["outside"] == [], f"{logical_id} imported from outside its asset and layer: {report}"
         checked.append((stage, logical_id.rstrip("0123456789ABCDEF"), report["settings"]))
-    # Every stage's Validate and Gate; the proxy where the stage has an Inference layer.
+    # Every stage's Validate and Gate; the proxy where the stage has an Inference layer; PackageAdapter where a
+    # stage has a LoRA endpoint.
     assert sorted(checked) == sorted([
-        ("search-dev", "Gate", None), ("search-dev", "ProxyFunction", "ProxySettings"),
+        ("search-dev", "Gate", None), ("search-dev", "PackageAdapter", None),
+        ("search-dev", "ProxyFunction", "ProxySettings"),
         ("search-dev", "ValidateRequest", "ValidateSettings"),
         ("search-prod", "Gate", None), ("search-prod", "ProxyFunction", "ProxySettings"),
         ("search-prod", "ValidateRequest", "ValidateSettings"),

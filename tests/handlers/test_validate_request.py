@@ -19,6 +19,7 @@ from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.request import JOB_NAME_PREFIX_MAX, job_name_prefix
 from lambda_handlers.validate_request.settings import (
+    AdapterTarget,
     SettingsError,
     ValidateSettings,
     lambda_environment,
@@ -341,7 +342,10 @@ def test_lambda_environment_round_trips_through_load_settings():
     assert settings.allowed_instance_types == tuple(stage.training.instance_types)
     assert (settings.team, settings.stage, settings.data_bucket) == ("search", "dev", "search-dev-data-1")
     assert settings.max_instance_count == stage.training.max_instance_count
+    # The LoRA endpoint `chat` takes no whole model: its adapters are the deploy targets there.
     assert settings.endpoints == {"assistant": "llm", "sentiment": "classifier"}
+    assert {name: (t.endpoint, t.base_model) for name, t in settings.adapters.items()} == {
+        "support-tone": ("chat", "smollm2-135m-instruct"), "sql-helper": ("chat", "smollm2-135m-instruct")}
     assert settings.allowed_base_models == ("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
@@ -449,3 +453,29 @@ def test_job_name_prefix_stays_readable_and_stable():
     prefix = job_name_prefix("acme", "dev", "Customer.Support", "2026-01")
     assert prefix == job_name_prefix("acme", "dev", "Customer.Support", "2026-01")  # deterministic
     assert prefix.startswith("acme-dev-Customer-Support-2026-01-")
+
+
+ADAPTER_SETTINGS = SETTINGS.model_copy(
+    update={"adapters": {"legal": AdapterTarget(endpoint="chat", base_model="smollm2")}})
+
+
+def test_a_lora_run_of_the_endpoints_base_model_may_deploy_to_its_adapter(s3):
+    result = validate_request(good_chat(deploy_to="legal"), ADAPTER_SETTINGS, s3)
+    assert result["deploy_to"] == "legal" and result["hyperparameters"]["method"] == "lora"
+    assert validate_request(good_chat(deploy_to="legal", method="qlora"), ADAPTER_SETTINGS, s3)["deploy_to"] == "legal"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"method": "full"}, ["deploy_to: 'legal' is a LoRA adapter of endpoint 'chat'; only a causal-lm run with method "
+                          "lora or qlora deploys there (got task=causal-lm, method=full)"]),
+    ({"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+     ["deploy_to: adapter 'legal' runs on base model 'smollm2'; this run fine-tunes "
+      "'HuggingFaceTB/SmolLM2-135M-Instruct'"]),
+])
+def test_an_adapter_takes_only_lora_runs_of_its_base_model(s3, overrides, expected):
+    assert rejected(good_chat(deploy_to="legal", **overrides), s3, ADAPTER_SETTINGS) == expected
+
+
+def test_an_unknown_deploy_target_lists_adapters_too(s3):
+    assert rejected(good_chat(deploy_to="nope"), s3, ADAPTER_SETTINGS) == [
+        "deploy_to: 'nope' is not an endpoint of acme-dev (endpoints: assistant, legal, sentiment)"]

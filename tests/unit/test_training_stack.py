@@ -78,3 +78,46 @@ def test_manifest_upload_starts_a_run_only_where_configured(assembly):
     prod = assembly.stack("search-prod", "Training")
     patterns = [r["Properties"]["EventPattern"] for r in prod.resources_of_type("AWS::Events::Rule").values()]
     assert all(p["source"] != ["aws.s3"] for p in patterns)
+
+
+def _statements(policy: dict) -> list[dict]:
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_package_adapter_reads_job_outputs_and_writes_adapters_only_where_a_lora_endpoint_exists(assembly):
+    stack = assembly.stack("search-dev", "Training")
+    (function,) = [f for f in stack.resources_of_type("AWS::Lambda::Function").values()
+                   if f["Properties"]["FunctionName"] == "search-dev-finetune-package-adapter"]
+    assert function["Properties"]["Handler"] == "package_adapter.handler.lambda_handler"
+    assert function["Properties"]["Timeout"] == 900  # streams a model archive of several GB
+    (policy,) = [p for p in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
+                 if "search-dev-finetune-package-adapter" in p["Properties"].get("Description", "")]
+    by_action = {action: sorted(_as_list(s["Resource"])) for s in _statements(policy)
+                 for action in _as_list(s["Action"]) if action.startswith("s3:") and action != "s3:ListBucket"}
+    artifacts = "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1"
+    assert by_action["s3:GetObject"] == [f"{artifacts}/training-output/*"]
+    assert by_action["s3:PutObject"] == [f"{artifacts}/adapters/*"]
+    for stage in ("search-prod", "support-dev"):  # no LoRA endpoint, no packaging step
+        names = [f["Properties"]["FunctionName"] for f in
+                 assembly.stack(stage, "Training").resources_of_type("AWS::Lambda::Function").values()]
+        assert f"{stage}-finetune-package-adapter" not in names
+
+
+def test_pipeline_may_manage_this_stages_inference_components_only(assembly):
+    stack = assembly.stack("search-dev", "Training")
+    statements = [s for p in stack.resources_of_type("AWS::IAM::Policy").values() for s in _statements(p)]
+    component_actions = {a for s in statements for a in _as_list(s["Action"]) if "InferenceComponent" in a}
+    assert component_actions == {"sagemaker:describeInferenceComponent", "sagemaker:createInferenceComponent",
+                                 "sagemaker:updateInferenceComponent"}
+    for statement in statements:
+        if any("InferenceComponent" in a for a in _as_list(statement["Action"])):
+            resources = _as_list(statement["Resource"])
+            assert "*" not in resources
+            assert all(json.dumps(r).endswith(('inference-component/search-dev-*"', 'endpoint/search-dev-*"'))
+                       for r in resources), resources
+            # Nothing deletes a component: a failed deploy leaves the previous adapter serving.
+            assert not any("Delete" in a for a in _as_list(statement["Action"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
+from .contract import ADAPTER_DIR
 from .errors import TrainingError
 
 # Existing vocabulary entries used as a pad token distinct from EOS, so no embedding resize is needed.
@@ -284,7 +285,8 @@ def packing_supported(model) -> tuple[bool, str]:
 
 def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: torch.dtype,
                 state_dict: dict | None = None) -> None:
-    """Write the HF model (adapters merged into a 16-bit base) and, for LoRA/QLoRA, ``adapter/`` beside it.
+    """Write the HF model (adapters merged into a 16-bit base) and, for LoRA/QLoRA, ``adapter/`` beside it (the
+    FineTune pipeline's PackageAdapter step cuts that folder out as an adapter inference component's artifact).
 
     ``state_dict``: the whole weights when ``model`` is sharded (FSDP, full fine-tuning only).
     """
@@ -293,7 +295,7 @@ def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: t
             model.config.use_cache = True
         model.save_pretrained(model_dir, safe_serialization=True, state_dict=state_dict)
     else:
-        model.save_pretrained(model_dir / "adapter", safe_serialization=True)
+        model.save_pretrained(model_dir / ADAPTER_DIR, safe_serialization=True)
         out_dtype = dtype if dtype != torch.float32 else torch.bfloat16
         if config.method == "qlora":
             # Merge into a freshly loaded 16-bit base: merging into 4-bit weights would lose precision.
@@ -301,7 +303,7 @@ def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: t
             from transformers import AutoModelForCausalLM
 
             base = AutoModelForCausalLM.from_pretrained(model.peft_config["default"].base_model_name_or_path, dtype=out_dtype)
-            merged = PeftModel.from_pretrained(base, model_dir / "adapter").merge_and_unload()
+            merged = PeftModel.from_pretrained(base, model_dir / ADAPTER_DIR).merge_and_unload()
         else:
             import copy
 
