@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--instance-type")
     submit.add_argument("--instance-count", type=int, default=1)
     submit.add_argument("--spot", action=argparse.BooleanOptionalAction, default=None)
-    submit.add_argument("--deploy-to", help="endpoint short name to deploy to when the gate passes")
+    submit.add_argument("--deploy-to", help="endpoint short name (or a LoRA endpoint's adapter name, for lora/qlora "
+                        "runs of its base model) to deploy to when the gate passes")
     submit.add_argument("--threshold", type=float, help="gate threshold on the task's main metric")
     submit.add_argument("--dry-run", action="store_true", help="validate and print the input; start nothing")
     submit.add_argument("--wait", action="store_true", help="poll until the execution ends, printing progress")

@@ -215,6 +215,10 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
             problems.append(f"deploy_to: {request.deploy_to!r} is a LoRA adapter of endpoint {adapter.endpoint!r}; "
                             f"only a causal-lm run with method lora or qlora deploys there (got task={request.task}, "
                             f"method={method})")
+        if config is not None and method in ("lora", "qlora") and config.lora_r > adapter.max_lora_rank:
+            problems.append(f"hyperparameters.lora_r: {config.lora_r} exceeds the max_lora_rank "
+                            f"{adapter.max_lora_rank} endpoint {adapter.endpoint!r} loads; lower it or raise the "
+                            "endpoint's lora.max_lora_rank")
         if request.base_model != adapter.base_model:
             problems.append(f"deploy_to: adapter {request.deploy_to!r} runs on base model {adapter.base_model!r}; "
                             f"this run fine-tunes {request.base_model!r}")

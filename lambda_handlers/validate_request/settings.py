@@ -66,6 +66,8 @@ class AdapterTarget(BaseModel):
     """The inference-component endpoint's short name."""
     base_model: str
     """The base model the endpoint serves: a run of any other base model cannot load as its adapter."""
+    max_lora_rank: int = Field(default=16, ge=1)
+    """The highest LoRA rank the endpoint's LMI container loads (its OPTION_MAX_LORA_RANK)."""
 
 
 class ValidateSettings(BaseModel):
@@ -169,7 +171,8 @@ def deployable_endpoints(stage_config: StageConfig) -> dict[str, EndpointKind]:
 
 def adapter_targets(stage_config: StageConfig) -> dict[str, AdapterTarget]:
     """Each declared LoRA adapter of the stage, with its endpoint and base model."""
-    return {adapter.name: AdapterTarget(endpoint=endpoint.name, base_model=endpoint.lora.base_model)
+    return {adapter.name: AdapterTarget(endpoint=endpoint.name, base_model=endpoint.lora.base_model,
+                                        max_lora_rank=endpoint.lora.max_lora_rank)
             for endpoint in stage_config.endpoints if endpoint.lora is not None for adapter in endpoint.lora.adapters}
 
 

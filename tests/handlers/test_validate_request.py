@@ -468,6 +468,9 @@ def test_a_lora_run_of_the_endpoints_base_model_may_deploy_to_its_adapter(s3):
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"method": "full"}, ["deploy_to: 'legal' is a LoRA adapter of endpoint 'chat'; only a causal-lm run with method "
                           "lora or qlora deploys there (got task=causal-lm, method=full)"]),
+    ({"hyperparameters": {"epochs": 1, "lora_r": 32}},
+     ["hyperparameters.lora_r: 32 exceeds the max_lora_rank 16 endpoint 'chat' loads; lower it or raise the "
+      "endpoint's lora.max_lora_rank"]),
     ({"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
      ["deploy_to: adapter 'legal' runs on base model 'smollm2'; this run fine-tunes "
       "'HuggingFaceTB/SmolLM2-135M-Instruct'"]),
