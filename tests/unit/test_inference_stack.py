@@ -462,3 +462,34 @@ def test_model_role_reads_the_base_and_this_endpoints_adapters_only(assembly):
     assert ("arn:aws:logs:eu-west-1:111111111111:log-group:/aws/sagemaker/InferenceComponents/search-dev-*"
             in _as_list(logs["Resource"]))
 
+
+
+def test_a_stage_that_keeps_copies_has_no_scale_from_zero_and_starts_with_its_minimum(tmp_path):
+    """min_copies >= 1 (prod-like): no NoCapacity alarm or step policy, and instances never scale to zero."""
+    from app import build_app
+    from scripts.cloud_assembly import read_assembly
+    from tests.conftest import EXAMPLE_CONFIG
+
+    config = tmp_path / "teams.yaml"
+    text = EXAMPLE_CONFIG.read_text()
+    assert "              min_copies: 0\n" in text
+    indent = " " * 14
+    config.write_text(text.replace(f"{indent}min_copies: 0\n", f"{indent}min_copies: 2\n{indent}max_copies: 3\n", 1)
+                      .replace(f"{indent}max_copies: 2\n", "", 1))
+    outdir = tmp_path / "cdk.out"
+    build_app(config, teams="search", stage_names="dev", outdir=str(outdir)).synth()
+    stack = read_assembly(outdir).stack(DEV, "Inference")
+
+    (base,) = [c["Properties"] for c in stack.resources_of_type("AWS::SageMaker::InferenceComponent").values()
+               if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"]
+    assert base["RuntimeConfig"] == {"CopyCount": 2}
+    (target,) = [t["Properties"] for k, t in stack.resources_of_type(
+        "AWS::ApplicationAutoScaling::ScalableTarget").items() if k.startswith("EndpointChat")]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 3)
+    policies = [p["Properties"]["PolicyType"] for k, p in stack.resources_of_type(
+        "AWS::ApplicationAutoScaling::ScalingPolicy").items() if k.startswith("EndpointChat")]
+    assert policies == ["TargetTrackingScaling"]
+    assert not [k for k in stack.resources_of_type("AWS::CloudWatch::Alarm") if k.startswith("EndpointChat")]
+    (config_resource,) = [c["Properties"] for k, c in stack.resources_of_type(
+        "AWS::SageMaker::EndpointConfig").items() if k.startswith("EndpointChat")]
+    assert config_resource["ProductionVariants"][0]["ManagedInstanceScaling"]["MinInstanceCount"] == 1
