@@ -151,6 +151,9 @@ class LocalStage:
             for logical_id in assembly.of_type(stack, "AWS::SNS::Topic"):
                 sns.create_topic(Name=assembly.physical_name(stack, logical_id).rsplit(":", 1)[-1])
         model = sagemaker.meta.service_model
+        # moto has no inference components: an endpoint config that hosts them names no model, which moto
+        # refuses, so such endpoints (LoRA endpoints) are left out of a local run, their configs with them.
+        component_configs: set[str] = set()
         for stack in assembly.stacks.values():
             for kind, operation, name_key in _SAGEMAKER_RESOURCES:
                 members = model.operation_model(sagemaker.meta.method_to_api_mapping[operation]).input_shape.members
@@ -158,6 +161,12 @@ class LocalStage:
                     props = assembly.resolve(resource.get("Properties", {}), stack)
                     params = {k: v for k, v in props.items() if k in members and k != "Tags"}
                     params[name_key] = assembly.physical_name(stack, logical_id)
+                    if kind == "AWS::SageMaker::EndpointConfig" and not all(
+                            "ModelName" in variant for variant in props.get("ProductionVariants", [])):
+                        component_configs.add(params[name_key])
+                        continue
+                    if kind == "AWS::SageMaker::Endpoint" and params.get("EndpointConfigName") in component_configs:
+                        continue
                     getattr(sagemaker, operation)(**params)
 
     # --- S3 in the state folder -------------------------------------------------------------------------------

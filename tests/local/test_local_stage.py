@@ -1,0 +1,26 @@
+"""A local session deploys the stage as CloudFormation would, as far as moto can: quick, no training."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from finetune_cli.local.stage import LocalStage
+
+from .conftest import CONFIG
+
+pytestmark = [pytest.mark.local, pytest.mark.synth]
+
+
+def test_a_stage_with_a_lora_endpoint_opens_with_its_other_endpoints(local_state, tmp_path):
+    # Given search-dev, whose `chat` endpoint is served by inference components (moto has none)
+    stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=local_state, out=io.StringIO())
+    # When a local session deploys the stage
+    with stage.session(tmp_path / "run") as services:
+        sagemaker = services.client("sagemaker")
+        endpoints = sorted(e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"])
+        configs = [c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]]
+    # Then the whole-model endpoints exist as in AWS, and the LoRA endpoint is left out rather than failing the run
+    assert endpoints == ["search-dev-assistant", "search-dev-sentiment"]
+    assert len(configs) == 2
