@@ -127,6 +127,16 @@ def rest_event(method: str, target: str, headers: dict[str, str], body: bytes, s
             "body": text or None, "isBase64Encoded": encoded}
 
 
+def without_component_models(environment: dict[str, str]) -> dict[str, str]:
+    """The proxy's environment without the models of LoRA endpoints (base and adapters): a local session has no
+    inference components (moto lacks them), so those names answer 404 locally instead of failing every listing."""
+    if "ENDPOINTS" not in environment:
+        return dict(environment)
+    models = json.loads(environment["ENDPOINTS"])
+    kept = {name: spec for name, spec in models.items() if not spec.get("inference_component")}
+    return {**environment, "ENDPOINTS": json.dumps(kept, separators=(",", ":"))}
+
+
 class LocalApi:
     """The proxy function behind an HTTP server; ``url`` is the OpenAI-style base URL (``.../v1``)."""
 
@@ -144,7 +154,7 @@ class LocalApi:
                           if f.handler.startswith("inference_proxy.")), None)
             if proxy is None:
                 raise ContainerError(500, f"{stage.config.qualified_name} has no inference proxy (no endpoints)")
-            variables = {**proxy.environment, "AWS_REGION": stage.assembly.region,
+            variables = {**without_component_models(proxy.environment), "AWS_REGION": stage.assembly.region,
                          "AWS_LAMBDA_FUNCTION_NAME": proxy.name}
             with local_runtime(containers, stage.assembly.account), _environment(variables), \
                     _asset_on_path(proxy.asset_dir):

@@ -24,3 +24,17 @@ def test_a_stage_with_a_lora_endpoint_opens_with_its_other_endpoints(local_state
     # Then the whole-model endpoints exist as in AWS, and the LoRA endpoint is left out rather than failing the run
     assert endpoints == ["search-dev-assistant", "search-dev-sentiment"]
     assert len(configs) == 2
+
+
+def test_local_serve_leaves_the_lora_models_out_of_the_proxys_models(assembly):
+    import json
+
+    from finetune_cli.local.serve import without_component_models
+
+    (function,) = assembly.stack("search-dev", "Inference").resources_of_type("AWS::Lambda::Function").values()
+    environment = function["Properties"]["Environment"]["Variables"]
+    assert {"chat", "support-tone", "sql-helper"} <= set(json.loads(environment["ENDPOINTS"]))
+    local = without_component_models(environment)
+    assert sorted(json.loads(local["ENDPOINTS"])) == ["assistant", "sentiment"]
+    assert {k: v for k, v in local.items() if k != "ENDPOINTS"} == {
+        k: v for k, v in environment.items() if k != "ENDPOINTS"}
