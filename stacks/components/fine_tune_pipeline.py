@@ -35,6 +35,7 @@ from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no 
 def _pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
 
+
 CAPACITY_RETRIES = 3
 
 
