@@ -233,9 +233,9 @@ class Cli:
             raise RuntimeFailure(f"no log streams for training job {job} in {TRAINING_LOG_GROUP} yet")
         for stream in streams["logStreams"]:
             self.print(f"== {stream['logStreamName']}")
-            token = None
+            token: str | None = None
             while True:
-                kwargs = {"nextToken": token} if token else {}
+                kwargs: dict[str, str] = {"nextToken": token} if token else {}
                 page = logs.get_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream["logStreamName"],
                                            startFromHead=True, **kwargs)
                 for event in page["events"]:
@@ -315,7 +315,7 @@ class Cli:
             raise UsageError(f"{hub_id}: downloading from the hub needs huggingface_hub") from None
         try:
             return Path(snapshot_download(hub_id, local_dir=tempfile.mkdtemp(prefix="finetune-model-")))
-        except Exception as error:  # noqa: BLE001 - network and hub errors of many types
+        except Exception as error:
             raise RuntimeFailure(f"{hub_id}: download failed ({error})") from None
 
     # --- batch ------------------------------------------------------------------------------------------
@@ -385,4 +385,4 @@ def main(argv: Sequence[str] | None = None, *, session: Any = None, out: Any = N
         return 130
 
 
-__all__ = ["main", "build_parser", "execution_name"]
+__all__ = ["build_parser", "execution_name", "main"]
