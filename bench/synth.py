@@ -66,7 +66,7 @@ def main() -> None:
     xs, ys = list(seconds), list(seconds.values())
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     denominator = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / denominator if denominator else float("nan")
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator if denominator else float("nan")
     print(json.dumps({
         "benchmark": "synth",
         "stages": {str(n): round(s, 2) for n, s in seconds.items()},

@@ -70,7 +70,7 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
             import pandas as pd
 
             frame = pd.read_parquet(path)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        except Exception as error:  # pyarrow raises many types for a bad file
             raise UsageError(f"{path}: cannot be read as Parquet ({error})") from None
         frame = frame.astype(object).where(frame.notna(), None)
         rows = [SourceRow(i + 1, row) for i, row in enumerate(frame.to_dict(orient="records"))]
@@ -105,7 +105,8 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
                 report.dropped_malformed.append(f"line {first}: {len(record)} fields but the header has "
                                                 f"{len(header)}")
                 continue
-            rows.append(SourceRow(first, dict(zip(header, record))))
+            # A shorter record is allowed: its trailing columns are simply absent from the row.
+            rows.append(SourceRow(first, dict(zip(header, record, strict=False))))
         report.rows_read = len(rows) + report.dropped_non_utf8 + len(report.dropped_malformed)
         return rows, header
     columns: dict[str, None] = {}
@@ -139,10 +140,8 @@ def resolve_mapping(task: str, columns: list[str], mapping: dict[str, str], sour
             raise UsageError(f"--map {canonical}={column}: column {column!r} is not in {source} "
                              f"(columns: {', '.join(columns) or 'none'})")
     resolved = {name: mapping.get(name, name) for name in FIELDS[task] if mapping.get(name, name) in columns}
-    if task == "classification":
-        needed = [("text", "label")]
-    else:
-        needed = [("messages",), ("prompt", "completion"), ("text",)]
+    needed: list[tuple[str, ...]] = (
+        [("text", "label")] if task == "classification" else [("messages",), ("prompt", "completion"), ("text",)])
     for option in needed:
         if all(name in resolved for name in option):
             return {name: resolved[name] for name in option}

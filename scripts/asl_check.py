@@ -206,7 +206,7 @@ def _printed_parse_errors(parse, text: str) -> tuple[list[str], Exception | None
     with contextlib.redirect_stderr(printed):
         try:
             parse(text)
-        except Exception as error:  # noqa: BLE001  (any parser failure is a finding, reported with its type)
+        except Exception as error:  # any parser failure is a finding, reported with its type
             raised = error
     errors = [line.strip() for line in printed.getvalue().splitlines() if re.match(r"\s*line \d+:\d+ ", line)]
     return errors, raised

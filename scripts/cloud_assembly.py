@@ -81,7 +81,7 @@ def read_assembly(outdir: Path) -> Assembly:
 def acknowledgements(assembly: Assembly) -> list[dict[str, str]]:
     """Every acknowledgement recorded in the assembly (stage, construct path, rule, reason), sorted."""
     rows = []
-    for (stage, stack_name), stack in sorted(assembly.stacks.items()):
+    for (stage, _stack_name), stack in sorted(assembly.stacks.items()):
         for path, entries in sorted(stack.metadata.items()):
             for entry in entries:
                 if entry["type"] != "aws:cdk:acknowledged-rules":

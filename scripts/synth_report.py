@@ -54,7 +54,7 @@ def main(outdir: Path) -> int:
               "state machines")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

@@ -53,7 +53,8 @@ class ScopedAccess:
         self.partition = stack.resolve(stack.partition)  # literal ("aws") in an environment-specific stack
 
     def bucket_arn(self, purpose: str) -> str:
-        return f"arn:{self._stack.partition}:s3:::{naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)}"
+        bucket = naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)
+        return f"arn:{self._stack.partition}:s3:::{bucket}"
 
     def _nag_arn(self, purpose: str, prefix: str) -> str:
         bucket = naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)
@@ -322,12 +323,14 @@ class TrainingStack(Stack):
     def _acknowledge_pipeline_wildcards(self, q: str) -> None:
         policy = self.state_machine.role.node.find_child("DefaultPolicy").node.default_child
         p = self.resolve(self.partition)
+        validate_request = self.get_logical_id(self.node.find_child("ValidateRequest").node.default_child)
+        gate = self.get_logical_id(self.node.find_child("Gate").node.default_child)
         acknowledge(policy, {
             "NIST.800.53.R5-IAMNoInlinePolicy": _SFN_INLINE, "HIPAA.Security-IAMNoInlinePolicy": _SFN_INLINE,
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:"
             f"{self.region}:{self.account}:training-job/*]": (
-                "Training job names are generated per attempt (stage prefix + execution + random suffix) so a retry "
-                "never collides; the state machine can only create, describe and stop training jobs."),
+                "Training job names are generated per attempt (stage prefix + execution + random suffix) so a "
+                "retry never collides; the state machine can only create, describe and stop training jobs."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/*]": (
                 "Deploy creates one model per training job, named after the job; the name is not known at deploy."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
@@ -339,8 +342,8 @@ class TrainingStack(Stack):
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
             f":model-package/{naming.model_package_group(q)}/*]": (
                 "Versions of this stage's own model package group; version numbers are assigned by SageMaker."),
-            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('ValidateRequest').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
-            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(self.node.find_child('Gate').node.default_child)}.Arn>:*]": _LAMBDA_VERSIONS,
+            f"AwsSolutions-IAM5[Resource::<{validate_request}.Arn>:*]": _LAMBDA_VERSIONS,
+            f"AwsSolutions-IAM5[Resource::<{gate}.Arn>:*]": _LAMBDA_VERSIONS,
             "AwsSolutions-IAM5[Resource::*]": (
                 "X-Ray trace segments and CloudWatch Logs log delivery, which have no resource-level permissions "
                 "(added by CDK for tracing and logging of the state machine)."),

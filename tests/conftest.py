@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cloud_assembly import Assembly, read_assembly  # noqa: F401  (read_assembly re-exported for tests)
+from scripts.cloud_assembly import Assembly, read_assembly  # tests also import read_assembly from here
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "config" / "teams.yaml"

@@ -84,19 +84,19 @@ class BatchInference(Construct):
                 vpc_network_interfaces(),
             ])
         acknowledge(self.model_policy, {
-            "AwsSolutions-IAM5[Resource::*]":
-                "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to run a "
-                "transform job in the team VPC have no resource-level permissions; image pulls are limited to the "
-                "pinned Deep Learning Container repositories.",
-            f"AwsSolutions-IAM5[Resource::{data_objects}]":
-                "A batch job reads the JSONL prefix and writes the output prefix the caller names; both lie in this "
-                "team stage's own buckets, which the state machine checks before it starts the job.",
-            f"AwsSolutions-IAM5[Resource::{artifacts_objects}]":
+            "AwsSolutions-IAM5[Resource::*]": (
+                "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to "
+                "run a transform job in the team VPC have no resource-level permissions; image pulls are limited "
+                "to the pinned Deep Learning Container repositories."),
+            f"AwsSolutions-IAM5[Resource::{data_objects}]": (
+                "A batch job reads the JSONL prefix and writes the output prefix the caller names; both lie in "
+                "this team stage's own buckets, which the state machine checks before it starts the job."),
+            f"AwsSolutions-IAM5[Resource::{artifacts_objects}]": (
                 "Models and results live under caller-chosen prefixes of the team's artifacts bucket; access is "
-                "limited to that one bucket of this team stage.",
-            f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]":
+                "limited to that one bucket of this team stage."),
+            f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]": (
                 "SageMaker writes one log stream per transform job instance, named after the job; jobs started by "
-                f"this machine are named {qualified_name}-<uuid>.",
+                f"this machine are named {qualified_name}-<uuid>."),
         })
 
         # --- states -------------------------------------------------------------------------------------------
@@ -297,19 +297,19 @@ class BatchInference(Construct):
                                     resources=["*"]),
             ])
         acknowledge(self.policy, {
-            "AwsSolutions-IAM5[Resource::*]":
-                "CloudWatch Logs vended-log delivery (CreateLogDelivery and related) and X-Ray trace submission have "
-                "no resource-level permissions; Step Functions documents these statements with Resource '*'.",
-            f"AwsSolutions-IAM5[Resource::{models}]":
+            "AwsSolutions-IAM5[Resource::*]": (
+                "CloudWatch Logs vended-log delivery (CreateLogDelivery and related) and X-Ray trace submission "
+                "have no resource-level permissions; Step Functions documents these statements with Resource '*'."),
+            f"AwsSolutions-IAM5[Resource::{models}]": (
                 f"Each execution creates one model named {qualified_name}-<uuid> and deletes it when its job ends; "
                 "the prefix confines the grant to this team stage's models, and deleting needs the tag BatchInfer "
-                "puts on the models it creates.",
-            f"AwsSolutions-IAM5[Resource::{package_versions}]":
+                "puts on the models it creates."),
+            f"AwsSolutions-IAM5[Resource::{package_versions}]": (
                 "Model package versions are numbered as they are registered; the grant covers the versions of this "
-                "team stage's own model package group only.",
-            f"AwsSolutions-IAM5[Resource::{transform_jobs}]":
+                "team stage's own model package group only."),
+            f"AwsSolutions-IAM5[Resource::{transform_jobs}]": (
                 f"Each execution runs one transform job named {qualified_name}-<uuid>; the prefix confines the "
-                "grant to this team stage's jobs.",
+                "grant to this team stage's jobs."),
         })
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",

@@ -111,18 +111,18 @@ class ModelExecutionRole(Construct):
                       "reference); image pulls themselves are limited to the pinned Deep Learning Container "
                       "repositories.")
         findings = {
-            "AwsSolutions-IAM5[Resource::*]":
+            "AwsSolutions-IAM5[Resource::*]": (
                 f"{ecr_reason} The EC2 network-interface actions SageMaker needs to place models in the team VPC "
-                "support no resource-level scoping for Describe* and are documented with Resource '*'.",
-            f"AwsSolutions-IAM5[Resource::{capture_objects}]":
+                "support no resource-level scoping for Describe* and are documented with Resource '*'."),
+            f"AwsSolutions-IAM5[Resource::{capture_objects}]": (
                 "Data capture writes one object per sampled request under data-capture/<endpoint>/ with names "
-                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket.",
-            f"AwsSolutions-IAM5[Resource::{log_groups}]":
+                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket."),
+            f"AwsSolutions-IAM5[Resource::{log_groups}]": (
                 "SageMaker creates one log group per endpoint, /aws/sagemaker/Endpoints/<endpoint name>; every "
-                f"endpoint of this stage is named {qualified_name}-<name>, so the pattern admits only them.",
-            f"AwsSolutions-IAM5[Resource::{log_groups}:log-stream:*]":
+                f"endpoint of this stage is named {qualified_name}-<name>, so the pattern admits only them."),
+            f"AwsSolutions-IAM5[Resource::{log_groups}:log-stream:*]": (
                 "Log streams are created per instance and container by SageMaker with generated names, inside "
-                "this stage's endpoint log groups only.",
+                "this stage's endpoint log groups only."),
         }
         if package_arns:
             findings[f"AwsSolutions-IAM5[Resource::{artifacts_objects}]"] = (

@@ -147,8 +147,8 @@ class GpuHost(Construct):
         acknowledge(self.role, {
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]": (
                 "AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent and Session Manager, "
-                "the only way into this host (no key pair, no inbound rules); AWS updates it with the agent, and it "
-                "grants no access to data."),
+                "the only way into this host (no key pair, no inbound rules); AWS updates it with the agent, and "
+                "it grants no access to data."),
         })
         self.policy = iam.ManagedPolicy(
             self, "Policy",
@@ -196,8 +196,8 @@ class GpuHost(Construct):
         # replace the host, and its root volume, on any deploy.
         self.instance.instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W9010"]}})
         acknowledge(self.instance.instance, {"CloudFormation-Validate::W9010": (
-            "The Deep Learning AMI id is pinned on purpose in hosts/dlami.json, so that a new AMI release never "
-            "replaces the host silently; moving to a newer AMI is a reviewed change of that file.")})
+            "The Deep Learning AMI id is pinned on purpose in hosts/dlami.json, so that a new AMI release "
+            "never replaces the host silently; moving to a newer AMI is a reviewed change of that file.")})
         if not termination_protection:
             acknowledge(self.instance, {
                 "AwsSolutions-EC29": (

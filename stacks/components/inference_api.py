@@ -138,10 +138,10 @@ class InferenceProxy(Construct):
                                     resources=["*"]),
             ])
         acknowledge(self.policy, {
-            "AwsSolutions-IAM5[Resource::*]":
+            "AwsSolutions-IAM5[Resource::*]": (
                 "X-Ray PutTraceSegments/PutTelemetryRecords and the EC2 network-interface actions Lambda needs to "
                 "attach the function to the team VPC support no resource-level permissions (IAM service "
-                "authorization reference); the SageMaker grant is on this stage's endpoint ARNs only.",
+                "authorization reference); the SageMaker grant is on this stage's endpoint ARNs only."),
         })
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,

@@ -103,7 +103,7 @@ def test_submit_validates_and_starts_an_execution(aws):
 
 
 def test_submit_rejects_an_invalid_run_locally_without_starting_it(aws):
-    code, out, err = run(["submit", *STAGE, "--dataset", "sst2/v1", "--task", "classification",
+    code, _, err = run(["submit", *STAGE, "--dataset", "sst2/v1", "--task", "classification",
                           "--base-model", "minilm", "--method", "qlora", "--instance-count", "5"], aws)
 
     assert code == 2
@@ -156,7 +156,7 @@ def test_missing_stack_is_a_runtime_failure(aws):
     (["prepare", "missing.csv", "--task", "classification", "--output", "out"], "missing.csv: no such file"),
 ])
 def test_bad_arguments_exit_2_with_a_message(aws, args, message):
-    code, out, err = run(args, aws)
+    code, _, err = run(args, aws)
 
     assert code == 2
     assert err.startswith("finetune: error: ") and message in err
@@ -284,7 +284,7 @@ def test_models_stage_rejects_a_directory_without_config(aws, tmp_path):
 
 
 def test_batch_starts_the_batch_infer_pipeline(aws):
-    code, out, _ = run(["batch", *STAGE, "--model-name", "acme-dev-sentiment", "--instance-type", "ml.m5.xlarge",
+    code, _, _ = run(["batch", *STAGE, "--model-name", "acme-dev-sentiment", "--instance-type", "ml.m5.xlarge",
                         "--input", f"s3://{DATA}/datasets/sst2/v1/train",
                         "--output", f"s3://{DATA}/predictions/sst2/"], aws)
 

@@ -48,7 +48,7 @@ def test_every_sagemaker_call_validates_against_botocore(states, sagemaker_model
     # two ways to create a model, two transform variants (with and without a volume key), two clean-ups
     assert sorted(_operation(s) for s in calls.values()) == [
         "CreateModel", "CreateModel", "CreateTransformJob", "CreateTransformJob", "DeleteModel", "DeleteModel"]
-    for name, state in calls.items():
+    for state in calls.values():
         validate_request(sagemaker_model, _operation(state), render(state["Parameters"], SAMPLE))
 
 

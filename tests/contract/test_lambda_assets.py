@@ -124,7 +124,7 @@ def test_every_python_function_imports_from_its_asset_and_loads_its_settings(ass
 
 def test_a_missing_environment_variable_fails_the_import(assembly, allowed_packages, regions):
     # The same harness refuses what Lambda would: drop one variable the template sets.
-    stage, stack, logical_id, properties, asset, variables = next(
+    stage, _, logical_id, properties, asset, variables = next(
         f for f in _python_functions(assembly) if f[2].startswith("ValidateRequest"))
     del variables["DATA_BUCKET"]
     result = _import_as_deployed(asset, allowed_packages, properties["Handler"],

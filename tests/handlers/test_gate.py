@@ -79,5 +79,5 @@ def test_unjudgeable_evaluations_raise(evaluation, message):
 
 def test_missing_evaluation_in_archive_is_a_clear_error(s3):
     uri = _put_evaluation(s3, CLASSIFICATION, name="something-else.json")
-    with pytest.raises(GateInputError, match="has no evaluation.json"):
+    with pytest.raises(GateInputError, match=r"has no evaluation\.json"):
         run_gate(s3, output_archive_uri=uri, evaluation_s3_uri=f"s3://{BUCKET}/e.json", threshold=None)

@@ -198,8 +198,8 @@ BAD_INPUTS = [
         "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
         "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
         "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, gradient_checkpointing, "
-        "eval_steps, save_steps, early_stopping_patience, keep_best, seed, validation_split, logging_steps, max_eval_rows, "
-        "distributed_strategy, progress)"], id="hp-unknown"),
+        "eval_steps, save_steps, early_stopping_patience, keep_best, seed, validation_split, logging_steps, "
+        "max_eval_rows, distributed_strategy, progress)"], id="hp-unknown"),
     pytest.param(good_chat(hyperparameters={"task": "classification"}),
                  ['hyperparameters.task: give task as the top-level "task" key, not as a hyperparameter'],
                  id="hp-task"),

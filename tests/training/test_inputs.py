@@ -126,7 +126,7 @@ GOOD_CLS = [{"text": "great film", "label": 1}, {"text": "awful film", "label": 
 @pytest.mark.parametrize(
     ("case", "train_rows", "val_rows", "extra", "expected"),
     [
-        ("malformed JSON", GOOD_CLS + ['{"text": "oops", "label": 1'], None, [], "train.jsonl, line 9: malformed JSON"),
+        ("malformed JSON", [*GOOD_CLS, '{"text": "oops", "label": 1'], None, [], "train.jsonl, line 9: malformed JSON"),
         ("wrong fields", [{"sentence": "x", "target": 1}], None, [], "line 1: unrecognised fields (sentence, target)"),
         ("empty file", [], None, [], "train.jsonl: file is empty"),
         ("unknown label", GOOD_CLS, [{"text": "meh", "label": 2}], [], "validation.jsonl, line 1: unknown label 2"),

@@ -161,7 +161,7 @@ def test_torchrun_two_processes_rank0_writes_and_resumes(tmp_path, minilm_dir, s
     assert resumed.training_metrics()["summary"]["resumed_from_steps"] == [2]
     assert sum(line.startswith("metric train_loss=") for line in resumed.stdout.splitlines()) == 2
     assert [s for s, _ in _losses(resumed)] == [1, 2, 3, 4]
-    assert [l for _, l in _losses(resumed)] == pytest.approx([l for _, l in _losses(run)], rel=1e-4, abs=1e-5)
+    assert [loss for _, loss in _losses(resumed)] == pytest.approx([loss for _, loss in _losses(run)], rel=1e-4, abs=1e-5)
 
 
 def test_fsdp_shards_the_same_training_as_ddp(tmp_path, minilm_dir):
@@ -173,7 +173,7 @@ def test_fsdp_shards_the_same_training_as_ddp(tmp_path, minilm_dir):
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
     # Then every step's loss, the evaluations and the saved weights agree: sharding changes where the weights
     # live, not the arithmetic
-    assert [l for _, l in _losses(fsdp)] == pytest.approx([l for _, l in _losses(ddp)], rel=1e-5, abs=1e-6)
+    assert [loss for _, loss in _losses(fsdp)] == pytest.approx([loss for _, loss in _losses(ddp)], rel=1e-5, abs=1e-6)
     assert fsdp.evaluation()["fine_tuned"]["eval_loss"] == pytest.approx(ddp.evaluation()["fine_tuned"]["eval_loss"], rel=1e-5)
     from safetensors.torch import load_file
 

@@ -93,7 +93,7 @@ def test_stack_names_derive_from_team_and_stage(assembly):
         *[("search-prod", layer) for layer in ("Data", "Training", "Inference", "Monitoring")],
         *[("support-dev", layer) for layer in ("Data", "Training", "Monitoring")],
     ])
-    for (stage, name), description in stacks.items():
+    for (stage, _name), description in stacks.items():
         assert description.startswith(f"finetune-stack {stage}: ")
 
 

@@ -255,7 +255,7 @@ def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
     transforms = {name: s for name, s in states.items()
                   if s.get("Resource", "").endswith("sagemaker:createTransformJob.sync")}
     assert len(transforms) == 2
-    for name, state in transforms.items():
+    for state in transforms.values():
         params = state["Parameters"]
         assert params["TransformInput"]["SplitType"] == "Line"
         assert params["TransformOutput"]["KmsKeyId"]

@@ -128,7 +128,7 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
                 searches.append(options["expression"])
             continue
         namespace, name, *rest = [m for m in metric if not isinstance(m, dict)]
-        dimensions = dict(zip(rest[::2], rest[1::2]))
+        dimensions = dict(zip(rest[::2], rest[1::2], strict=True))
         seen_namespaces.add(namespace)
         if namespace == "AWS/SageMaker":
             assert name in sagemaker_names

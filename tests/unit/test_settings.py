@@ -90,7 +90,8 @@ BAD_CONFIGS = [
      ["teams[0].stages.dev: sets both new_vpc and existing_vpc (after team defaults); keep one"]),
     ("zones mismatch", _config(stages=(
         'dev: {account: "111111111111", region: eu-west-1, existing_vpc: {vpc_id: vpc-0123456789abcdef0, '
-        'cidr: 10.1.0.0/16, isolated_subnet_ids: [subnet-01234567], availability_zones: [eu-west-1a, eu-west-1b]}}')),
+        'cidr: 10.1.0.0/16, isolated_subnet_ids: [subnet-01234567], '
+        'availability_zones: [eu-west-1a, eu-west-1b]}}')),
      ["teams[0].stages.dev.existing_vpc: lists 1 subnets but 2 availability zones; give one zone per subnet"]),
     ("duplicate team", _config() + _config(name="search").replace("teams:\n", ""),
      ["teams[1].name: 'search' duplicates teams[0].name"]),

@@ -32,9 +32,11 @@ class TrainConfig:
     task: str = "causal-lm"
     """What to train: ``causal-lm`` (instruction/chat/text data) or ``classification`` (``{"text","label"}``)."""
     method: str | None = None
-    """``lora``, ``qlora`` (4-bit base, CUDA only, causal-lm only) or ``full``. Default: lora for causal-lm, full for classification."""
+    """``lora``, ``qlora`` (4-bit base, CUDA only, causal-lm only) or ``full``.
+    Default: lora for causal-lm, full for classification."""
     base_model: str | None = None
-    """A local model directory, a hub id, or ``local:minilm`` / ``local:smollm2`` (packaged offline models). Default: the ``model`` channel."""
+    """A local model directory, a hub id, or ``local:minilm`` / ``local:smollm2`` (packaged offline models).
+    Default: the ``model`` channel."""
     epochs: float = 1.0
     """Passes over the training data (fractions allowed); ignored when ``max_steps`` > 0."""
     max_steps: int = 0
@@ -46,7 +48,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     """Micro-batches accumulated into one optimizer step."""
     max_seq_length: int | None = None
-    """Longest tokenised example (and packed row); longer ones are truncated. Default: 1024 causal-lm, 128 classification."""
+    """Longest tokenised example (and packed row); longer ones are truncated.
+    Default: 1024 causal-lm, 128 classification."""
     warmup_ratio: float = 0.05
     """Fraction of the steps spent warming the learning rate up linearly before cosine decay."""
     weight_decay: float = 0.0
@@ -60,7 +63,8 @@ class TrainConfig:
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
-    """Pack causal-lm examples into rows without attention across examples. Default: true for causal-lm; not for classification."""
+    """Pack causal-lm examples into rows without attention across examples.
+    Default: true for causal-lm; not for classification."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     eval_steps: int = 0

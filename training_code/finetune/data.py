@@ -114,7 +114,7 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = list(enc["input_ids"])
             labels = [IGNORE_INDEX] * len(ids)
-            for k, (a, b) in enumerate(enc["offset_mapping"]):
+            for k, (a, _) in enumerate(enc["offset_mapping"]):
                 if any(s <= a < e for s, e in spans):
                     labels[k] = ids[k]
             if ids and ids[-1] != eos and eos is not None and labels[-1] != IGNORE_INDEX:
@@ -146,7 +146,7 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             report.truncated += 1
             ids, labels = ids[:max_seq_length], labels[:max_seq_length]
         # labels[0] never counts (nothing predicts the first token)
-        if not any(l != IGNORE_INDEX for l in labels[1:]):
+        if not any(label != IGNORE_INDEX for label in labels[1:]):
             report.dropped_no_target += 1
             report.dropped_where.append(f"{record.source}:{record.line}")
             continue
@@ -160,7 +160,7 @@ def encode_classification(records: list[Record], tokenizer, max_seq_length: int,
     texts = [r.data["text"] for r in records]
     encoded = tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
     examples = []
-    for record, ids in zip(records, encoded):
+    for record, ids in zip(records, encoded, strict=True):
         if len(ids) > max_seq_length:
             report.truncated += 1
             ids = ids[: max_seq_length - 1] + ids[-1:]  # keep the closing special token
@@ -248,8 +248,8 @@ class BatchPlan:
             raise DataError(
                 "train channel",
                 None,
-                f"{len(items)} training rows are fewer than one batch (batch_size={batch_size} x {world_size} processes); "
-                "add data or lower batch_size",
+                f"{len(items)} training rows are fewer than one batch (batch_size={batch_size} x {world_size} "
+                "processes); add data or lower batch_size",
             )
         self._epoch = -1
         self._order: list[int] = []

