@@ -21,12 +21,13 @@ VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 # make test: the whole suite. make test-fast: no synthesis and no training (the edit-test loop, ~1-2 minutes).
-.PHONY: help deps synth test test-fast check-config schema snapshot-update diagram bench bench-train train-local clean
+.PHONY: help deps synth test test-fast lint check-config schema snapshot-update diagram bench bench-train train-local clean
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
 	@echo "make test-fast        the tests that need no synthesis and no training run (unit, handlers, contract)"
+	@echo "make lint             ruff (lint and format check) and mypy, configured in pyproject.toml"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -59,6 +60,12 @@ test: deps
 
 test-fast: deps
 	$(PY) -m pytest -m "not synth and not training"
+
+# Configuration in pyproject.toml: ruff's rules and line length, mypy's files and its strict packages.
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
