@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent
 # jsii runs on Node: prefer the supported Node the project installs (make node) over an end-of-life system one.
@@ -22,6 +23,9 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
     os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
 from stacks.settings import ConfigError, StageConfig, load_config  # noqa: E402
+
+if TYPE_CHECKING:  # the CDK (and Node) only load when an app is built, not for --check
+    from aws_cdk import App
 
 
 def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str | None) -> list[StageConfig]:
@@ -43,18 +47,19 @@ def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str
 
 def feature_flags() -> dict[str, object]:
     """The feature flags in cdk.json, so `python app.py` and tests synthesize exactly what `cdk synth` does."""
-    return json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+    flags: dict[str, object] = json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+    return flags
 
 
 def build_app(config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None,
-              outdir: str | None = None):
+              outdir: str | None = None) -> App:
     """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config)."""
     from aws_cdk import App
 
     from stacks.team_stage import TeamStage
 
     selected = select_stages(load_config(config_path), teams, stage_names)
-    app = App(context=feature_flags(), **({"outdir": outdir} if outdir else {}))
+    app = App(context=feature_flags(), outdir=outdir or None)
     for stage in selected:
         TeamStage(app, stage=stage)
     return app

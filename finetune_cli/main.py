@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,7 +32,7 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with usage, as argparse does, via UsageError
+    def error(self, message: str) -> NoReturn:  # exit 2 with usage, as argparse does, via UsageError
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -252,7 +252,7 @@ class Cli:
             if details.get("resourceType") == "sagemaker" and "createTrainingJob" in details.get("resource", ""):
                 text = details.get("output") or details.get("parameters") or "{}"
                 name = json.loads(text).get("TrainingJobName")
-                if name:
+                if isinstance(name, str) and name:
                     return name
         raise RuntimeFailure(f"execution {execution_arn} has not started a training job (yet)")
 
@@ -363,7 +363,8 @@ def main(argv: Sequence[str] | None = None, *, session: Any = None, out: Any = N
             session = boto3.Session(profile_name=args.profile)
         cli = Cli(args, session, out)
         command = "models" if args.command == "models" else args.command
-        return getattr(cli, command)()
+        status: int = getattr(cli, command)()
+        return status
     except UsageError as error:
         print(f"finetune: error: {error}", file=err)
         return 2

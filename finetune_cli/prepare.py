@@ -80,12 +80,12 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
     data = path.read_bytes()
     if encoding:
         try:
-            text, bad = data.decode(encoding), set()
+            text, bad = data.decode(encoding), set[int]()
         except (UnicodeDecodeError, LookupError) as error:
             raise UsageError(f"{path}: cannot be decoded as --encoding {encoding}: {error}") from None
     else:
         text, bad = _decode_lines(data, report)
-    rows: list[SourceRow] = []
+    rows = []
     if suffix == ".csv":
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
@@ -197,7 +197,9 @@ def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str],
     return valid
 
 
-def split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split(
+    records: list[dict[str, Any]], fraction: float, seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A seeded shuffle and split; at least one validation row whenever the fraction is positive."""
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
@@ -210,11 +212,14 @@ def split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[li
 def _token_text(record: dict[str, Any], tokenizer: Any) -> str:
     if "messages" in record:
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(record["messages"], tokenize=False)
+            rendered: str = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+            return rendered
         return "\n".join(m["content"] for m in record["messages"])
     if "prompt" in record:
-        return record["prompt"] + record["completion"]
-    return record["text"]
+        prompt_and_completion: str = record["prompt"] + record["completion"]
+        return prompt_and_completion
+    text: str = record["text"]
+    return text
 
 
 def token_stats(records: list[dict[str, Any]], tokenizer_dir: str, max_seq_length: int) -> dict[str, Any]:
@@ -258,6 +263,8 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
         raise UsageError(f"--validation-fraction {validation_fraction}: must be >= 0 and < 1")
     if max_seq_length is None:
         max_seq_length = TrainConfig(task=task, train_path="-", base_model="-").max_seq_length
+        if max_seq_length is None:
+            raise AssertionError("TrainConfig.__post_init__ left max_seq_length unresolved")
     report = PrepareReport()
     rows, columns = read_rows(source, report, encoding)
     fields = resolve_mapping(task, columns, mapping, str(source))

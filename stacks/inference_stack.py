@@ -33,9 +33,9 @@ class InferenceStack(Stack):
         removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
         retention = log_retention(stage.log_retention_days)
         key = data.team_key
-        # The buckets' literal names (their CfnBucket property), so ARNs and acknowledgements read as plain text.
-        artifacts_bucket_name = data.artifacts_bucket.node.default_child.bucket_name
-        data_bucket_name = data.data_bucket.node.default_child.bucket_name
+        # The buckets' literal names (as DataBuckets names them), so ARNs and acknowledgements read as plain text.
+        artifacts_bucket_name = naming.bucket(q, "artifacts", stage.account, stage.region)
+        data_bucket_name = naming.bucket(q, "data", stage.account, stage.region)
 
         lmi_image = images.lmi_inference(stage.region, stage.images)
         hf_gpu_image = images.huggingface_inference(stage.region, stage.images, gpu=True)

@@ -45,7 +45,10 @@ class MonitoringStack(Stack):
         notify = cw_actions.SnsAction(data.topic)
 
         def alarm(construct_id: str, name: str, description: str, metric: cloudwatch.IMetric, threshold: float,
-                  periods: int = 1, comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD):
+                  periods: int = 1,
+                  comparison: cloudwatch.ComparisonOperator = (
+                      cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD),
+                  ) -> cloudwatch.Alarm:
             created = cloudwatch.Alarm(
                 self, construct_id, alarm_name=f"{q}-{name}", alarm_description=description, metric=metric,
                 threshold=threshold, evaluation_periods=periods, datapoints_to_alarm=periods,

@@ -65,7 +65,7 @@ def known_regions() -> frozenset[str]:
     return frozenset(region for partition in endpoints["partitions"] for region in partition["regions"])
 
 
-def _check(pattern: re.Pattern[str], message: str):
+def _check(pattern: re.Pattern[str], message: str) -> AfterValidator:
     def validate(value: str) -> str:
         if not pattern.fullmatch(value):
             raise ValueError(message)
@@ -436,8 +436,8 @@ def _merged_stages(teams: Any, problems: list[str]) -> Iterator[tuple[Mapping[st
             continue
         if isinstance(name, str):
             first_index[name] = index
-        defaults = team.get("defaults") if isinstance(team.get("defaults"), Mapping) else {}
-        stages = team.get("stages") if isinstance(team.get("stages"), Mapping) else {}
+        defaults: Mapping[str, Any] = found if isinstance(found := team.get("defaults"), Mapping) else {}
+        stages: Mapping[str, Any] = found if isinstance(found := team.get("stages"), Mapping) else {}
         for stage_name, spec in stages.items():
             where = f"teams[{index}].stages.{stage_name}"
             values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec if isinstance(spec, Mapping) else {})
@@ -489,7 +489,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 def _first_line(node: yaml.MappingNode, key: Any, loader: _UniqueKeyLoader) -> int:
     for key_node, _ in node.value:
         if loader.construct_object(key_node) == key:
-            return key_node.start_mark.line + 1
+            line: int = key_node.start_mark.line + 1  # PyYAML's stubs type a mapping node's items as Any
+            return line
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
@@ -13,12 +14,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
 from stacks.components import images
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 from stacks.components.fine_tune_pipeline import FineTunePipeline
 from stacks.components.inference_api import PROXY_RUNTIME, ignore_redundant_role_dependency, powertools_layer_arn
 from stacks.components.lambda_code import assembled_code
@@ -60,8 +63,8 @@ class ScopedAccess:
         bucket = naming.bucket(self._stage.qualified_name, purpose, self._stage.account, self._stage.region)
         return f"AwsSolutions-IAM5[Resource::arn:{self.partition}:s3:::{bucket}/{prefix}*]"
 
-    def grant(self, policy: iam.ManagedPolicy, *, read: list[tuple[str, str]] = (),
-              write: list[tuple[str, str]] = (), delete: list[tuple[str, str]] = ()) -> dict[str, str]:
+    def grant(self, policy: iam.ManagedPolicy, *, read: Sequence[tuple[str, str]] = (),
+              write: Sequence[tuple[str, str]] = (), delete: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
         """Object read/write/delete on (bucket purpose, prefix) pairs, listing of those prefixes, and the team
         key for SSE-KMS. Returns the acknowledgements the statements need."""
         acks: dict[str, str] = {}
@@ -113,21 +116,21 @@ class TrainingStack(Stack):
         self.execution_role = self._execution_role(stage, data)
         self.job_security_group = self._job_security_group(stage, data)
 
-        validate = self._function(
+        validate, validate_policy = self._function(
             "ValidateRequest", f"{q}-finetune-validate", assembled_code(VALIDATE_LAYOUT),
             "lambda_handlers.validate_request.handler.lambda_handler",
             validate_environment(stage, data.data_bucket.bucket_name, data.artifacts_bucket.bucket_name),
             data, retention, removal_policy, "Checks a FineTune request and the first lines of its dataset")
-        acknowledge(validate.policy.node.default_child, {
+        acknowledge(cfn_resource(validate_policy, iam.CfnManagedPolicy), {
             **self.access.grant(
-                validate.policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
+                validate_policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
             **_lambda_acks(f"{q}-finetune-validate")})
-        gate = self._function(
+        gate, gate_policy = self._function(
             "Gate", f"{q}-finetune-gate", assembled_code(GATE_LAYOUT), "gate.handler.lambda_handler", {},
             data, retention, removal_policy, "Compares a training job's evaluation with its base model and threshold")
-        acknowledge(gate.policy.node.default_child, {
+        acknowledge(cfn_resource(gate_policy, iam.CfnManagedPolicy), {
             **self.access.grant(
-                gate.policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
+                gate_policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
             **_lambda_acks(f"{q}-finetune-gate")})
 
         self.pipeline = FineTunePipeline(
@@ -152,7 +155,7 @@ class TrainingStack(Stack):
             removal_policy=removal_policy,
         )
         self.state_machine = self.pipeline.state_machine
-        ignore_redundant_role_dependency(self.state_machine.node.default_child)
+        ignore_redundant_role_dependency(cfn_resource(self.state_machine, sfn.CfnStateMachine))
         self.state_machine.add_to_role_policy(iam.PolicyStatement(
             sid="UseTheTeamKey",  # encrypted execution data, logs and topic
             actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
@@ -242,7 +245,7 @@ class TrainingStack(Stack):
             service="ec2", resource="vpc", resource_name=data.network.vpc.vpc_id)}}))
         policy.add_statements(ecr_login())
         partition = self.resolve(self.partition)
-        acknowledge(policy.node.default_child, {
+        acknowledge(cfn_resource(policy, iam.CfnManagedPolicy), {
             "AwsSolutions-IAM5[Resource::*]": (
                 "Three actions only, each without resource-level permissions: ecr:GetAuthorizationToken, "
                 "cloudwatch:PutMetricData (limited to the /aws/sagemaker/* namespaces by condition) and the EC2 "
@@ -271,12 +274,13 @@ class TrainingStack(Stack):
         group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC and S3 gateway endpoints")
         return group
 
-    def _function(self, construct_id, function_name, code, handler, environment, data, retention, removal_policy,
-                  description) -> lambda_.Function:
+    def _function(self, construct_id: str, function_name: str, code: lambda_.Code, handler: str,
+                  environment: dict[str, str], data: DataStack, retention: logs.RetentionDays,
+                  removal_policy: RemovalPolicy, description: str) -> tuple[lambda_.Function, iam.ManagedPolicy]:
         log_group = logs.LogGroup(self, f"{construct_id}Logs", log_group_name=f"/aws/lambda/{function_name}",
                                   retention=retention, encryption_key=data.team_key, removal_policy=removal_policy)
         # Its own role with one customer-managed policy (no inline or AWS managed policies): logs to its own
-        # group, X-Ray, the VPC network interfaces, and what the caller adds to `function.policy`.
+        # group, X-Ray, the VPC network interfaces, and what the caller adds to the policy returned with it.
         policy = iam.ManagedPolicy(self, f"{construct_id}Policy", description=f"{function_name}: {description}")
         role = iam.Role(self, f"{construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                         description=f"{function_name}: {description}", managed_policies=[policy])
@@ -314,17 +318,17 @@ class TrainingStack(Stack):
             security_groups=[security_group],
             reserved_concurrent_executions=10,
         )
-        function.policy = policy
-        ignore_redundant_role_dependency(function.node.default_child)
-        acknowledge(function.node.default_child, {
+        ignore_redundant_role_dependency(cfn_resource(function, lambda_.CfnFunction))
+        acknowledge(cfn_resource(function, lambda_.CfnFunction), {
             "NIST.800.53.R5-LambdaDLQ": _NO_DLQ, "HIPAA.Security-LambdaDLQ": _NO_DLQ})
-        return function
+        return function, policy
 
     def _acknowledge_pipeline_wildcards(self, q: str) -> None:
-        policy = self.state_machine.role.node.find_child("DefaultPolicy").node.default_child
+        policy = cfn_resource(self.state_machine.role.node.find_child("DefaultPolicy"), iam.CfnPolicy)
         p = self.resolve(self.partition)
-        validate_request = self.get_logical_id(self.node.find_child("ValidateRequest").node.default_child)
-        gate = self.get_logical_id(self.node.find_child("Gate").node.default_child)
+        validate_request = self.get_logical_id(
+            cfn_resource(self.node.find_child("ValidateRequest"), lambda_.CfnFunction))
+        gate = self.get_logical_id(cfn_resource(self.node.find_child("Gate"), lambda_.CfnFunction))
         acknowledge(policy, {
             "NIST.800.53.R5-IAMNoInlinePolicy": _SFN_INLINE, "HIPAA.Security-IAMNoInlinePolicy": _SFN_INLINE,
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:"

@@ -62,7 +62,11 @@ def read_evaluation(s3: S3Client, output_archive_uri: str) -> dict[str, Any]:
             if member is None:
                 raise GateInputError(f"{output_archive_uri} has no evaluation.json; did the training job finish its "
                                      "final evaluation?")
-            return json.load(archive.extractfile(member))
+            extracted = archive.extractfile(member)
+            if extracted is None:
+                raise GateInputError(f"{output_archive_uri}: evaluation.json is not a regular file")
+            evaluation: dict[str, Any] = json.load(extracted)
+            return evaluation
     except (tarfile.TarError, json.JSONDecodeError, OSError) as error:
         raise GateInputError(f"{output_archive_uri}: cannot read evaluation.json ({error})") from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from finetune.config import ConfigError, TrainConfig
 from finetune.metrics import ACCURACY, EVAL_LOSS
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 
 from .errors import InvalidRequest
 from .settings import DATASETS_PREFIX, HUB_ID, STAGED_MODEL_NAME, ValidateSettings
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 Task = Literal["causal-lm", "classification"]
 Method = Literal["lora", "qlora", "full"]
@@ -78,7 +81,7 @@ def _where(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(input)"
 
 
-def describe_schema_error(error: dict[str, Any]) -> str:
+def describe_schema_error(error: ErrorDetails) -> str:
     """One pydantic error as ``key: problem (got value)``, in the words of someone writing the input."""
     where, kind, value = _where(error["loc"]), error["type"], error.get("input")
     allowed = ", ".join(ExecutionInput.model_fields)
@@ -185,6 +188,8 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
             prefix = "" if name in ("task", "method") else "hyperparameters."
             problems.append(f"{prefix}{problem}")
     if config is not None:
+        if config.method is None:
+            raise AssertionError("TrainConfig.__post_init__ left method unresolved")
         hyperparameters["method"] = config.method  # the resolved default, so the job and the report agree
 
     # Compute: within the team's limits.

@@ -14,6 +14,7 @@ from constructs import Construct
 
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
 from stacks.components.inference_api import ignore_redundant_role_dependency
 from stacks.components.endpoints import LOCAL_STORAGE_FAMILIES, ecr_repository_arn, partition_of
@@ -227,11 +228,13 @@ class BatchInference(Construct):
         clean_up_after_failure = clean_up("CreatedModelAfterFailure", notify_failure)
         for task in (create_from_package, create_from_artifact):
             task.add_catch(notify_failure, result_path="$.error")
-        for task in (transform_with_volume_key, transform_on_instance_storage):
-            task.add_catch(clean_up_after_failure, result_path="$.error")
-            task.next(clean_up_after_success)
+        for transform_task in (transform_with_volume_key, transform_on_instance_storage):
+            transform_task.add_catch(clean_up_after_failure, result_path="$.error")
+            transform_task.next(clean_up_after_success)
 
-        in_bucket = lambda path, bucket: sfn.Condition.string_matches(path, f"s3://{bucket}/*")  # noqa: E731
+        def in_bucket(path: str, bucket: str) -> sfn.Condition:
+            return sfn.Condition.string_matches(path, f"s3://{bucket}/*")
+
         valid_io = sfn.Condition.and_(
             sfn.Condition.is_string("$.input"), in_bucket("$.input", data_bucket_name),
             sfn.Condition.is_string("$.output"),
@@ -321,4 +324,4 @@ class BatchInference(Construct):
             timeout=Duration.hours(24),
         )
         self.state_machine.node.add_dependency(self.policy)
-        ignore_redundant_role_dependency(self.state_machine.node.default_child)
+        ignore_redundant_role_dependency(cfn_resource(self.state_machine, sfn.CfnStateMachine))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -9,6 +11,7 @@ from constructs import Construct
 
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 
 _LOGS_SSE_S3 = ("S3 server access logging cannot deliver to a bucket whose default encryption is SSE-KMS, so the "
                 "log bucket uses SSE-S3 (AES-256); the objects hold request metadata, not datasets or models.")
@@ -17,6 +20,18 @@ _LOGS_NO_REPLICA = ("Access logs are an audit trail of the data buckets in this 
 _NO_REPLICA = ("Durability comes from S3 (eleven nines), versioning with noncurrent-version retention, and RETAIN "
                "on non-ephemeral stages. Cross-region replication is a per-team disaster-recovery choice that "
                "would copy regulated data to a second region, so it is not on by default.")
+
+
+class _CommonBucketProps(TypedDict):
+    """The properties every bucket of the stage shares (spread into each ``s3.Bucket``)."""
+
+    versioned: bool
+    enforce_ssl: bool
+    minimum_tls_version: float
+    block_public_access: s3.BlockPublicAccess
+    object_ownership: s3.ObjectOwnership
+    removal_policy: RemovalPolicy
+    auto_delete_objects: bool
 
 
 class DataBuckets(Construct):
@@ -46,7 +61,7 @@ class DataBuckets(Construct):
         def bucket_name(purpose: str) -> str:
             return naming.bucket(qualified_name, purpose, account, region)
 
-        common = dict(
+        common = _CommonBucketProps(
             versioned=True,
             enforce_ssl=True,
             minimum_tls_version=1.2,
@@ -100,7 +115,7 @@ class DataBuckets(Construct):
         self.data_bucket = kms_bucket("DataBucket", "data", [])
         # Object events to EventBridge (a manifest upload can start a run). Set on the CfnBucket: CDK's
         # event_bridge_enabled would add a custom-resource Lambda for what CloudFormation does natively.
-        self.data_bucket.node.default_child.add_property_override(
+        cfn_resource(self.data_bucket, s3.CfnBucket).add_property_override(
             "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
         # Checkpoints only matter while a job runs or may resume; keep them a month, not forever.
         self.artifacts_bucket = kms_bucket("ArtifactsBucket", "artifacts", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Stack, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -181,7 +181,7 @@ class ModelEndpoint(Construct):
             initial_variant_weight=1.0,
             **({"serverless_config": sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
                 memory_size_in_mb=spec.serverless.memory_mb, max_concurrency=spec.serverless.max_concurrency)}
-               if serverless else
+               if spec.serverless is not None else
                {"instance_type": spec.instance_type, "initial_instance_count": spec.min_instances}),
         )
         capture = None
@@ -263,7 +263,5 @@ class ModelEndpoint(Construct):
         return target
 
 
-def _time_zone(name: str):
-    from aws_cdk import TimeZone
-
+def _time_zone(name: str) -> TimeZone:
     return TimeZone.of(name)

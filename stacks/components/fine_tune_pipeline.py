@@ -6,6 +6,7 @@ Every failure path publishes to the team topic and ends in a Fail state that car
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +294,9 @@ class FineTunePipeline(Construct):
                                         resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
         self.training_job_arn_pattern = training_jobs
 
-    def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail,
-                done) -> sfn.IChainable:
+    def _deploy(self, *, endpoints: tuple[EndpointSpec, ...], qualified_name: str, execution_role: iam.IRole,
+                key: kms.IKey, vpc_config: dict[str, Any], notify_and_fail: Callable[[str, str, str], sfn.IChainable],
+                done: sfn.IChainable) -> sfn.IChainable:
         """Model -> endpoint config -> UpdateEndpoint -> poll until InService; one branch per configured endpoint
         whose kind matches the task (at least one endpoint). A failed update leaves SageMaker serving the previous
         config."""

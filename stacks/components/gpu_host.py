@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -44,7 +45,8 @@ class AmiNotPinned(ValueError):
 
 @cache
 def _pins() -> dict[str, dict[str, str]]:
-    return json.loads(AMI_PINS_FILE.read_text(encoding="utf-8"))["pins"]
+    pins: dict[str, dict[str, str]] = json.loads(AMI_PINS_FILE.read_text(encoding="utf-8"))["pins"]
+    return pins
 
 
 def pinned_ami(parameter: str, region: str) -> str:
@@ -62,7 +64,7 @@ def pinned_ami(parameter: str, region: str) -> str:
     return ami
 
 
-def agent_config(*, log_group_name: str) -> dict:
+def agent_config(*, log_group_name: str) -> dict[str, Any]:
     """CloudWatch agent configuration: per-instance GPU metrics in the platform namespace, logs to the host's group."""
     return {
         "agent": {"metrics_collection_interval": 60, "omit_hostname": True},

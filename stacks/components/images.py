@@ -11,7 +11,8 @@ from stacks.settings import ImageVersions
 def _retrieve(framework: str, region: str, **kwargs: str) -> str:
     from sagemaker.core import image_uris  # offline JSON shipped with the SDK; no AWS call
 
-    return image_uris.retrieve(framework, region=region, **kwargs)
+    uri: str = image_uris.retrieve(framework, region=region, **kwargs)
+    return uri
 
 
 def pytorch_training(region: str, versions: ImageVersions) -> str:

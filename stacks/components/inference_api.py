@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -17,6 +18,7 @@ from constructs import Construct
 from lambda_handlers.inference_proxy import REQUIRED_IAM_ACTIONS, lambda_environment
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 from stacks.components.endpoints import partition_of
 from stacks.settings import EndpointSpec
 
@@ -174,7 +176,7 @@ class InferenceProxy(Construct):
             vpc=vpc, vpc_subnets=subnets, security_groups=[self.security_group],
         )
         self.function.node.add_dependency(self.policy)
-        ignore_redundant_role_dependency(self.function.node.default_child)
+        ignore_redundant_role_dependency(cfn_resource(self.function, lambda_.CfnFunction))
         dlq_reason = ("API Gateway invokes the proxy synchronously and returns its error to the caller; a dead-letter "
                       "queue only receives failed asynchronous invocations, which this function never gets.")
         acknowledge(self.function, {
@@ -306,17 +308,17 @@ class InferenceApi(Construct):
                                     description="OpenAI-compatible base URL of the inference API (SigV4-signed)")
 
 
-def ignore_redundant_role_dependency(resource) -> None:
+def ignore_redundant_role_dependency(resource: CfnResource) -> None:
     """The CDK adds a DependsOn on a given role that the GetAtt of the same role already implies (cfn-lint
     W3005); harmless and not ours to change, so cfn-lint is told so on exactly that resource."""
     resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 
 
-def _schema(document: dict) -> apigw.JsonSchema:
+def _schema(document: dict[str, Any]) -> apigw.JsonSchema:
     """A JSON schema dict as the CDK's JsonSchema (keys renamed to its properties)."""
     renames = {"$schema": "schema", "minLength": "min_length", "maxLength": "max_length", "minItems": "min_items",
                "maxItems": "max_items"}
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for key, value in document.items():
         name = renames.get(key, key)
         if key == "$schema":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import aws_iam as iam
 
 # What SageMaker does with the role's credentials to attach a job or endpoint to the team VPC. None of these
@@ -14,7 +16,7 @@ VPC_NETWORK_INTERFACE_ACTIONS = [
 ]
 
 
-def vpc_network_interfaces(*, conditions: dict | None = None) -> iam.PolicyStatement:
+def vpc_network_interfaces(*, conditions: dict[str, Any] | None = None) -> iam.PolicyStatement:
     return iam.PolicyStatement(sid="VpcNetworkInterfaces", actions=VPC_NETWORK_INTERFACE_ACTIONS, resources=["*"],
                                conditions=conditions)
 

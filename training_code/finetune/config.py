@@ -198,15 +198,19 @@ class TrainConfig:
             if name not in known:
                 problems.append(f"{name}={raw!r}: unknown hyperparameter (known: {', '.join(known)})")
                 continue
+            annotation = known[name].type
+            if not isinstance(annotation, str):  # under `from __future__ import annotations` every one is a string
+                raise TypeError(f"TrainConfig.{name}: annotation {annotation!r} is not a string")
             try:
-                parsed = _parse(known[name].type, raw)
+                parsed = _parse(annotation, raw)
             except ValueError as err:
                 problems.append(f"{name}={raw!r}: {err}")
                 continue
             if parsed is not None:
                 values[name] = parsed
         try:
-            config = cls(**values, **{k: v for k, v in paths.items() if v is not None})
+            given_paths: dict[str, Any] = {k: v for k, v in paths.items() if v is not None}
+            config = cls(**values, **given_paths)
         except ConfigError as err:
             raise ConfigError(problems + err.problems) from None
         if problems:

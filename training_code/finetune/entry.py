@@ -59,10 +59,12 @@ def _field_docs() -> dict[str, str]:
     from itertools import pairwise
 
     docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
-    for node, following in pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+    class_def = ast.parse(inspect.getsource(TrainConfig)).body[0]
+    if not isinstance(class_def, ast.ClassDef):
+        raise TypeError(f"the source of TrainConfig starts with {type(class_def).__name__}, not a class")
+    for node, following in pairwise(class_def.body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)):
             docs[node.target.id] = str(following.value.value).replace("%", "%%")
     return docs
 

@@ -22,6 +22,8 @@ def resolve_base_model(config: TrainConfig) -> str:
     """The base model location: ``base_model`` (a path, hub id or ``local:minilm``/``local:smollm2``) or the
     model channel (a GGUF-only directory is converted to safetensors once)."""
     location = config.base_model or config.model_channel
+    if location is None:
+        raise TrainingError("no base model: set base_model or provide the model channel")
     if location in LOCAL_MODELS:
         from . import local_models
 
@@ -119,7 +121,8 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=load_dtype, **kwargs)
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        # transformers annotates get_input_embeddings() as a bare nn.Module, whose attributes type as Tensor | Module.
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
             model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
         if model.generation_config is not None:

@@ -100,6 +100,8 @@ class Parallel:
                 set_model_state_dict(model, model_state or {},
                                      options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
             else:
+                if model_state is None or optim_state is None:
+                    raise RuntimeError("resuming a sharded run needs the checkpoint's weights and optimizer state")
                 set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
                                options=StateDictOptions(full_state_dict=True))
             return
