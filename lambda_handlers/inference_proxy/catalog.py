@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .clients import ControlPlaneClient
@@ -16,7 +18,7 @@ NOT_DEPLOYED = "NotDeployed"
 UNKNOWN = "Unknown"
 
 
-def list_models(settings: ProxySettings, control_plane: ControlPlaneClient) -> dict:
+def list_models(settings: ProxySettings, control_plane: ControlPlaneClient) -> dict[str, Any]:
     """Each configured endpoint with its kind and its SageMaker status (InService, Creating, ...)."""
     names = sorted(settings.endpoints)
     # Sequential: a team stage has a handful of endpoints, and each DescribeEndpoint takes milliseconds.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,7 +65,7 @@ def complete_chat(
     settings: ProxySettings,
     runtime: RuntimeClient,
     clock: Callable[[], float] = time.time,
-) -> tuple[ResolvedModel, dict]:
+) -> tuple[ResolvedModel, dict[str, Any]]:
     """Run the chat completion on the endpoint `request.model` names; return it and the OpenAI response."""
     model = resolve_model(request.model, settings, kind="llm")
     invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body())
@@ -74,7 +75,7 @@ def complete_chat(
         raise ModelFailed(
             f"Model endpoint '{model.endpoint_name}' returned an answer that is not a chat completion."
         ) from error
-    response: dict = {
+    response: dict[str, Any] = {
         "id": completion.id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": completion.created or int(clock()),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ProxyError(Exception):
@@ -17,7 +17,7 @@ class ProxyError(Exception):
         super().__init__(message)
         self.message = message
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         """The JSON body the caller receives."""
         return {"error": {"type": self.error_type, "message": self.message}}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -65,9 +65,9 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("max_tokens and max_completion_tokens disagree; send one of them")
         return self
 
-    def endpoint_body(self) -> dict:
+    def endpoint_body(self) -> dict[str, Any]:
         """The body for the LMI container: the OpenAI request without the proxy-only fields."""
-        body: dict = {"messages": [message.model_dump(exclude_none=True) for message in self.messages]}
+        body: dict[str, Any] = {"messages": [message.model_dump(exclude_none=True) for message in self.messages]}
         max_tokens = self.max_tokens or self.max_completion_tokens
         if max_tokens is not None:
             body["max_tokens"] = max_tokens

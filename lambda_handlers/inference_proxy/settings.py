@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,7 +128,7 @@ def load_settings(environ: Mapping[str, str]) -> ProxySettings:
             short: ({"endpoint_name": f"{team}-{stage}-{short}", **spec} if isinstance(spec, dict) else spec)
             for short, spec in raw_endpoints.items()
         }
-    optional = {
+    optional: dict[str, Any] = {  # strings from the environment; ProxySettings parses them
         "connect_timeout_seconds": environ.get(ENV_CONNECT_TIMEOUT),
         "read_timeout_seconds": environ.get(ENV_READ_TIMEOUT),
         "max_request_bytes": environ.get(ENV_MAX_REQUEST_BYTES),
