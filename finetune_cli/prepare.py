@@ -277,7 +277,10 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
     write_jsonl(output / "train" / "train.jsonl", train)
     if validation:
         write_jsonl(output / "validation" / "validation.jsonl", validation)
-    fmt = parse_line(task, str(source), 1, json.dumps(records[0]))[0]  # type: ignore[index]
+    parsed = parse_line(task, str(source), 1, json.dumps(records[0]))
+    if parsed is None:  # None means a blank line, and a dumped record never is one
+        raise AssertionError("parse_line returned nothing for a JSON object")
+    fmt = parsed[0]
     manifest = {
         "name": name, "version": version, "task": task, "format": fmt,
         "source": source.name, "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
