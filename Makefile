@@ -20,19 +20,25 @@ CDK := cdk --no-notices
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-# make test: the whole suite. make test-fast: no synthesis and no training (the edit-test loop, ~1-2 minutes).
-.PHONY: help deps synth test test-fast lint check-config schema snapshot-update diagram bench bench-train train-local clean
+# make test: the whole suite. make test-fast: no synthesis, no training, no review fixtures (~1-2 minutes).
+.PHONY: help deps synth test test-fast test-local lint test-multilora check-config schema snapshot-update diagram bench bench-train eval train-local clean review bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
 	@echo "make test             set up and run the test suite"
-	@echo "make test-fast        the tests that need no synthesis and no training run (unit, handlers, contract)"
+	@echo "make test-local       finetune local run/serve/batch end to end on the synthesized pipelines (slow)"
+	@echo "make test-fast        the edit-test loop: no synthesis, training, review fixtures or local runs"
+	@echo "make review           what this change does to every stage vs BASE (default: merge base with main):"
+	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
+	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
+	@echo "make test-multilora   fine-tune two LoRA adapters and serve them from one base (slow, CPU)"
 	@echo "make lint             ruff (lint and format check) and mypy, configured in pyproject.toml"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
 	@echo "make train-local      fine-tune the packaged MiniLM on samples/sst2 on this CPU (about a minute)"
-	@echo "make bench            synthesis benchmark (JSON); make bench-train: training throughput (JSON)"
+	@echo "make bench            synthesis benchmark (JSON); make bench-train: training throughput vs HF/TRL (JSON)"
+	@echo "make eval             held-out quality with the first settings a user tries (JSON lines; long on a CPU)"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt training_code/requirements.txt $(wildcard requirements-models.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,10 +62,34 @@ synth: deps check-config
 	$(PY) scripts/synth_report.py $(CDK_OUT)
 
 test: deps
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not local and not multilora"
 
+# The synthesized FineTune/BatchInfer pipelines run end to end on this machine (two real trainings; long on 2 cores).
+test-local: deps
+	$(PY) -m pytest -m local
+
+# The edit-test loop and the pull-request tier (the workflow runs make synth and make review itself): no
+# synthesis, no real training runs, no review fixtures. main runs the full suite.
 test-fast: deps
-	$(PY) -m pytest -m "not synth and not training"
+	$(PY) -m pytest -m "not synth and not training and not review and not local"
+
+# Offline review of the working tree against BASE (a git ref; default: the merge base with main), every stack of
+# every stage through the CDK's diff engine. The base synthesis is cached in build/review/cache by commit.
+BASE ?=
+FAIL_ON ?=
+TEAM ?=
+STAGE ?=
+review: deps
+	$(PY) scripts/review.py --config $(CONFIG) $(if $(BASE),--base $(BASE)) $(if $(FAIL_ON),--fail-on $(FAIL_ON)) \
+	  $(if $(TEAM),--team $(TEAM)) $(if $(STAGE),--stage $(STAGE))
+
+# The `cdk bootstrap --trust` commands the delivery pipeline needs, from the config's delivery section.
+bootstrap-commands: $(VENV_STAMP)
+	$(PY) scripts/bootstrap_commands.py $(CONFIG)
+
+# Two LoRA fine-tunes on CPU (minutes each on 2 cores): behind its own target.
+test-multilora: deps
+	$(PY) -m pytest -m multilora tests/e2e/test_multi_lora.py
 
 # Configuration in pyproject.toml: ruff's rules and line length, mypy's files and its strict packages.
 lint: $(VENV_STAMP)
@@ -80,7 +110,12 @@ bench: deps
 	$(PY) bench/synth.py
 
 bench-train: $(VENV_STAMP)
-	$(PY) bench/train_throughput.py --steps 5 --batch_size 8
+	$(PY) bench/train_throughput.py --steps 6 --batch_size 8
+
+# Dolly (SmolLM2 LoRA) and SST-2 (MiniLM) with the issue's settings, and the docstring-library second domain.
+EVAL_CASES ?= dolly sst2 docs-library
+eval: $(VENV_STAMP)
+	$(PY) bench/quality.py $(EVAL_CASES)
 
 # The packaged all-MiniLM-L6-v2, full fine-tuning on the shipped SST-2 sample; prints base vs fine-tuned metrics.
 train-local: $(VENV_STAMP)

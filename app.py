@@ -5,6 +5,8 @@ The only place that reads the environment and the config file. Context values:
   -c config=PATH     another teams file (default config/teams.yaml)
   -c team=NAME       synthesize only this team's stages (comma-separated list allowed)
   -c stage=NAME      synthesize only stages with this name (comma-separated list allowed)
+With `delivery.enabled` in the config, the app also holds the delivery pipeline stack (CDK Pipelines) that deploys
+every stage; a -c team/stage selection synthesizes those stages alone, without the pipeline.
 A config with problems stops synthesis with exit status 2 and one line per problem.
 """
 
@@ -22,7 +24,7 @@ _PROJECT_NODE = ROOT / "node_modules" / ".bin" / "node"
 if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
     os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
-from stacks.settings import ConfigError, StageConfig, load_config  # noqa: E402
+from stacks.settings import ConfigError, StageConfig, load_config, load_settings  # noqa: E402
 
 if TYPE_CHECKING:  # the CDK (and Node) only load when an app is built, not for --check
     from aws_cdk import App
@@ -53,15 +55,27 @@ def feature_flags() -> dict[str, object]:
 
 def build_app(config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None,
               outdir: str | None = None) -> App:
-    """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config)."""
+    """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config), and the
+    delivery pipeline stack when the config enables it and no selection narrows the app."""
     from aws_cdk import App
 
     from stacks.team_stage import TeamStage
 
-    selected = select_stages(load_config(config_path), teams, stage_names)
-    app = App(context=feature_flags(), outdir=outdir or None)
-    for stage in selected:
-        TeamStage(app, stage=stage)
+    stages, delivery = load_settings(config_path)
+    selected = select_stages(stages, teams, stage_names)
+    app = App(context=feature_flags(), **({"outdir": outdir} if outdir else {}))
+    team_stages = [(stage, TeamStage(app, stage=stage)) for stage in selected]
+    if delivery is not None and delivery.enabled and not (teams or stage_names):
+        # Imported only when enabled: synthesis without the pipeline loads no CDK Pipelines modules.
+        from stacks.delivery_stack import DeliveryPipelineStack
+        from stacks.rule_packs import register_stack_rule_pack
+
+        pipeline = DeliveryPipelineStack(app, "Delivery", delivery=delivery, stages=team_stages,
+                                         stack_name="finetune-stack-delivery")
+        register_stack_rule_pack(app, pipeline)
+        # CodePipeline's replication buckets for stages in other regions live in support stacks of their own.
+        for support in pipeline.pipeline.pipeline.cross_region_support.values():
+            register_stack_rule_pack(app, support.stack)
     return app
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
+from finetune.contract import TASKS, base_model_prefix, dataset_prefix
 
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME, settings_for_stage
 
 from . import prepare as prepare_module
+from .local import cli as local_cli
 from .errors import RuntimeFailure, UsageError
 from .resources import DEFAULT_CONFIG, StageResources, find_stage, resolve
 
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="validate a run locally and start the FineTune pipeline")
     _stage_args(submit)
     submit.add_argument("--dataset", required=True, help="s3://<data bucket>/datasets/<name>/<version>/ or <name>/<version>")
-    submit.add_argument("--task", required=True, choices=["causal-lm", "classification"])
+    submit.add_argument("--task", required=True, choices=TASKS)
     submit.add_argument("--base-model", required=True, help="staged base model name or hub id (training.base_models)")
     submit.add_argument("--method", choices=["lora", "qlora", "full"])
     submit.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter (repeatable)")
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = commands.add_parser("prepare", help="CSV/JSONL/Parquet -> the task's canonical JSONL dataset")
     prep.add_argument("input", type=Path)
-    prep.add_argument("--task", required=True, choices=["causal-lm", "classification"])
+    prep.add_argument("--task", required=True, choices=TASKS)
     prep.add_argument("--output", type=Path, required=True, help="local output directory")
     prep.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping (repeatable)")
     prep.add_argument("--name", help="dataset name (default: the input file's stem)")
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(stage)
     stage.add_argument("--name", required=True, help="name runs refer to as base_model")
     stage.add_argument("source", help="local Hugging Face model directory (or a hub id where the network allows)")
+    stage.add_argument("--local", action="store_true", help="stage into the local state folder (finetune local)")
+    stage.add_argument("--state-dir", type=Path, help="local state folder (with --local)")
 
     batch = commands.add_parser("batch", help="start the BatchInfer pipeline over a JSONL prefix")
     _stage_args(batch)
@@ -109,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--instance-count", type=int, default=1)
     batch.add_argument("--wait", action="store_true")
     batch.add_argument("--poll-seconds", type=float, default=15.0)
+
+    local_cli.add_parsers(commands, _Parser, _stage_args)
     return parser
 
 
@@ -274,7 +280,7 @@ class Cli:
         self.print(f"wrote {args.output}")
         if args.upload:
             res = self.resources()
-            prefix = f"datasets/{name}/{args.version}/"
+            prefix = dataset_prefix(name, args.version)
             s3 = self.client("s3", res)
             if s3.list_objects_v2(Bucket=res.data_bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0):
                 raise UsageError(f"s3://{res.data_bucket}/{prefix} already exists; choose a new --version")
@@ -295,9 +301,11 @@ class Cli:
             source = self._download(args.source)
         if not source.is_dir() or not ((source / "config.json").is_file() or list(source.glob("*.gguf"))):
             raise UsageError(f"{source}: not a Hugging Face model directory (no config.json or .gguf file)")
+        if args.local:
+            return local_cli.stage_model(args, source, self.out)
         res = self.resources()
         s3 = self.client("s3", res)
-        prefix = f"models/base/{args.name}/"
+        prefix = base_model_prefix(args.name)
         files = sorted(p for p in source.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(source).parts))
         for path in files:
@@ -317,6 +325,10 @@ class Cli:
             return Path(snapshot_download(hub_id, local_dir=tempfile.mkdtemp(prefix="finetune-model-")))
         except Exception as error:
             raise RuntimeFailure(f"{hub_id}: download failed ({error})") from None
+
+    # --- local -----------------------------------------------------------------------------------------
+    def local(self) -> int:
+        return local_cli.main(self.args, self.out)
 
     # --- batch ------------------------------------------------------------------------------------------
     def batch(self) -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.config import TrainConfig
-from finetune.formats import DataError, parse_line
+from finetune.config import MAX_VALUES, TrainConfig
+from finetune.formats import DataError, JsonProblem, decode_json, mixed_labels, parse_line
 
 from .errors import UsageError
 
@@ -92,9 +92,17 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
             header = next(reader)
         except StopIteration:
             raise UsageError(f"{path}: the file is empty (a CSV needs a header row)") from None
+        except csv.Error as error:
+            raise _csv_problem(path, reader.line_num, error) from None
         header = [h.strip() for h in header]
         start = reader.line_num + 1
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:  # a field over the csv module's size limit, a NUL byte, ...
+                raise _csv_problem(path, start, error) from None
             end = reader.line_num
             first, lines = start, set(range(start, end + 1))
             start = end + 1
@@ -117,9 +125,9 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
             report.dropped_non_utf8 += 1
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as error:
-            report.dropped_malformed.append(f"line {number}: malformed JSON ({error.msg} at column {error.colno})")
+            obj = decode_json(line)
+        except JsonProblem as error:
+            report.dropped_malformed.append(f"line {number}: {error}")
             continue
         if not isinstance(obj, dict):
             report.dropped_malformed.append(f"line {number}: expected a JSON object, got {type(obj).__name__}")
@@ -128,6 +136,14 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
         rows.append(SourceRow(number, obj))
     report.rows_read = len(rows) + report.dropped_non_utf8 + len(report.dropped_malformed)
     return rows, list(columns)
+
+
+def _csv_problem(path: Path, line: int, error: csv.Error) -> UsageError:
+    why = str(error)
+    if "field larger than field limit" in why:
+        why = (f"a field is longer than {csv.field_size_limit():,} characters (the csv module's limit); "
+               "convert the file to JSONL or Parquet to keep such long texts")
+    return UsageError(f"{path}, line {line}: cannot be read as CSV: {why}")
 
 
 def resolve_mapping(task: str, columns: list[str], mapping: dict[str, str], source: str) -> dict[str, str]:
@@ -184,8 +200,13 @@ def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str],
         elif labels and all(isinstance(lb, float) and lb.is_integer() for lb in labels):
             for _, record in records:
                 record["label"] = int(record["label"])
-    valid: list[dict[str, Any]] = []
+    valid: list[tuple[int, dict[str, Any]]] = []
     for line, record in records:
+        if "label" in record and isinstance(record["label"], (list, dict)):
+            # A list or object is not one label (multi-label data is not a task here): never its string form.
+            report.dropped_invalid.append(f"line {line}: label is a {type(record['label']).__name__}; "
+                                          "a label is one integer or string")
+            continue
         if "label" in record and not isinstance(record["label"], (int, str)):
             record["label"] = str(record["label"])
         try:
@@ -193,8 +214,14 @@ def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str],
         except DataError as error:
             report.dropped_invalid.append(f"line {line}: {error.problem}")
             continue
-        valid.append(record)
-    return valid
+        valid.append((line, record))
+    if task == "classification" and valid:
+        first_line, first = valid[0]
+        for line, record in valid[1:]:
+            problem = mixed_labels(first["label"], record["label"], f"line {first_line}")
+            if problem:
+                raise UsageError(f"{source}, line {line}: {problem}")
+    return [record for _, record in valid]
 
 
 def split(
@@ -252,6 +279,28 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _publish(files: dict[str, str | list[dict[str, Any]]], output: Path) -> None:
+    """Write every output file beside its final name, then rename them all into place: a failure part-way
+    (a full disk, an unencodable record) leaves no partial or stale-mixed output behind."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for relative, content in files.items():
+            final = output / relative
+            temporary = final.with_name(f".{final.name}.partial")
+            staged.append((temporary, final))
+            if isinstance(content, str):
+                temporary.parent.mkdir(parents=True, exist_ok=True)
+                temporary.write_text(content, encoding="utf-8")
+            else:
+                write_jsonl(temporary, content)
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    for temporary, final in staged:
+        temporary.replace(final)
+
+
 def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], name: str, version: str,
             validation_fraction: float, seed: int, tokenizer: str | None, max_seq_length: int | None,
             encoding: str | None) -> dict[str, Any]:
@@ -261,12 +310,19 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
         raise UsageError(f"{source}: no such file")
     if not 0 <= validation_fraction < 1:
         raise UsageError(f"--validation-fraction {validation_fraction}: must be >= 0 and < 1")
+    if not 0 <= seed <= MAX_VALUES["seed"]:
+        raise UsageError(f"--seed {seed}: must be >= 0 and <= {MAX_VALUES['seed']}")
+    if max_seq_length is not None and not 8 <= max_seq_length <= MAX_VALUES["max_seq_length"]:
+        raise UsageError(f"--max-seq-length {max_seq_length}: must be >= 8 and <= {MAX_VALUES['max_seq_length']}")
     if max_seq_length is None:
         max_seq_length = TrainConfig(task=task, train_path="-", base_model="-").max_seq_length
         if max_seq_length is None:
             raise AssertionError("TrainConfig.__post_init__ left max_seq_length unresolved")
     report = PrepareReport()
     rows, columns = read_rows(source, report, encoding)
+    if not rows and (report.dropped_malformed or report.dropped_non_utf8):
+        shown = "; ".join(report.dropped_malformed[:3]) or f"line {report.non_utf8_lines[0]}: not UTF-8"
+        raise UsageError(f"{source}: no readable rows ({shown})")
     fields = resolve_mapping(task, columns, mapping, str(source))
     records = canonical_records(task, rows, fields, report, str(source))
     if not records:
@@ -274,9 +330,6 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
                          f"{report.dropped_duplicate} duplicate, {report.dropped_non_utf8} not UTF-8, "
                          f"{len(report.dropped_invalid) + len(report.dropped_malformed)} invalid)")
     train, validation = split(records, validation_fraction, seed)
-    write_jsonl(output / "train" / "train.jsonl", train)
-    if validation:
-        write_jsonl(output / "validation" / "validation.jsonl", validation)
     parsed = parse_line(task, str(source), 1, json.dumps(records[0]))
     if parsed is None:  # None means a blank line, and a dumped record never is one
         raise AssertionError("parse_line returned nothing for a JSON object")
@@ -294,7 +347,11 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
         "token_lengths": token_stats(records, tokenizer, max_seq_length) if tokenizer else None,
         "files": ["train/train.jsonl"] + (["validation/validation.jsonl"] if validation else []),
     }
-    (output / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    files: dict[str, str | list[dict[str, Any]]] = {"train/train.jsonl": train}
+    if validation:
+        files["validation/validation.jsonl"] = validation
+    files["manifest.json"] = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    _publish(files, output)
     return manifest
 
 

@@ -7,11 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+from finetune.contract import STACK_OUTPUTS_READ
 from stacks.settings import ConfigError, StageConfig, load_config
 
 from .errors import RuntimeFailure, UsageError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "teams.yaml"
+
+#: The stack outputs the CLI reads, by layer (``{team}-{stage}-{layer}``). A contract test checks that every
+#: stage's synthesized stack of that layer emits each of them.
+OUTPUTS_READ = STACK_OUTPUTS_READ
 
 
 def find_stage(config_path: Path, team: str, stage: str) -> StageConfig:
@@ -59,7 +64,7 @@ def resolve(session: Any, stage: StageConfig) -> StageResources:
     data = stack_outputs(cloudformation, f"{prefix}-data", required=True)
     training = stack_outputs(cloudformation, f"{prefix}-training", required=False)
     inference = stack_outputs(cloudformation, f"{prefix}-inference", required=False)
-    missing = [key for key in ("DataBucketName", "ArtifactsBucketName") if key not in data]
+    missing = [key for key in OUTPUTS_READ["data"] if key not in data]
     if missing:
         raise RuntimeFailure(f"stack {prefix}-data has no output {', '.join(missing)}")
     return StageResources(
@@ -67,6 +72,5 @@ def resolve(session: Any, stage: StageConfig) -> StageResources:
         data_bucket=data["DataBucketName"],
         artifacts_bucket=data["ArtifactsBucketName"],
         fine_tune_state_machine_arn=training.get("FineTuneStateMachineArn"),
-        batch_infer_state_machine_arn=inference.get("BatchInferStateMachineArn")
-        or training.get("BatchInferStateMachineArn"),
+        batch_infer_state_machine_arn=inference.get("BatchInferStateMachineArn"),
     )

@@ -78,6 +78,25 @@ def read_assembly(outdir: Path) -> Assembly:
     return Assembly(outdir=outdir, stacks=stacks)
 
 
+def read_app_stacks(outdir: Path) -> dict[str, SynthesizedStack]:
+    """The stacks at the top of the assembly, outside every team stage (the delivery pipeline and its
+    cross-region support stacks), by display name; empty when the pipeline is off."""
+    manifest_file = outdir / "manifest.json"
+    if not manifest_file.exists():
+        return {}
+    stacks = {}
+    for artifact in json.loads(manifest_file.read_text())["artifacts"].values():
+        if artifact["type"] != "aws:cloudformation:stack":
+            continue
+        template_file = artifact["properties"]["templateFile"]
+        name = artifact.get("displayName", template_file.removesuffix(".template.json"))
+        metadata_file = outdir / template_file.replace(".template.json", ".metadata.json")
+        stacks[name] = SynthesizedStack(
+            stage="", name=name, template=json.loads((outdir / template_file).read_text()),
+            metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {})
+    return stacks
+
+
 def acknowledgements(assembly: Assembly) -> list[dict[str, str]]:
     """Every acknowledgement recorded in the assembly (stage, construct path, rule, reason), sorted."""
     rows = []

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from stacks.components import images
 from stacks.components.data_buckets import DataBuckets
 from stacks.components.network import TeamNetwork
 from stacks.components.retention import log_retention
 from stacks import naming
 from stacks.components.team_key import TeamKey
 from stacks.components.team_topic import TeamTopic
-from stacks.settings import StageConfig
+from stacks.settings import ExistingVpc, StageConfig
 
 
 class DataStack(Stack):
     """Stateful layer of one team stage. Its resources keep their data on non-ephemeral stages (RETAIN)."""
 
     def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, **kwargs: Any) -> None:
+        self._zones = stage.vpc.availability_zones if isinstance(stage.vpc, ExistingVpc) else \
+            [Fn.select(index, Fn.get_azs()) for index in range(stage.vpc.zones)]
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: key, buckets, network",
                          **kwargs)
         removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
@@ -32,6 +35,7 @@ class DataStack(Stack):
             qualified_name=stage.qualified_name, account=stage.account, region=stage.region,
             key=self.team_key, removal_policy=removal_policy,
             noncurrent_version_days=stage.noncurrent_version_days,
+            data_capture_expire_days=stage.data_capture.expire_days,
             log_retention_days=stage.log_retention_days,
         )
         self.data_bucket = buckets.data_bucket
@@ -42,10 +46,13 @@ class DataStack(Stack):
             settings=stage.vpc, qualified_name=stage.qualified_name, key=self.team_key,
             log_retention=log_retention(stage.log_retention_days),
             removal_policy=removal_policy,
+            image_accounts=[images.registry_account(uri) for uri in (
+                images.pytorch_training(stage.region, stage.images), images.lmi_inference(stage.region, stage.images),
+                images.huggingface_inference(stage.region, stage.images, gpu=True))],
         )
 
         self.topic = TeamTopic(self, "TeamTopic", topic_name=naming.team_topic(stage.qualified_name),
-                               key=self.team_key, email=stage.email).topic
+                               qualified_name=stage.qualified_name, key=self.team_key, email=stage.email).topic
 
         published = {
             "DataBucketName": ("data-bucket", self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),
@@ -64,3 +71,11 @@ class DataStack(Stack):
                 string_value=value,
                 description=f"finetune-stack {stage.qualified_name}: {description}",
             )
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The stage's zones without a context lookup: the configured subnets' zones, or the account's first N by
+        position (Fn::GetAZs). ec2.Vpc reads this to check its zones; the default would register an AWS lookup,
+        which the CLI then attempts (and fails offline) whenever the delivery pipeline embeds the stage."""
+        return self._zones
+

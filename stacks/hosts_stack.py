@@ -11,6 +11,7 @@ from constructs import Construct
 from stacks import naming
 from stacks.components.gpu_host import GpuHost, pinned_ami
 from stacks.components.retention import log_retention
+from stacks.components.network import interface_endpoint_statement
 from stacks.data_stack import DataStack
 from stacks.settings import ExistingVpc, StageConfig
 from stacks.training_stack import TrainingStack
@@ -34,9 +35,13 @@ class HostsStack(Stack):
         network = data.network
         if not (isinstance(stage.vpc, ExistingVpc) and not stage.vpc.create_endpoints):
             for name, service in HOST_ENDPOINTS.items():
-                ec2.InterfaceVpcEndpoint(
+                endpoint = ec2.InterfaceVpcEndpoint(
                     self, f"{name}Endpoint", vpc=network.vpc, service=service, subnets=network.subnets,
                     private_dns_enabled=True, security_groups=[network.endpoint_security_group], open=False)
+                # The host's agents act on this account's resources; SSM also serves AWS-owned documents, so only
+                # the principal is held to this account there.
+                endpoint.add_to_policy(interface_endpoint_statement(
+                    account=self.account, resource_accounts=None if name.startswith(("Ssm", "Ec2")) else [self.account]))
 
         ami_id = pinned_ami(stage.images.dlami_ssm_parameter, stage.region)
         self.hosts: dict[str, GpuHost] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
@@ -14,6 +14,7 @@ from stacks.components.batch_inference import BatchInference
 from stacks.components.endpoints import EndpointNetwork, ModelEndpoint, ModelExecutionRole
 from stacks.components.inference_api import InferenceApi, InferenceProxy
 from stacks.components.retention import log_retention
+from stacks.components.sagemaker_iam import vpc_conditions
 from stacks.data_stack import DataStack
 from stacks.settings import OfficeHours, StageConfig
 from stacks.training_stack import TrainingStack
@@ -47,6 +48,10 @@ class InferenceStack(Stack):
             description=f"{q}: SageMaker models and batch transform jobs (HTTPS inside the VPC only)")
         self.model_security_group.add_egress_rule(ec2.Peer.ipv4(stage.vpc.cidr), ec2.Port.tcp(443),
                                                   "HTTPS to the VPC interface endpoints")
+        # SageMaker fetches model artifacts and batch input, and writes capture and batch output, over the models'
+        # VPC interfaces: S3 through the gateway endpoint, whose addresses are the region's S3 prefix list.
+        self.model_security_group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id),
+                                                  ec2.Port.tcp(443), "HTTPS to S3 through the gateway endpoint")
         placement = data.network.subnets
         network = EndpointNetwork(
             subnet_ids=data.network.vpc.select_subnets(
@@ -58,10 +63,12 @@ class InferenceStack(Stack):
                 return lmi_image
             return hf_cpu_image if instance_type.startswith(("ml.m", "ml.c", "ml.r", "ml.t")) else hf_gpu_image
 
+        network_conditions = vpc_conditions(self, vpc_id=data.network.vpc.vpc_id, subnet_ids=network.subnet_ids)
         endpoint_images = {spec.name: image_for(spec.kind, spec.instance_type) for spec in stage.endpoints}
         self.model_role = ModelExecutionRole(
             self, "ModelExecutionRole", qualified_name=q, endpoints=stage.endpoints,
-            image_uris=sorted(set(endpoint_images.values())), key=key, artifacts_bucket_name=artifacts_bucket_name)
+            image_uris=sorted(set(endpoint_images.values())), key=key, artifacts_bucket_name=artifacts_bucket_name,
+            data_capture=stage.data_capture.enabled, network_conditions=network_conditions)
         self.endpoints: dict[str, ModelEndpoint] = {}
         for spec in stage.endpoints:
             self.endpoints[spec.name] = ModelEndpoint(
@@ -69,6 +76,7 @@ class InferenceStack(Stack):
                 spec=spec, endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],
                 environment=_container_environment(spec.kind),
                 role=self.model_role.role, key=key, network=network, capture_bucket_name=artifacts_bucket_name,
+                data_capture=stage.data_capture.enabled,
                 office_hours=OfficeHours())
             self.endpoints[spec.name].model.node.add_dependency(self.model_role.policy)
 
@@ -86,7 +94,12 @@ class InferenceStack(Stack):
             model_package_group_name=training.model_package_group_name,
             subnet_ids=network.subnet_ids, security_group_ids=network.security_group_ids,
             gpu_image_uri=hf_gpu_image, cpu_image_uri=hf_cpu_image,
+            team=stage.team, stage_name=stage.name, instance_types=stage.training.instance_types,
+            max_instance_count=stage.training.max_instance_count, network_conditions=network_conditions,
             log_retention=retention, removal_policy=removal_policy)
+        # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
+        CfnOutput(self, "BatchInferStateMachineArn", value=self.batch.state_machine.state_machine_arn,
+                  description="Start a batch inference run here (finetune batch)")
 
 
 def _container_environment(kind: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import jsii
 from aws_cdk import IPolicyValidationContext, IPolicyValidationPlugin, PolicyValidationPluginReport
 from aws_cdk import Stage, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NagPack, NIST80053R5Checks
+from constructs import IConstruct
 
 PACKS_BY_COMPLIANCE_NAME: dict[str, type[NagPack]] = {
     "nist-800-53-r5": NIST80053R5Checks,
@@ -22,9 +23,9 @@ PACKS_BY_COMPLIANCE_NAME: dict[str, type[NagPack]] = {
 
 @jsii.implements(IPolicyValidationPlugin)
 class StageRulePack:
-    """A cdk-nag pack that validates one stage's constructs, not the whole app."""
+    """A cdk-nag pack that validates one stage's constructs (or one top-level stack's), not the whole app."""
 
-    def __init__(self, pack: NagPack, stage: Stage) -> None:
+    def __init__(self, pack: NagPack, stage: IConstruct) -> None:
         self._pack = pack
         self._stage = stage
 
@@ -50,3 +51,8 @@ def register_rule_packs(stage: Stage, compliance: tuple[str, ...]) -> None:
     packs: list[NagPack] = [AwsSolutionsChecks(stage)]
     packs += [PACKS_BY_COMPLIANCE_NAME[name](stage) for name in compliance]
     Validations.of(stage).add_plugins(*(StageRulePack(pack, stage) for pack in packs))
+
+
+def register_stack_rule_pack(app: Stage, stack: IConstruct) -> None:
+    """AwsSolutions on a stack outside every team stage (the delivery pipeline), registered on the app."""
+    Validations.of(app).add_plugins(StageRulePack(AwsSolutionsChecks(stack), stack))

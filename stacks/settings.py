@@ -161,6 +161,9 @@ class TrainingLimits(_Strict):
     start_on_manifest: bool = Field(
         False, description="Start a FineTune run when datasets/<name>/<version>/manifest.json with a `run` object "
                            "is uploaded to the data bucket.")
+    network_isolation: bool = Field(
+        True, description="Run training jobs with SageMaker network isolation: the container reaches nothing, "
+                          "SageMaker alone moves data in and out. Opt out only with the reason in a comment.")
     base_models: list[Annotated[str, Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]] = Field(
         default_factory=list,
@@ -213,6 +216,20 @@ class EndpointSpec(_Strict):
         if self.serverless is not None and self.kind != "classifier":
             raise ValueError("serverless is only available for classifier endpoints (LLMs need GPUs)")
         return self
+
+
+DATA_CAPTURE_EXPIRE_DAYS = 30
+"""Default days captured requests and responses are kept (``data_capture.expire_days``)."""
+
+
+class DataCapture(_Strict):
+    """Endpoint data capture of a stage: prompts and completions sampled to the artifacts bucket."""
+
+    enabled: bool = Field(True, description="Capture a share of each endpoint's requests and responses "
+                                            "(the share is the endpoint's data_capture_percent). Stages listing "
+                                            "hipaa must set this explicitly.")
+    expire_days: int = Field(DATA_CAPTURE_EXPIRE_DAYS, ge=1, le=3650,
+                             description="Days a captured request or response is kept before S3 deletes it.")
 
 
 class OfficeHours(_Strict):
@@ -277,6 +294,9 @@ class StageSpec(_Strict):
     proxy_reserved_concurrency: int | None = Field(
         None, ge=1, le=1000, description="Concurrent executions reserved for (and capping) the inference proxy "
                                          "Lambda: the most requests the stage's API serves at once. Default 20.")
+    data_capture: DataCapture | None = Field(
+        None, description="Data capture of the stage's endpoints (default on, kept 30 days; required on hipaa "
+                          "stages).")
     endpoints: list[EndpointSpec] | None = Field(None, description="Real-time endpoints of this stage.")
     hosts: list[HostSpec] | None = Field(None, description="GPU hosts of this stage.")
 
@@ -301,6 +321,7 @@ class StageConfig(_Strict):
     auto_approve_models: bool
     images: ImageVersions
     proxy_reserved_concurrency: int
+    data_capture: DataCapture
     endpoints: tuple[EndpointSpec, ...]
     hosts: tuple[HostSpec, ...]
 
@@ -350,10 +371,31 @@ class Team(_Strict):
     stages: dict[StageName, StageSpec] = Field(min_length=1, description="The team's stages by name.")
 
 
+_CONNECTION_ARN_RE = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:(codeconnections|codestar-connections):[a-z0-9-]+:[0-9]{12}:connection/[0-9a-f-]{36}$")
+_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+
+
+class Delivery(_Strict):
+    """The optional CDK Pipelines delivery pipeline, in a tooling account, that rolls every stage out in waves."""
+
+    enabled: bool = Field(False, description="Synthesize the delivery pipeline stack (off: the stages alone).")
+    account: AccountId = Field(description="Tooling account the pipeline runs in; stage accounts trust it.")
+    region: Region = Field(description="Region of the pipeline.")
+    connection_arn: Annotated[str, _check(_CONNECTION_ARN_RE, "is not a CodeConnections connection ARN")] = Field(
+        description="CodeConnections (CodeStar) connection to the repository host, created once in the console.")
+    repository: Annotated[str, _check(_REPOSITORY_RE, "is not an owner/name repository")] = Field(
+        description="Repository the pipeline builds, as owner/name.")
+    branch: Annotated[str, _check(_BRANCH_RE, "is not a branch name")] = Field(
+        "main", description="Branch whose pushes start the pipeline.")
+
+
 class TeamsFile(_Strict):
     """Root of ``config/teams.yaml``."""
 
     teams: list[Team] = Field(min_length=1, description="Every team this platform stamps.")
+    delivery: Delivery | None = Field(None, description="The delivery pipeline (optional, off by default).")
 
 
 class ConfigError(Exception):
@@ -412,6 +454,13 @@ def _merged_problems(where: str, team_where: str, values: Mapping[str, Any]) -> 
             problems.append(f"{where}.{required}: is required (set it on the stage or in {team_where}.defaults)")
     if values.get("new_vpc") is not None and values.get("existing_vpc") is not None:
         problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
+    compliance = values.get("compliance")
+    capture = values.get("data_capture")
+    if isinstance(compliance, list) and "hipaa" in compliance and not (
+            isinstance(capture, Mapping) and "enabled" in capture):
+        problems.append(f"{where}.data_capture.enabled: is required on a stage that lists hipaa (captured prompts "
+                        "and completions may hold protected health information): set true or false on the stage "
+                        f"or in {team_where}.defaults")
     for key in ("endpoints", "hosts"):
         items = values.get(key)
         names = [item.get("name") for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
@@ -462,12 +511,46 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
         stages.append(StageConfig(
             team=team["name"], name=stage_name, cost_center=team["cost_center"], email=team["email"],
             vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
-            **{key: value for key, value in values.items() if key not in ("compliance", "endpoints", "hosts")},
+            **{key: value for key, value in values.items()
+               if key not in ("compliance", "endpoints", "hosts", "data_capture")},
             compliance=tuple(dict.fromkeys(values["compliance"])),
+            data_capture=DataCapture(**values.pop("data_capture", None) or {}),
             endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
             hosts=tuple(HostSpec(**h) for h in values["hosts"]),
         ))
     return stages, problems
+
+
+def names_overlap(first: str, second: str) -> bool:
+    """Whether resource-name patterns of one qualified name (``{q}-*``) also match the other's resources.
+
+    Every stage resource is named ``{team}-{stage}`` followed by ``-`` or ``/``, so ``{q}-*`` reaches another stage
+    exactly when that stage's name equals ``q`` or starts with ``q-`` (``search-dev`` and ``search-dev-eu``).
+    """
+    return first == second or first.startswith(f"{second}-") or second.startswith(f"{first}-")
+
+
+def overlapping_stages(stages: Iterable[StageConfig]) -> list[str]:
+    """Pairs of stages whose names would make one stage's IAM patterns match the other's resources.
+
+    Two stages of one account must not overlap (IAM statements name resources by ``{team}-{stage}-*`` where no
+    tag condition is available); two stages of any accounts must not share a qualified name (the CDK stage id).
+    """
+    problems = []
+    stages = list(stages)
+    for index, first in enumerate(stages):
+        for second in stages[index + 1:]:
+            same_name = first.qualified_name == second.qualified_name
+            if same_name or (first.account == second.account and names_overlap(first.qualified_name,
+                                                                                second.qualified_name)):
+                problems.append(
+                    f"stages {first.qualified_name!r} (team {first.team!r}, stage {first.name!r}) and "
+                    f"{second.qualified_name!r} (team {second.team!r}, stage {second.name!r}) "
+                    + ("have the same name {team}-{stage}" if same_name else
+                       f"share account {first.account} and one name extends the other with '-', so the "
+                       "`{team}-{stage}-*` resource patterns of one would match the other's resources")
+                    + "; rename one or deploy it to another account")
+    return problems
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -499,6 +582,11 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConfig]:
     """Parse and validate the YAML text of a teams file into resolved stages, or raise :class:`ConfigError`."""
+    return parse_settings(text, source)[0]
+
+
+def parse_settings(text: str, source: str = "config/teams.yaml") -> tuple[list[StageConfig], Delivery | None]:
+    """Parse and validate a teams file into its resolved stages and its delivery pipeline settings."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: _UniqueKeyLoader is a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
@@ -518,19 +606,25 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
         list(_merged_stages(raw.get("teams"), merged_problems))
         raise ConfigError(source, field_problems + [p for p in merged_problems if p not in field_problems]) from None
     stages, problems = resolve_stages(teams_file)
+    problems += overlapping_stages(stages)
     if problems:
         raise ConfigError(source, problems)
-    return stages
+    return stages, teams_file.delivery
 
 
 def load_config(path: str | Path) -> list[StageConfig]:
     """Read and validate a teams file; raise :class:`ConfigError` listing every problem."""
+    return load_settings(path)[0]
+
+
+def load_settings(path: str | Path) -> tuple[list[StageConfig], Delivery | None]:
+    """Read and validate a teams file: its resolved stages and its delivery pipeline settings (or None)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot be read: {error}"]) from None
-    return parse_config(text, source=str(path))
+    return parse_settings(text, source=str(path))
 
 
 def json_schema() -> dict[str, Any]:

@@ -26,7 +26,8 @@ from stacks.components.fine_tune_pipeline import FineTunePipeline
 from stacks.components.inference_api import PROXY_RUNTIME, ignore_redundant_role_dependency, powertools_layer_arn
 from stacks.components.lambda_code import assembled_code
 from stacks.components.retention import log_retention
-from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
+from stacks.components.sagemaker_iam import ecr_login, vpc_conditions, vpc_network_interfaces
+from stacks.components.team_topic import TeamTopicTarget
 from stacks.components.training_image import TrainingImage
 from stacks.data_stack import DataStack
 from stacks.settings import StageConfig
@@ -40,8 +41,10 @@ VALIDATE_LAYOUT = {
     "finetune/formats.py": "training_code/finetune/formats.py",
     "finetune/errors.py": "training_code/finetune/errors.py",
     "finetune/metrics.py": "training_code/finetune/metrics.py",
+    "finetune/contract.py": "training_code/finetune/contract.py",
 }
-GATE_LAYOUT = {"gate": "lambda_handlers/gate"}
+GATE_LAYOUT = {"gate": "lambda_handlers/gate", "finetune/__init__.py": "training_code/finetune/__init__.py",
+               "finetune/contract.py": "training_code/finetune/contract.py"}
 
 
 class ScopedAccess:
@@ -148,6 +151,7 @@ class TrainingStack(Stack):
             security_group=self.job_security_group,
             model_package_group_name=self.model_package_group_name,
             auto_approve=stage.auto_approve_models,
+            network_isolation=stage.training.network_isolation,
             endpoints=stage.endpoints,
             validate_function=validate,
             gate_function=gate,
@@ -173,7 +177,7 @@ class TrainingStack(Stack):
                 detail={"TrainingJobName": [{"prefix": f"{q}-"}],
                         "TrainingJobStatus": ["Completed", "Failed", "Stopped"]}),
         )
-        job_events.add_target(targets.SnsTopic(data.topic, message=events.RuleTargetInput.from_text(
+        job_events.add_target(TeamTopicTarget(data.topic, message=events.RuleTargetInput.from_text(
             f"[{q}] training job {events.EventField.from_path('$.detail.TrainingJobName')} is "
             f"{events.EventField.from_path('$.detail.TrainingJobStatus')}: "
             f"{events.EventField.from_path('$.detail.FailureReason')}")))
@@ -233,33 +237,46 @@ class TrainingStack(Stack):
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
             resources=[f"arn:{self.partition}:ecr:{self.region}:"
                        f"{images.registry_account(images.lmi_inference(stage.region, stage.images))}:repository/*"]))
+        # SageMaker names the log groups: one shared /aws/sagemaker/TrainingJobs group with a stream per job
+        # (named after the job), and /aws/sagemaker/Endpoints/<endpoint> per endpoint. Both are held to this
+        # stage's job and endpoint names.
+        training_logs = self.format_arn(service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                                        resource_name="/aws/sagemaker/TrainingJobs")
+        endpoint_logs = self.format_arn(service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                                        resource_name=f"/aws/sagemaker/Endpoints/{q}-*")
         policy.add_statements(iam.PolicyStatement(
             sid="WriteJobAndEndpointLogs",
             actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            resources=[self.format_arn(service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                                       resource_name="/aws/sagemaker/*")]))
+            resources=[training_logs, f"{training_logs}:log-stream:{q}-*", endpoint_logs]))
+        # cloudwatch:PutMetricData has no resource-level permissions; the namespace condition is the only scope,
+        # and SageMaker's training metrics namespace is AWS's, shared by every job of the account.
         policy.add_statements(iam.PolicyStatement(
             sid="PublishTrainingMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
-            conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}}))
-        policy.add_statements(vpc_network_interfaces(conditions={"ArnEqualsIfExists": {"ec2:Vpc": self.format_arn(
-            service="ec2", resource="vpc", resource_name=data.network.vpc.vpc_id)}}))
+            conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/TrainingJobs"]}}))
+        policy.add_statements(vpc_network_interfaces(conditions=vpc_conditions(
+            self, vpc_id=data.network.vpc.vpc_id,
+            subnet_ids=data.network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED).subnet_ids)))
         policy.add_statements(ecr_login())
         partition = self.resolve(self.partition)
         acknowledge(cfn_resource(policy, iam.CfnManagedPolicy), {
             "AwsSolutions-IAM5[Resource::*]": (
                 "Three actions only, each without resource-level permissions: ecr:GetAuthorizationToken, "
-                "cloudwatch:PutMetricData (limited to the /aws/sagemaker/* namespaces by condition) and the EC2 "
-                "network-interface actions SageMaker needs to join the VPC (limited to this stage's VPC by "
-                "condition)."),
+                "cloudwatch:PutMetricData (limited to the /aws/sagemaker/TrainingJobs namespace by condition) and "
+                "the EC2 network-interface actions SageMaker needs to join the VPC (limited to this stage's VPC and "
+                "subnets by condition)."),
             **acks,
             f"AwsSolutions-IAM5[Resource::arn:{partition}:ecr:{stage.region}:"
             f"{images.registry_account(images.lmi_inference(stage.region, stage.images))}:repository/*]": (
                 "Read-only pulls from AWS's Deep Learning Container registry of this region, whose repository "
                 "names (djl-inference, huggingface-pytorch-inference) follow the pinned image versions."),
             f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{stage.region}:{stage.account}"
-            ":log-group:/aws/sagemaker/*]": (
-                "SageMaker writes job and endpoint logs to log groups it names under /aws/sagemaker/ (one per "
-                "job type, streams per job); the names are not known before the job runs."),
+            f":log-group:/aws/sagemaker/TrainingJobs:log-stream:{q}-*]": (
+                "SageMaker writes one stream per training job instance into the account's TrainingJobs log group, "
+                f"named after the job; this stage's jobs are all named {q}-..."),
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{stage.region}:{stage.account}"
+            f":log-group:/aws/sagemaker/Endpoints/{q}-*]": (
+                "SageMaker creates one log group per endpoint, named after it; this stage's endpoints and the "
+                f"models Deploy creates are all named {q}-..."),
         })
         return role
 
@@ -269,9 +286,12 @@ class TrainingStack(Stack):
             description=f"{stage.qualified_name}: training jobs (their own traffic and the VPC endpoints only)")
         group.add_ingress_rule(group, ec2.Port.all_tcp(), "Distributed training between the job's instances")
         group.add_egress_rule(group, ec2.Port.all_tcp(), "Distributed training between the job's instances")
-        # The subnets are isolated (no internet gateway or NAT): HTTPS can only reach the VPC endpoints and S3's
-        # gateway endpoint, whose prefix list is not known without an account lookup.
-        group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC and S3 gateway endpoints")
+        # Out only to the interface endpoints (their security group) and to S3 through the gateway endpoint (the
+        # region's S3 prefix list): SageMaker moves channels, checkpoints and output over these ENIs.
+        group.add_egress_rule(ec2.Peer.security_group_id(data.network.endpoint_security_group.security_group_id),
+                              ec2.Port.tcp(443), "HTTPS to the VPC interface endpoints")
+        group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id), ec2.Port.tcp(443),
+                              "HTTPS to S3 through the gateway endpoint")
         return group
 
     def _function(self, construct_id: str, function_name: str, code: lambda_.Code, handler: str,
@@ -295,8 +315,11 @@ class TrainingStack(Stack):
         security_group = ec2.SecurityGroup(
             self, f"{construct_id}SecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
             description=f"{function_name}: HTTPS to the VPC endpoints only")
-        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
-                                       "HTTPS to the VPC and S3 gateway endpoints (no internet route)")
+        security_group.add_egress_rule(
+            ec2.Peer.security_group_id(data.network.endpoint_security_group.security_group_id), ec2.Port.tcp(443),
+            "HTTPS to the VPC interface endpoints")
+        security_group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id), ec2.Port.tcp(443),
+                                       "HTTPS to S3 through the gateway endpoint")
         function = lambda_.Function(
             self, construct_id,
             role=role.without_policy_updates(),  # everything it may do is in `policy`
@@ -332,14 +355,15 @@ class TrainingStack(Stack):
         acknowledge(policy, {
             "NIST.800.53.R5-IAMNoInlinePolicy": _SFN_INLINE, "HIPAA.Security-IAMNoInlinePolicy": _SFN_INLINE,
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:"
-            f"{self.region}:{self.account}:training-job/*]": (
-                "Training job names are generated per attempt (stage prefix + execution + random suffix) so a "
-                "retry never collides; the state machine can only create, describe and stop training jobs."),
-            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/*]": (
-                "Deploy creates one model per training job, named after the job; the name is not known at deploy."),
+            f"{self.region}:{self.account}:training-job/{q}-*]": (
+                "Training job names are generated per attempt (stage prefix + execution + random suffix) so a retry "
+                "never collides; the grant covers this stage's job names only, to create, describe and stop them."),
+            f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/{q}-*]": (
+                "Deploy creates one model per training job, named after the job ({team}-{stage}-...); the name is "
+                "not known at deploy."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
-            ":endpoint-config/*]": ("Deploy creates one endpoint config per training job, named after the job; the "
-                                    "name is not known when the stack is deployed."),
+            f":endpoint-config/{q}-*]": ("Deploy creates one endpoint config per training job, named after the job "
+                                         "({team}-{stage}-...); the name is not known when the stack is deployed."),
             f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}"
             f":endpoint/{q}-*]": ("Only this stage's endpoints, which are all named {team}-{stage}-{name}; Deploy updates "
                                   "and describes the one the request names."),

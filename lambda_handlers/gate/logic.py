@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 MAX_OUTPUT_ARCHIVE_BYTES = 50 * 1024 * 1024
-MAIN_METRICS = {"causal-lm": ("eval_loss", False), "classification": ("accuracy", True)}
+from finetune.contract import MAIN_METRIC as MAIN_METRICS  # noqa: E402  (the asset ships finetune/contract.py)
 
 
 class GateInputError(ValueError):

@@ -25,6 +25,7 @@ class _Message(BaseModel):
     model_config = _LAX
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[dict] | None = None
 
 
 class _Choice(BaseModel):
@@ -65,37 +66,50 @@ def complete_chat(
     settings: ProxySettings,
     runtime: RuntimeClient,
     clock: Callable[[], float] = time.time,
-) -> tuple[ResolvedModel, dict[str, Any]]:
-    """Run the chat completion on the endpoint `request.model` names; return it and the OpenAI response."""
+) -> tuple[ResolvedModel, dict]:
+    """Run the chat completion on the endpoint `request.model` names; return it and the OpenAI response.
+
+    The container's answer is checked for the fields the proxy relies on, then passed on whole: tool
+    calls, logprobs, `system_fingerprint`, usage details and whatever a newer vLLM adds reach the caller.
+    The proxy sets only what it owns (`id` if missing, `created`, `model` as the caller named it) and
+    translates LMI's finish reasons to OpenAI's words.
+    """
     model = resolve_model(request.model, settings, kind="llm")
-    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body())
+    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body(),
+                             inference_component=model.inference_component)
+    payload = invocation.payload
     try:
-        completion = _Completion.model_validate(invocation.payload)
+        completion = _Completion.model_validate(payload)
     except ValidationError as error:
         raise ModelFailed(
             f"Model endpoint '{model.endpoint_name}' returned an answer that is not a chat completion."
         ) from error
-    response: dict[str, Any] = {
+    response: dict = {
+        **payload,
         "id": completion.id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": completion.created or int(clock()),
         "model": request.model,
-        "choices": [
-            {
-                "index": choice.index,
-                "message": {"role": choice.message.role, "content": choice.message.content},
-                "finish_reason": openai_finish_reason(choice.finish_reason),
-            }
-            for choice in completion.choices
-        ],
+        "choices": [_choice(raw, parsed) for raw, parsed in zip(payload["choices"], completion.choices, strict=True)],
     }
     if completion.usage is not None:
-        usage = completion.usage
-        response["usage"] = {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens
-            if usage.total_tokens is not None
-            else usage.prompt_tokens + usage.completion_tokens,
-        }
+        response["usage"] = usage_of(payload["usage"], completion.usage)
+    else:
+        response.pop("usage", None)
     return model, response
+
+
+def _choice(raw: dict, parsed: _Choice) -> dict:
+    choice = {**raw, "index": parsed.index, "finish_reason": openai_finish_reason(parsed.finish_reason)}
+    choice["message"] = {**raw["message"], "role": parsed.message.role, "content": parsed.message.content}
+    if not parsed.message.tool_calls:
+        # vLLM sends `tool_calls: []` when no tool was called; OpenAI omits the field.
+        choice["message"].pop("tool_calls", None)
+    return choice
+
+
+def usage_of(raw: dict, usage: _Usage) -> dict:
+    """OpenAI usage: the container's (details included) with `total_tokens` filled in when it left it out."""
+    total = usage.total_tokens if usage.total_tokens is not None else usage.prompt_tokens + usage.completion_tokens
+    return {**raw, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": total}

@@ -12,6 +12,8 @@ class RuntimeClient(Protocol):
 
     def invoke_endpoint(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def invoke_endpoint_with_response_stream(self, **kwargs: Any) -> dict[str, Any]: ...
+
 
 class ControlPlaneClient(Protocol):
     """The part of a `sagemaker` client the proxy calls."""

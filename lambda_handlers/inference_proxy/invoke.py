@@ -17,7 +17,7 @@ from botocore.exceptions import (
 )
 
 from .clients import RuntimeClient
-from .errors import ModelFailed, ModelTimeout, ModelUnavailable, ProxyError, Throttled
+from .errors import ModelFailed, ModelScalingUp, ModelTimeout, ModelUnavailable, ProxyError, Throttled
 
 JSON = "application/json"
 logger = logging.getLogger(__name__)
@@ -31,13 +31,17 @@ class Invocation:
     seconds: float
 
 
-def invoke_json(runtime: RuntimeClient, endpoint_name: str, body: Any) -> Invocation:
-    """POST `body` as JSON to the endpoint and decode its JSON answer; raise a ProxyError on any failure."""
+def invoke_json(runtime: RuntimeClient, endpoint_name: str, body: Any, *,
+                inference_component: str | None = None) -> Invocation:
+    """POST `body` as JSON to the endpoint (or one of its inference components) and decode its JSON answer;
+    raise a ProxyError on any failure."""
     # ensure_ascii keeps the bytes valid UTF-8 even for lone surrogates that JSON allows in strings.
     encoded = json.dumps(body, separators=(",", ":")).encode()
     started = time.perf_counter()
     try:
-        response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=encoded, ContentType=JSON, Accept=JSON)
+        component = {"InferenceComponentName": inference_component} if inference_component else {}
+        response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=encoded, ContentType=JSON, Accept=JSON,
+                                           **component)
         raw = response["Body"].read()
     except ClientError as error:
         raise map_client_error(error, endpoint_name) from error
@@ -73,6 +77,10 @@ def map_client_error(error: ClientError, endpoint_name: str) -> ProxyError:
         return ModelFailed(f"Model endpoint '{endpoint_name}' failed to process the request{status}.")
     if code in ("ModelNotReadyException", "ServiceUnavailable", "InternalDependencyException"):
         return ModelUnavailable(f"Model endpoint '{endpoint_name}' is not ready; retry shortly.")
+    if code in ("ValidationError", "ValidationException") and "no capacity" in message.lower():
+        # An inference component scaled to zero copies: SageMaker's NoCapacityInvocationFailures metric, which
+        # the stage's scale-from-zero alarm watches, counts this call and adds a copy.
+        return ModelScalingUp(f"Model endpoint '{endpoint_name}' is scaled to zero and starting; retry in a minute.")
     if code in ("ValidationError", "ValidationException") and _means_not_in_service(message):
         return ModelUnavailable(f"Model endpoint '{endpoint_name}' is not in service.")
     logger.error("unexpected SageMaker runtime error", extra={"endpoint": endpoint_name, "code": code})

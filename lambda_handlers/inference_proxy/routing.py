@@ -15,10 +15,20 @@ class ResolvedModel:
     short_name: str
     endpoint_name: str
     kind: Kind
+    #: The inference component to invoke on the endpoint (a base model or one of its LoRA adapters).
+    inference_component: str | None = None
+
+    def target(self) -> dict[str, str]:
+        """The InvokeEndpoint(WithResponseStream) parameters that address this model."""
+        if self.inference_component is None:
+            return {"EndpointName": self.endpoint_name}
+        return {"EndpointName": self.endpoint_name, "InferenceComponentName": self.inference_component}
 
 
-def resolve_model(name: str, settings: ProxySettings, *, kind: Kind) -> ResolvedModel:
+def resolve_model(name: str, settings: ProxySettings, *, kind: Kind | None) -> ResolvedModel:
     """Resolve a short name or full endpoint name; raise 403/404/400 if it is not ours or not `kind`.
+
+    `kind` None accepts either kind (GET /v1/models/{id}).
 
     A full endpoint name from another team or stage gets 403 without any call to SageMaker, so the
     answer reveals nothing about which endpoints exist outside this team stage.
@@ -29,17 +39,19 @@ def resolve_model(name: str, settings: ProxySettings, *, kind: Kind) -> Resolved
         short_name = name.removeprefix(settings.endpoint_prefix)
         endpoint = settings.endpoints.get(short_name)
         if endpoint is None or endpoint.endpoint_name != name:
-            raise ModelNotFound(_not_found_message(name, settings))
+            raise ModelNotFound(_not_found_message(name, settings), param="model")
     if endpoint is None:
         if _looks_like_foreign_endpoint(name, settings):
             raise ModelForbidden(
-                f"Model '{_printable(name)}' does not belong to team '{settings.team}', stage '{settings.stage}'."
+                f"Model '{_printable(name)}' does not belong to team '{settings.team}', stage '{settings.stage}'.",
+                param="model",
             )
-        raise ModelNotFound(_not_found_message(name, settings))
-    if endpoint.kind != kind:
+        raise ModelNotFound(_not_found_message(name, settings), param="model")
+    if kind is not None and endpoint.kind != kind:
         route = "/v1/chat/completions" if endpoint.kind == "llm" else f"/v1/models/{short_name}/predict"
-        raise InvalidRequest(f"Model '{short_name}' is a {endpoint.kind} endpoint; call it at {route}.")
-    return ResolvedModel(short_name=short_name, endpoint_name=endpoint.endpoint_name, kind=endpoint.kind)
+        raise InvalidRequest(f"Model '{short_name}' is a {endpoint.kind} endpoint; call it at {route}.", param="model")
+    return ResolvedModel(short_name=short_name, endpoint_name=endpoint.endpoint_name, kind=endpoint.kind,
+                         inference_component=endpoint.inference_component)
 
 
 def _looks_like_foreign_endpoint(name: str, settings: ProxySettings) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,7 +34,11 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
 
 #: IAM actions the function's role needs, on this team stage's endpoints only
 #: (`arn:aws:sagemaker:{region}:{account}:endpoint/{team}-{stage}-*`, lower case as SageMaker writes ARNs).
-REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint")
+REQUIRED_IAM_ACTIONS: tuple[str, ...] = (
+    "sagemaker:InvokeEndpoint",
+    "sagemaker:InvokeEndpointWithResponseStream",
+    "sagemaker:DescribeEndpoint",
+)
 
 #: API Gateway REST APIs end an integration after 29 s by default; the model call must give up before that.
 API_GATEWAY_INTEGRATION_LIMIT_SECONDS = 29.0
@@ -57,11 +61,14 @@ class Endpoint(BaseModel):
     kind: Kind
     """`llm`: LMI (vLLM) container, served on /v1/chat/completions; `classifier`: Hugging Face
     text-classification container, served on /v1/models/{name}/predict."""
+    inference_component: str | None = None
+    """On an endpoint served by inference components (a base LLM and its LoRA adapters): the component
+    this model name invokes, `{team}-{stage}-{endpoint}-base` or `{team}-{stage}-{endpoint}-{adapter}`."""
 
-    @field_validator("endpoint_name")
+    @field_validator("endpoint_name", "inference_component")
     @classmethod
-    def _sagemaker_name(cls, value: str) -> str:
-        if not _ENDPOINT_NAME.match(value):
+    def _sagemaker_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENDPOINT_NAME.match(value):
             raise ValueError(f"{value!r} is not a valid SageMaker endpoint name")
         return value
 
@@ -97,10 +104,9 @@ class ProxySettings(BaseModel):
         for short_name, endpoint in self.endpoints.items():
             if not re.fullmatch(_NAME, short_name):
                 raise ValueError(f"endpoint short name {short_name!r} must match {_NAME}")
-            if not endpoint.endpoint_name.startswith(self.endpoint_prefix):
-                raise ValueError(
-                    f"endpoint {endpoint.endpoint_name!r} ({short_name}) does not start with {self.endpoint_prefix!r}"
-                )
+            for name in (endpoint.endpoint_name, endpoint.inference_component):
+                if name is not None and not name.startswith(self.endpoint_prefix):
+                    raise ValueError(f"{name!r} ({short_name}) does not start with {self.endpoint_prefix!r}")
         if self.connect_timeout_seconds + self.read_timeout_seconds >= API_GATEWAY_INTEGRATION_LIMIT_SECONDS:
             raise ValueError(
                 f"connect + read timeout must stay below API Gateway's {API_GATEWAY_INTEGRATION_LIMIT_SECONDS:g} s"
@@ -145,11 +151,21 @@ def load_settings(environ: Mapping[str, str]) -> ProxySettings:
         raise SettingsError(f"inference proxy: invalid environment: {error}") from None
 
 
+def inference_component_name(team: str, stage: str, endpoint: str, adapter: str | None = None) -> str:
+    """The inference component of `endpoint` serving its base model (`adapter` None) or one LoRA adapter.
+
+    The one definition of these names: the Inference stack creates the components with them, the FineTune
+    pipeline's Deploy step adds adapters with them, and the proxy invokes them.
+    """
+    return f"{team}-{stage}-{endpoint}-{adapter or 'base'}"
+
+
 def lambda_environment(
     *,
     team: str,
     stage: str,
     endpoints: Mapping[str, Kind],
+    adapters: Mapping[str, Sequence[str]] | None = None,
     connect_timeout_seconds: float | None = None,
     read_timeout_seconds: float | None = None,
     max_request_bytes: int | None = None,
@@ -158,17 +174,24 @@ def lambda_environment(
     """The environment variables for the proxy function (for the Inference stack).
 
     `endpoints` maps each endpoint's short name to its kind; the endpoint names are the stable
-    `{team}-{stage}-{name}`. The result is validated with the same model the function uses at cold start,
+    `{team}-{stage}-{name}`. `adapters` names the LLM endpoints served by inference components, each with
+    its LoRA adapters: the endpoint's name then invokes its base component, and each adapter's name (a model
+    name of its own) invokes the adapter's component on the same endpoint. The result is validated with the same model the function uses at cold start,
     so a bad value fails synthesis rather than the first request.
     """
-    environ = {
-        ENV_TEAM: team,
-        ENV_STAGE: stage,
-        ENV_ENDPOINTS: json.dumps(
-            {short: {"endpoint_name": f"{team}-{stage}-{short}", "kind": kind} for short, kind in sorted(endpoints.items())},
-            separators=(",", ":"),
-        ),
-    }
+    models: dict[str, dict[str, str]] = {}
+    for short, kind in sorted(endpoints.items()):
+        models[short] = {"endpoint_name": f"{team}-{stage}-{short}", "kind": kind}
+    for short, names in sorted((adapters or {}).items()):
+        if endpoints.get(short) != "llm":
+            raise SettingsError(f"inference proxy: adapters are for LLM endpoints; {short!r} is not one")
+        models[short]["inference_component"] = inference_component_name(team, stage, short)
+        for adapter in names:
+            if adapter in models:
+                raise SettingsError(f"inference proxy: adapter {adapter!r} of {short!r} reuses a model name")
+            models[adapter] = {"endpoint_name": f"{team}-{stage}-{short}", "kind": "llm",
+                               "inference_component": inference_component_name(team, stage, short, adapter)}
+    environ = {ENV_TEAM: team, ENV_STAGE: stage, ENV_ENDPOINTS: json.dumps(models, separators=(",", ":"))}
     for name, value in (
         (ENV_CONNECT_TIMEOUT, connect_timeout_seconds),
         (ENV_READ_TIMEOUT, read_timeout_seconds),

@@ -6,7 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from finetune.formats import DataError, read_records
+from botocore.exceptions import ClientError
+from finetune.contract import base_model_prefix
+from finetune.formats import TEXT_LABEL, DataError, mixed_labels, read_records
 
 from .errors import InvalidRequest
 from .request import CheckedRequest
@@ -35,6 +37,20 @@ class ChannelReport:
     """(key, size) of every data file, sorted by key."""
     formats: dict[str, str] = field(default_factory=dict)
     """Detected format of each file whose first lines were read, by S3 URI."""
+    first_labels: list[tuple[str, object]] = field(default_factory=list)
+    """(where, label) of the first record of each classification file read (each file is checked on its own)."""
+
+
+def s3_error_text(error: ClientError) -> str:
+    """What an S3 error means for the object the user named, in their words."""
+    code = error.response.get("Error", {}).get("Code", "")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return "does not exist"
+    if code in ("AccessDenied", "403", "KMS.AccessDeniedException"):
+        return "cannot be read by the pipeline (access denied; is it encrypted with another key?)"
+    if code == "InvalidRange":
+        return "is empty"
+    return f"cannot be read ({code or 'S3 error'})"
 
 
 def list_data_files(s3: S3Client, bucket: str, prefix: str) -> list[tuple[str, int]]:
@@ -51,8 +67,10 @@ def list_data_files(s3: S3Client, bucket: str, prefix: str) -> list[tuple[str, i
 def read_head_lines(s3: S3Client, bucket: str, key: str, size: int, sample_bytes: int) -> list[tuple[int, str]] | str:
     """The complete lines in the first ``sample_bytes`` of an object (one ranged GET), numbered from 1,
     or the problem (not UTF-8). A last line cut off by the range is dropped."""
-    response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{sample_bytes - 1}")
-    data = response["Body"].read()
+    try:
+        data = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{sample_bytes - 1}")["Body"].read()
+    except ClientError as error:  # deleted since the listing, or not readable by this function
+        return s3_error_text(error)
     if size > len(data):  # the range ended inside the file: the last line may be partial
         data = data[: data.rfind(b"\n") + 1]
     lines: list[tuple[int, str]] = []
@@ -77,16 +95,19 @@ def check_channel(s3: S3Client, settings: ValidateSettings, task: str, channel: 
             continue
         lines = read_head_lines(s3, bucket, key, size, settings.sample_bytes)
         if isinstance(lines, str):
-            problems.append(f"{uri}, {lines}")
+            problems.append(f"{uri}{',' if lines.startswith('line ') else ''} {lines}")
             continue
         if not lines:
             warnings.append(f"{uri}: first line is longer than {settings.sample_bytes} bytes; not checked here "
                             "(the training job checks every line)")
             continue
         try:
-            report.formats[uri] = read_records(task, uri, lines)[0]
+            report.formats[uri], records = read_records(task, uri, lines)
         except DataError as error:
             problems.append(str(error))
+            continue
+        if report.formats[uri] == TEXT_LABEL and records:
+            report.first_labels.append((f"{uri}, line {records[0].line}", records[0].data["label"]))
     unchecked = len(report.files) - settings.max_files_checked
     if unchecked > 0:
         warnings.append(f"{report.uri}: {unchecked} more files not sampled (the training job checks every line)")
@@ -95,7 +116,7 @@ def check_channel(s3: S3Client, settings: ValidateSettings, task: str, channel: 
 
 def check_base_model(s3: S3Client, settings: ValidateSettings, name: str) -> str | None:
     """The problem with a staged base model (nothing staged, or no ``config.json``/``.gguf``), or None."""
-    prefix = f"models/base/{name}/"
+    prefix = base_model_prefix(name)
     uri = f"s3://{settings.artifacts_bucket}/{prefix}"
     page = s3.get_paginator("list_objects_v2").paginate(
         Bucket=settings.artifacts_bucket, Prefix=prefix, Delimiter="/").build_full_result()
@@ -117,6 +138,13 @@ def check_dataset(s3: S3Client, settings: ValidateSettings, checked: CheckedRequ
         problems.append(f"dataset: no .jsonl files under {train.uri} (the train channel is required)")
     validation = check_channel(s3, settings, task, "validation", checked.dataset_prefix + "validation/",
                                problems, warnings)
+    # Each file's labels are one kind (read_records); across files and channels they must agree too.
+    labels = train.first_labels + validation.first_labels
+    for where, label in labels[1:]:
+        problem = mixed_labels(labels[0][1], label, labels[0][0])
+        if problem:
+            problems.append(f"{where}: {problem}")
+            break
     if checked.base_model_s3_uri is not None:
         problem = check_base_model(s3, settings, checked.request.base_model)
         if problem:

@@ -11,5 +11,17 @@ class InvalidRequest(Exception):
     """
 
     def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+        self.problems = [_cut(problem) for problem in problems]
         super().__init__("invalid fine-tuning request: " + "; ".join(self.problems))
+
+
+#: Longest problem kept: a problem may quote the user's value, and the Fail state's cause has a size limit.
+MAX_PROBLEM_CHARS = 1000
+
+
+def _cut(problem: str) -> str:
+    """The problem, with the middle of an over-long one (a quoted huge value) elided; the start names the key or
+    file and the end says what to fix, so both are kept."""
+    if len(problem) <= MAX_PROBLEM_CHARS:
+        return problem
+    return f"{problem[:600]} ...({len(problem) - 900} characters elided)... {problem[-300:]}"

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from .dataset import S3Client
+from botocore.exceptions import ClientError
+from finetune.formats import JsonProblem, decode_json
+
+from .dataset import S3Client, s3_error_text
 from .errors import InvalidRequest
 from .settings import ValidateSettings
 
@@ -27,12 +29,16 @@ def request_from_manifest(raw: dict[str, Any], settings: ValidateSettings, s3: S
         raise InvalidRequest([f"manifest: {uri!r} is not s3://{settings.data_bucket}/datasets/<name>/<version>/"
                               "manifest.json"])
     key = uri[len(prefix):]
-    body = s3.get_object(Bucket=settings.data_bucket, Key=key, Range=f"bytes=0-{MAX_MANIFEST_BYTES}")["Body"].read()
+    try:
+        body = s3.get_object(Bucket=settings.data_bucket, Key=key,
+                             Range=f"bytes=0-{MAX_MANIFEST_BYTES}")["Body"].read()
+    except ClientError as error:
+        raise InvalidRequest([f"manifest: {uri} {s3_error_text(error)}"]) from None
     if len(body) > MAX_MANIFEST_BYTES:
         raise InvalidRequest([f"manifest: {uri} is larger than {MAX_MANIFEST_BYTES} bytes"])
     try:
-        manifest = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        manifest = decode_json(body)
+    except JsonProblem as error:
         raise InvalidRequest([f"manifest: {uri} is not valid JSON ({error})"]) from None
     run = manifest.get("run") if isinstance(manifest, dict) else None
     if not isinstance(run, dict):

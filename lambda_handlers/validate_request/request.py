@@ -5,12 +5,14 @@ Hyperparameter values are checked by the training container's own ``TrainConfig`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from finetune.config import ConfigError, TrainConfig
+from finetune.formats import check_json_value
 from finetune.metrics import ACCURACY, EVAL_LOSS
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -28,6 +30,8 @@ HyperparameterValue = StrictStr | StrictBool | StrictInt | StrictFloat
 SAGEMAKER_MAX_SECONDS = 28 * 24 * 3600
 #: Keys of the execution input that are top-level, never hyperparameters.
 _TOP_LEVEL_ONLY = ("task", "method", "base_model")
+#: Deepest nesting an execution input may have (it needs 2: hyperparameters hold scalars).
+MAX_INPUT_DEPTH = 8
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENDPOINT_KIND = {"causal-lm": "llm", "classification": "classifier"}
 
@@ -107,6 +111,11 @@ def parse_input(raw: Any) -> ExecutionInput:
     """The execution input as a typed model, or InvalidRequest naming every bad key."""
     if not isinstance(raw, dict):
         raise InvalidRequest([f"(input): must be a JSON object, got {type(raw).__name__}"])
+    # Deep nesting, 64-bit overflow and lone surrogates are refused first: str() of a huge integer raises, and the
+    # schema's own messages would print such values.
+    problem = check_json_value(raw, max_depth=MAX_INPUT_DEPTH, root="(input)")
+    if problem:
+        raise InvalidRequest([problem])
     try:
         return ExecutionInput.model_validate(raw)
     except ValidationError as error:
@@ -232,10 +241,21 @@ def main_metric(task: str) -> tuple[str, bool]:
     return (ACCURACY, True) if task == "classification" else (EVAL_LOSS, False)
 
 
-def job_name_prefix(team: str, stage: str, dataset_name: str) -> str:
-    """A readable SageMaker job name prefix ``{team}-{stage}-{dataset}`` (``[a-zA-Z0-9-]``, at most 40
-    characters; the Train step appends a fresh 8-hex suffix per attempt). It starts with ``{team}-{stage}-`` so
-    the stage's EventBridge rule and IAM scoping recognise its jobs."""
+#: Longest job name prefix: SageMaker's 63-character job name less the Train step's ``-{8 hex}`` suffix.
+JOB_NAME_PREFIX_MAX = 54
+
+
+def job_name_prefix(team: str, stage: str, dataset_name: str, dataset_version: str) -> str:
+    """A readable SageMaker job name prefix ``{team}-{stage}-{dataset}-{version}-{hash}`` (``[a-zA-Z0-9-]``, at
+    most 54 characters; the Train step appends a fresh 8-hex suffix per attempt).
+
+    It starts with ``{team}-{stage}-`` so the stage's EventBridge rule and IAM scoping recognise its jobs. The
+    dataset part is sanitised and cut to fit, so it alone could collide (``my.data``/``my_data``, or long names
+    that differ late); the 6-hex hash of the unsanitised ``name/version`` keeps distinct datasets apart.
+    """
     head = f"{team}-{stage}-"
-    text = re.sub(r"[^A-Za-z0-9-]+", "-", dataset_name).strip("-")
-    return (head + re.sub(r"-{2,}", "-", text))[:40].rstrip("-")
+    digest = hashlib.sha256(f"{dataset_name}/{dataset_version}".encode()).hexdigest()[:6]
+    readable = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]+", "-", f"{dataset_name}-{dataset_version}")).strip("-")
+    room = JOB_NAME_PREFIX_MAX - len(head) - len(digest) - 1
+    readable = readable[:max(room, 0)].rstrip("-")
+    return f"{head}{readable}-{digest}" if readable else f"{head}{digest}"

@@ -44,8 +44,7 @@ _PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
 
-BASE_MODELS_PREFIX = "models/base/"
-DATASETS_PREFIX = "datasets/"
+from finetune.contract import BASE_MODELS_PREFIX, DATASETS_PREFIX  # noqa: E402,F401  (the asset ships finetune/)
 
 _NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

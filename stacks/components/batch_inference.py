@@ -26,30 +26,45 @@ _GPU_PATTERNS = ("ml.g*", "ml.p*")
 # Tag on the models BatchInfer creates; its role may delete only models carrying it.
 _CREATED_BY_TAG = "finetune-stack:created-by"
 
+BATCH_INPUT_PREFIX = "batch/input/"
+"""Where BatchInfer reads: `input` must lie under s3://<data bucket>/batch/input/."""
+BATCH_OUTPUT_PREFIX = "batch/output/"
+"""Where BatchInfer writes: `output` must lie under s3://<data bucket>/batch/output/."""
+MODEL_PREFIXES = ("models/", "training-output/")
+"""Where `model_data_url` may point in the artifacts bucket: staged models and FineTune's job outputs."""
+
 
 class BatchInference(Construct):
     """The `{team}-{stage}-BatchInfer` state machine.
 
-    Input: one of `model_name` (an existing SageMaker model), `model_package_arn` (a version in this stage's
-    model package group) or `model_data_url` (a model.tar.gz in the artifacts bucket, served by the Hugging Face
-    inference container); `input` (`s3://<data bucket>/<prefix>/`, JSONL), `output` (a prefix in the data or
-    artifacts bucket), `instance_type`, `instance_count`. A model created here runs in the team VPC with network
-    isolation; the transform job splits the input by line and encrypts its volume (where the instance type
-    allows) and output with the team key. Success and failure are published to the team topic; every failure
-    ends in a Fail state carrying the cause.
+    Input: one of `model_name` (a model of this team stage: named `{team}-{stage}-...` and tagged with the
+    stage's `team` and `stage`), `model_package_arn` (a version in this stage's model package group) or
+    `model_data_url` (a model.tar.gz under models/ or training-output/ of the artifacts bucket, served by the
+    Hugging Face inference container); `input` (`s3://<data bucket>/batch/input/.../`, JSONL), `output`
+    (`s3://<data bucket>/batch/output/.../`), `instance_type` (one of the stage's training instance types) and
+    `instance_count` (1 to the stage's maximum). The same limits hold in IAM: the machine may start transform
+    jobs only on the stage's instance types and models. A model created here runs in the team VPC with network
+    isolation under a role that reads only the batch input and model prefixes and writes only the batch output
+    prefix; the transform job splits the input by line and encrypts its volume (where the instance type allows)
+    and output with the team key. The state machine's data is encrypted with the team key. Success and failure
+    are published to the team topic; every failure ends in a Fail state carrying the cause.
     """
 
     def __init__(self, scope: Construct, id_: str, *, qualified_name: str, key: kms.IKey, topic: sns.ITopic,
                  data_bucket_name: str, artifacts_bucket_name: str, model_package_group_name: str,
                  subnet_ids: list[str], security_group_ids: list[str], gpu_image_uri: str, cpu_image_uri: str,
-                 log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
+                 team: str, stage_name: str, instance_types: list[str], max_instance_count: int,
+                 network_conditions: dict, log_retention: logs.RetentionDays,
+                 removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         region, account = stack.region, stack.account
         partition = partition_of(region)
         self.state_machine_name = naming.batch_infer_state_machine(qualified_name)
-        data_objects = f"arn:{partition}:s3:::{data_bucket_name}/*"
-        artifacts_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/*"
+        input_objects = f"arn:{partition}:s3:::{data_bucket_name}/{BATCH_INPUT_PREFIX}*"
+        output_objects = f"arn:{partition}:s3:::{data_bucket_name}/{BATCH_OUTPUT_PREFIX}*"
+        model_objects = [f"arn:{partition}:s3:::{artifacts_bucket_name}/{prefix}*" for prefix in MODEL_PREFIXES]
+        stage_tags = [{"Key": "team", "Value": team}, {"Key": "stage", "Value": stage_name}]
         package_versions = f"arn:{partition}:sagemaker:{region}:{account}:model-package/{model_package_group_name}/*"
         models = f"arn:{partition}:sagemaker:{region}:{account}:model/{qualified_name}-*"
         transform_jobs = f"arn:{partition}:sagemaker:{region}:{account}:transform-job/{qualified_name}-*"
@@ -58,18 +73,20 @@ class BatchInference(Construct):
         # The role of the models this machine creates; SageMaker uses it to read input and write output.
         self.model_role = iam.Role(
             self, "ModelRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"{qualified_name}: batch transform models (read datasets and models, write results)")
+            description=f"{qualified_name}: batch transform models (read batch input and models, write results)")
         self.model_policy = iam.ManagedPolicy(
             self, "ModelPolicy", roles=[self.model_role],
             description=f"{qualified_name}: what batch transform models may do",
             statements=[
+                # Only the batch input and the model prefixes are read, only the batch output prefix written: a
+                # transform job cannot touch datasets, checkpoints or captured traffic.
                 iam.PolicyStatement(sid="ReadInputAndModels", actions=["s3:GetObject"],
-                                    resources=[data_objects, artifacts_objects]),
+                                    resources=[input_objects, *model_objects]),
                 iam.PolicyStatement(sid="WriteResults", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                                    resources=[data_objects, artifacts_objects]),
+                                    resources=[output_objects]),
                 iam.PolicyStatement(sid="ListInputPrefixes", actions=["s3:ListBucket"],
-                                    resources=[f"arn:{partition}:s3:::{data_bucket_name}",
-                                               f"arn:{partition}:s3:::{artifacts_bucket_name}"]),
+                                    resources=[f"arn:{partition}:s3:::{data_bucket_name}"],
+                                    conditions={"StringLike": {"s3:prefix": [f"{BATCH_INPUT_PREFIX}*"]}}),
                 iam.PolicyStatement(sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"],
                                     resources=[key.key_arn]),
                 iam.PolicyStatement(sid="PullInferenceImages",
@@ -82,22 +99,27 @@ class BatchInference(Construct):
                                     actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                              "logs:DescribeLogStreams"],
                                     resources=[transform_logs, f"{transform_logs}:log-stream:{qualified_name}-*"]),
-                vpc_network_interfaces(),
+                # Same VPC and subnet conditions as the training role: interfaces only in the team VPC.
+                vpc_network_interfaces(conditions=network_conditions),
             ])
         acknowledge(self.model_policy, {
-            "AwsSolutions-IAM5[Resource::*]": (
-                "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to "
-                "run a transform job in the team VPC have no resource-level permissions; image pulls are limited "
-                "to the pinned Deep Learning Container repositories."),
-            f"AwsSolutions-IAM5[Resource::{data_objects}]": (
-                "A batch job reads the JSONL prefix and writes the output prefix the caller names; both lie in "
-                "this team stage's own buckets, which the state machine checks before it starts the job."),
-            f"AwsSolutions-IAM5[Resource::{artifacts_objects}]": (
-                "Models and results live under caller-chosen prefixes of the team's artifacts bucket; access is "
-                "limited to that one bucket of this team stage."),
-            f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]": (
+            "AwsSolutions-IAM5[Resource::*]":
+                "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to run a "
+                "transform job in the team VPC have no resource-level permissions; image pulls are limited to the "
+                "pinned Deep Learning Container repositories.",
+            f"AwsSolutions-IAM5[Resource::{input_objects}]":
+                f"A batch job reads the JSONL files under the {BATCH_INPUT_PREFIX} prefix the caller names in this "
+                "stage's data bucket; the state machine checks the input lies there before it starts the job.",
+            f"AwsSolutions-IAM5[Resource::{output_objects}]":
+                f"A batch job writes one result object per input file under the {BATCH_OUTPUT_PREFIX} prefix the "
+                "caller names in this stage's data bucket, with names SageMaker derives from the input.",
+            **{f"AwsSolutions-IAM5[Resource::{arn}]":
+               "Model artifacts (model.tar.gz) staged under models/ or written by FineTune under "
+               "training-output/ of this stage's artifacts bucket; their keys are chosen at training time."
+               for arn in model_objects},
+            f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]":
                 "SageMaker writes one log stream per transform job instance, named after the job; jobs started by "
-                f"this machine are named {qualified_name}-<uuid>."),
+                f"this machine are named {qualified_name}-<uuid>.",
         })
 
         # --- states -------------------------------------------------------------------------------------------
@@ -106,9 +128,12 @@ class BatchInference(Construct):
 
         invalid = sfn.Pass(self, "InvalidInput", result_path="$.error", parameters={
             "Error": "InvalidInput",
-            "Cause": ("Give model_name, model_package_arn (a version in this stage's model package group) or "
-                      "model_data_url (s3://<artifacts bucket>/...tar.gz); input in the data bucket; output in the "
-                      "data or artifacts bucket; instance_type (ml.*) and instance_count (a number)."),
+            "Cause": (f"Give model_name (a model of {qualified_name}: named {qualified_name}-... and tagged "
+                      f"team={team}, stage={stage_name}), model_package_arn (a version in {model_package_group_name})"
+                      f" or model_data_url (s3://{artifacts_bucket_name}/models/ or training-output/...tar.gz); "
+                      f"input under s3://{data_bucket_name}/{BATCH_INPUT_PREFIX}; output under "
+                      f"s3://{data_bucket_name}/{BATCH_OUTPUT_PREFIX}; instance_type one of "
+                      f"{', '.join(instance_types)}; instance_count from 1 to {max_instance_count}."),
         })
         notify_failure = tasks.SnsPublish(
             self, "NotifyFailure", topic=topic, subject=f"{self.state_machine_name} failed",
@@ -134,7 +159,7 @@ class BatchInference(Construct):
                 "Containers": [{"ModelPackageName": sfn.JsonPath.string_at("$.model_package_arn")}],
                 "EnableNetworkIsolation": True,
                 "VpcConfig": vpc_config,
-                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}],
+                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}, *stage_tags],
             },
             result_path=sfn.JsonPath.DISCARD)
         select_image = sfn.Choice(self, "SelectImage")
@@ -148,7 +173,7 @@ class BatchInference(Construct):
                                      "ModelDataUrl": sfn.JsonPath.string_at("$.model_data_url")},
                 "EnableNetworkIsolation": True,
                 "VpcConfig": vpc_config,
-                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}],
+                "Tags": [{"Key": _CREATED_BY_TAG, "Value": self.state_machine_name}, *stage_tags],
             },
             result_path=sfn.JsonPath.DISCARD)
         select_image.when(
@@ -164,6 +189,30 @@ class BatchInference(Construct):
             "name.$": "$.job.name", "model.$": "$.job.name", "created": True})
         use_existing = sfn.Pass(self, "UseExistingModel", result_path="$.job", parameters={
             "name.$": "$.job.name", "model.$": "$.model_name", "created": False})
+        # A named model must be this stage's: its name has the stage prefix (checked in Validate) and it carries
+        # the stage's team and stage tags (read here). The transform then runs under that model's role, which
+        # for a model of this stage is one of the stage's own SageMaker roles.
+        read_model_tags = tasks.CallAwsService(
+            self, "ReadModelTags", service="sagemaker", action="listTags",
+            iam_resources=[models], iam_action="sagemaker:ListTags",
+            parameters={"ResourceArn": sfn.JsonPath.format(
+                f"arn:{partition}:sagemaker:{region}:{account}:model/{{}}", sfn.JsonPath.string_at("$.model_name"))},
+            result_selector={"team.$": "$.Tags[?(@.Key == 'team')].Value",
+                             "stage.$": "$.Tags[?(@.Key == 'stage')].Value"},
+            result_path="$.model_tags")
+        check_model_tags = sfn.Pass(self, "CheckModelTags", result_path="$.model_tags", parameters={
+            "team.$": f"States.ArrayContains($.model_tags.team, '{team}')",
+            "stage.$": f"States.ArrayContains($.model_tags.stage, '{stage_name}')"})
+        not_this_stage = sfn.Pass(self, "ModelOfAnotherStage", result_path="$.error", parameters={
+            "Error": "InvalidInput",
+            "Cause.$": f"States.Format('model {{}} is not a model of {qualified_name}: it lacks the tags "
+                       f"team={team} and stage={stage_name}', $.model_name)"})
+        not_this_stage.next(notify_failure)
+        read_model_tags.add_catch(notify_failure, result_path="$.error")
+        read_model_tags.next(check_model_tags).next(sfn.Choice(self, "ModelOfThisStage").when(
+            sfn.Condition.and_(sfn.Condition.boolean_equals("$.model_tags.team", True),
+                               sfn.Condition.boolean_equals("$.model_tags.stage", True)), use_existing,
+        ).otherwise(not_this_stage))
         create_from_package.next(use_created)
         create_from_artifact.next(use_created)
 
@@ -189,6 +238,7 @@ class BatchInference(Construct):
                     instance_count=sfn.JsonPath.number_at("$.instance_count"),
                     instance_type=ec2.InstanceType(sfn.JsonPath.string_at("$.instance_type")),
                     volume_encryption_key=volume_key),
+                tags={"team": team, "stage": stage_name},
                 result_path="$.transform",
             )
 
@@ -232,25 +282,30 @@ class BatchInference(Construct):
             transform_task.add_catch(clean_up_after_failure, result_path="$.error")
             transform_task.next(clean_up_after_success)
 
-        def in_bucket(path: str, bucket: str) -> sfn.Condition:
-            return sfn.Condition.string_matches(path, f"s3://{bucket}/*")
+        def in_prefix(path: str, url: str) -> sfn.Condition:
+            return sfn.Condition.string_matches(path, f"{url}*")
 
         valid_io = sfn.Condition.and_(
-            sfn.Condition.is_string("$.input"), in_bucket("$.input", data_bucket_name),
+            sfn.Condition.is_string("$.input"), in_prefix("$.input", f"s3://{data_bucket_name}/{BATCH_INPUT_PREFIX}"),
             sfn.Condition.is_string("$.output"),
-            sfn.Condition.or_(in_bucket("$.output", data_bucket_name), in_bucket("$.output", artifacts_bucket_name)),
-            sfn.Condition.is_string("$.instance_type"), sfn.Condition.string_matches("$.instance_type", "ml.*"),
+            in_prefix("$.output", f"s3://{data_bucket_name}/{BATCH_OUTPUT_PREFIX}"),
+            sfn.Condition.is_string("$.instance_type"),
+            sfn.Condition.or_(*(sfn.Condition.string_equals("$.instance_type", t) for t in instance_types)),
             sfn.Condition.is_numeric("$.instance_count"),
+            sfn.Condition.number_greater_than_equals("$.instance_count", 1),
+            sfn.Condition.number_less_than_equals("$.instance_count", max_instance_count),
         )
         validate = sfn.Choice(self, "Validate").when(sfn.Condition.not_(valid_io), invalid).when(
-            sfn.Condition.is_string("$.model_name"), use_existing,
+            sfn.Condition.and_(sfn.Condition.is_string("$.model_name"),
+                               sfn.Condition.string_matches("$.model_name", f"{qualified_name}-*")),
+            read_model_tags,
         ).when(
             sfn.Condition.and_(sfn.Condition.is_string("$.model_package_arn"),
                                sfn.Condition.string_matches("$.model_package_arn", package_versions)),
             create_from_package,
         ).when(
-            sfn.Condition.and_(sfn.Condition.is_string("$.model_data_url"),
-                               in_bucket("$.model_data_url", artifacts_bucket_name)),
+            sfn.Condition.and_(sfn.Condition.is_string("$.model_data_url"), sfn.Condition.or_(*(
+                in_prefix("$.model_data_url", f"s3://{artifacts_bucket_name}/{prefix}") for prefix in MODEL_PREFIXES))),
             select_image,
         ).otherwise(invalid)
 
@@ -273,10 +328,21 @@ class BatchInference(Construct):
                                         f"aws:ResourceTag/{_CREATED_BY_TAG}": self.state_machine_name}}),
                 iam.PolicyStatement(sid="ReadModelPackages", actions=["sagemaker:DescribeModelPackage"],
                                     resources=[package_versions]),
-                iam.PolicyStatement(sid="RunTransformJobs",
-                                    actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob",
-                                             "sagemaker:StopTransformJob", "sagemaker:AddTags",
-                                             "sagemaker:ListTags"],
+                iam.PolicyStatement(sid="ReadModelTags", actions=["sagemaker:ListTags"], resources=[models]),
+                # The stage's limits in IAM too, not only in the definition: instance types from config, and only
+                # models of this stage.
+                iam.PolicyStatement(sid="StartTransformJobsWithinLimits", actions=["sagemaker:CreateTransformJob"],
+                                    resources=[transform_jobs],
+                                    conditions={"ForAllValues:StringEquals": {"sagemaker:InstanceTypes": instance_types},
+                                                "ArnLike": {"sagemaker:ModelArn": models}}),
+                # Jobs carry the stage's tags from creation; describing (the .sync wait) and stopping are held to
+                # them as well as to the name, so a same-prefixed job of another stage is out of reach.
+                iam.PolicyStatement(sid="WatchOwnTransformJobs",
+                                    actions=["sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob"],
+                                    resources=[transform_jobs],
+                                    conditions={"StringEquals": {"aws:ResourceTag/team": team,
+                                                                 "aws:ResourceTag/stage": stage_name}}),
+                iam.PolicyStatement(sid="TagTransformJobs", actions=["sagemaker:AddTags", "sagemaker:ListTags"],
                                     resources=[transform_jobs]),
                 iam.PolicyStatement(sid="PassModelRole", actions=["iam:PassRole"],
                                     resources=[self.model_role.role_arn],
@@ -286,7 +352,9 @@ class BatchInference(Construct):
                                     resources=[f"arn:{partition}:events:{region}:{account}:rule/"
                                                "StepFunctionsGetEventsForSageMakerTransformJobsRule"]),
                 iam.PolicyStatement(sid="NotifyTeam", actions=["sns:Publish"], resources=[topic.topic_arn]),
-                iam.PolicyStatement(sid="EncryptForTeamTopic", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                # The team topic and the state machine's own execution data are encrypted with the team key.
+                iam.PolicyStatement(sid="UseTheTeamKey", actions=["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt",
+                                                                  "kms:DescribeKey"],
                                     resources=[key.key_arn]),
                 iam.PolicyStatement(sid="DeliverExecutionLogs",
                                     actions=["logs:CreateLogDelivery", "logs:GetLogDelivery",
@@ -322,6 +390,7 @@ class BatchInference(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             timeout=Duration.hours(24),
+            encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
         )
         self.state_machine.node.add_dependency(self.policy)
         ignore_redundant_role_dependency(cfn_resource(self.state_machine, sfn.CfnStateMachine))

@@ -13,6 +13,9 @@ from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.cfn import cfn_resource
 
+DATA_CAPTURE_PREFIX = "data-capture"
+"""Key prefix in the artifacts bucket under which each endpoint captures requests: `data-capture/<endpoint>/`."""
+
 _LOGS_SSE_S3 = ("S3 server access logging cannot deliver to a bucket whose default encryption is SSE-KMS, so the "
                 "log bucket uses SSE-S3 (AES-256); the objects hold request metadata, not datasets or models.")
 _LOGS_NO_REPLICA = ("Access logs are an audit trail of the data buckets in this region; they are versioned and "
@@ -53,6 +56,7 @@ class DataBuckets(Construct):
         key: kms.IKey,
         removal_policy: RemovalPolicy,
         noncurrent_version_days: int,
+        data_capture_expire_days: int,
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, id_)
@@ -120,6 +124,10 @@ class DataBuckets(Construct):
         # Checkpoints only matter while a job runs or may resume; keep them a month, not forever.
         self.artifacts_bucket = kms_bucket("ArtifactsBucket", "artifacts", [
             s3.LifecycleRule(id="ExpireCheckpoints", prefix="checkpoints/", expiration=Duration.days(30)),
+            # Captured prompts and completions are personal data: kept only as long as the stage's config says.
+            s3.LifecycleRule(id="ExpireDataCapture", prefix=f"{DATA_CAPTURE_PREFIX}/",
+                             expiration=Duration.days(data_capture_expire_days),
+                             noncurrent_version_expiration=Duration.days(1)),
         ])
         for bucket in (self.data_bucket, self.artifacts_bucket):
             acknowledge(bucket, {

@@ -13,14 +13,13 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.data_buckets import DATA_CAPTURE_PREFIX
 from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
 from stacks.settings import EndpointSpec, OfficeHours
 
 VARIANT_NAME = "AllTraffic"
 """The one production variant of every endpoint (the Monitoring stack's `VariantName` dimension)."""
 
-DATA_CAPTURE_PREFIX = "data-capture"
-"""Key prefix in the artifacts bucket under which each endpoint captures requests: `data-capture/<endpoint>/`."""
 
 # Instance families with local NVMe instance storage. Their volumes are encrypted by the instance's hardware
 # module, and SageMaker rejects an endpoint config that names a KmsKeyId for them (CreateEndpointConfig API).
@@ -69,7 +68,8 @@ class ModelExecutionRole(Construct):
     """
 
     def __init__(self, scope: Construct, id_: str, *, qualified_name: str, endpoints: tuple[EndpointSpec, ...],
-                 image_uris: list[str], key: kms.IKey, artifacts_bucket_name: str) -> None:
+                 image_uris: list[str], key: kms.IKey, artifacts_bucket_name: str, data_capture: bool,
+                 network_conditions: dict) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         partition = partition_of(stack.region)
@@ -87,7 +87,6 @@ class ModelExecutionRole(Construct):
         statements = [
             iam.PolicyStatement(sid="ReadModelArtifacts", actions=["s3:GetObject"],
                                 resources=artifact_arns + ([artifacts_objects] if package_arns else [])),
-            iam.PolicyStatement(sid="WriteDataCapture", actions=["s3:PutObject"], resources=[capture_objects]),
             iam.PolicyStatement(sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"],
                                 resources=[key.key_arn]),
             iam.PolicyStatement(sid="PullInferenceImages",
@@ -99,8 +98,13 @@ class ModelExecutionRole(Construct):
                                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                          "logs:DescribeLogStreams"],
                                 resources=[log_groups, f"{log_groups}:log-stream:*"]),
-            vpc_network_interfaces(),
+            # Same VPC and subnet conditions as the training role: interfaces only in the team VPC.
+            vpc_network_interfaces(conditions=network_conditions),
         ]
+        capturing = data_capture and any(e.data_capture_percent > 0 and e.serverless is None for e in endpoints)
+        if capturing:
+            statements.insert(1, iam.PolicyStatement(sid="WriteDataCapture", actions=["s3:PutObject"],
+                                                     resources=[capture_objects]))
         if package_arns:
             statements.append(iam.PolicyStatement(sid="DescribeModelPackages", actions=["sagemaker:DescribeModelPackage"],
                                                   resources=package_arns))
@@ -114,9 +118,6 @@ class ModelExecutionRole(Construct):
             "AwsSolutions-IAM5[Resource::*]": (
                 f"{ecr_reason} The EC2 network-interface actions SageMaker needs to place models in the team VPC "
                 "support no resource-level scoping for Describe* and are documented with Resource '*'."),
-            f"AwsSolutions-IAM5[Resource::{capture_objects}]": (
-                "Data capture writes one object per sampled request under data-capture/<endpoint>/ with names "
-                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket."),
             f"AwsSolutions-IAM5[Resource::{log_groups}]": (
                 "SageMaker creates one log group per endpoint, /aws/sagemaker/Endpoints/<endpoint name>; every "
                 f"endpoint of this stage is named {qualified_name}-<name>, so the pattern admits only them."),
@@ -124,6 +125,10 @@ class ModelExecutionRole(Construct):
                 "Log streams are created per instance and container by SageMaker with generated names, inside "
                 "this stage's endpoint log groups only."),
         }
+        if capturing:
+            findings[f"AwsSolutions-IAM5[Resource::{capture_objects}]"] = (
+                "Data capture writes one object per sampled request under data-capture/<endpoint>/ with names "
+                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket.")
         if package_arns:
             findings[f"AwsSolutions-IAM5[Resource::{artifacts_objects}]"] = (
                 "A model package version points at a model.tar.gz the FineTune pipeline wrote somewhere in the "
@@ -151,7 +156,7 @@ class ModelEndpoint(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, spec: EndpointSpec, endpoint_name: str, image_uri: str,
                  environment: dict[str, str], role: iam.IRole, key: kms.IKey, network: EndpointNetwork,
-                 capture_bucket_name: str, office_hours: OfficeHours) -> None:
+                 capture_bucket_name: str, data_capture: bool, office_hours: OfficeHours) -> None:
         super().__init__(scope, id_)
         self.spec = spec
         self.endpoint_name = endpoint_name
@@ -185,7 +190,8 @@ class ModelEndpoint(Construct):
                {"instance_type": spec.instance_type, "initial_instance_count": spec.min_instances}),
         )
         capture = None
-        if spec.data_capture_percent > 0 and not serverless:
+        # The stage's switch (data_capture.enabled) turns capture off for every endpoint, whatever its percent.
+        if data_capture and spec.data_capture_percent > 0 and not serverless:
             capture = sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=True,
                 initial_sampling_percentage=spec.data_capture_percent,

@@ -26,10 +26,11 @@ from stacks.settings import EndpointSpec
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
+from finetune.contract import CHECKPOINTS_PREFIX  # noqa: E402  (stdlib only; checkpoints/{job_name_prefix}/{run_id}/)
+from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
 CAPACITY_RETRIES = 3
-TASK_OF_KIND = {"llm": "causal-lm", "classifier": "classification"}
 
 
 def _job_name() -> str:
@@ -60,6 +61,7 @@ class FineTunePipeline(Construct):
         security_group: ec2.ISecurityGroup,
         model_package_group_name: str,
         auto_approve: bool,
+        network_isolation: bool,
         endpoints: tuple[EndpointSpec, ...],
         validate_function: lambda_.IFunction,
         gate_function: lambda_.IFunction,
@@ -97,8 +99,11 @@ class FineTunePipeline(Construct):
         )
         validate.add_catch(notify_and_fail("Validation", "InvalidRequest", "$.failure"),
                            errors=["States.ALL"], result_path="$.failure")
+        # run_id: drawn once per execution, after Validate, and carried through every Train attempt. The
+        # checkpoint prefix holds it, so a spot restart or a Train retry of this execution resumes its own
+        # checkpoints while another execution (any dataset, version or settings) never sees them.
         unwrap = sfn.Pass(self, "UseValidatedRequest", parameters={
-            "request.$": "$.validated.request", "capacity_attempts": 0})
+            "request.$": "$.validated.request", "capacity_attempts": 0, "run_id.$": "States.UUID()"})
 
         # Train: a SageMaker training job, waited on (.sync). CDK's task construct lacks spot, checkpoints and
         # inter-container encryption, so the state is written out and its IAM added below.
@@ -118,7 +123,8 @@ class FineTunePipeline(Construct):
                 "InputDataConfig.$": "$.request.input_data_config",
                 "OutputDataConfig": {"S3OutputPath": f"{artifacts}/training-output/", "KmsKeyId": key.key_arn},
                 "CheckpointConfig": {
-                    "S3Uri.$": f"States.Format('{artifacts}/checkpoints/{{}}/', $.request.job_name_prefix)",
+                    "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
+                               "$.request.job_name_prefix, $.run_id)",
                     "LocalPath": "/opt/ml/checkpoints",
                 },
                 "ResourceConfig": {
@@ -131,8 +137,11 @@ class FineTunePipeline(Construct):
                 "EnableManagedSpotTraining.$": "$.request.spot",
                 "VpcConfig": vpc_config,
                 "EnableInterContainerTrafficEncryption": True,
-                "EnableNetworkIsolation": False,
-                "Environment": {"HF_HUB_OFFLINE": "0", "TOKENIZERS_PARALLELISM": "false"},
+                # Isolated: the container reaches no network (SageMaker alone moves the channels, checkpoints and
+                # output), so a base model must come from the `model` channel, not a hub download.
+                "EnableNetworkIsolation": network_isolation,
+                "Environment": {"HF_HUB_OFFLINE": "1" if network_isolation else "0",
+                                "TOKENIZERS_PARALLELISM": "false"},
                 "Tags": [{"Key": "finetune-stack:stage", "Value": qualified_name},
                          {"Key": "finetune-stack:execution", "Value.$": "$$.Execution.Name"}],
             },
@@ -151,6 +160,7 @@ class FineTunePipeline(Construct):
         capacity_wait = sfn.Wait(self, "WaitForCapacity", time=sfn.WaitTime.duration(Duration.minutes(5)))
         count_attempt = sfn.Pass(self, "CountCapacityAttempt", parameters={
             "request.$": "$.request",
+            "run_id.$": "$.run_id",  # the same execution resumes its own checkpoints
             "capacity_attempts.$": "States.MathAdd($.capacity_attempts, 1)",
         })
         is_capacity = sfn.Choice(self, "IsCapacityError")
@@ -272,12 +282,15 @@ class FineTunePipeline(Construct):
             timeout=Duration.days(8),
             encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
         )
-        self._grant_training(stack, execution_role, model_package_group_name)
+        self._grant_training(stack, execution_role, model_package_group_name, qualified_name)
 
-    def _grant_training(self, stack: Stack, execution_role: iam.IRole, group: str) -> None:
+    def _grant_training(self, stack: Stack, execution_role: iam.IRole, group: str, qualified_name: str) -> None:
         """What the Train and Deploy states need and CustomState cannot infer."""
         role = self.state_machine.role
-        training_jobs = stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+        # Every job is named {team}-{stage}-...: the grant reaches this stage's jobs only (the config check
+        # rejects another stage of the account whose name extends this one with '-').
+        training_jobs = stack.format_arn(service="sagemaker", resource="training-job",
+                                         resource_name=f"{qualified_name}-*")
         role.add_to_principal_policy(iam.PolicyStatement(
             sid="RunTrainingJobs",
             actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
@@ -317,13 +330,16 @@ class FineTunePipeline(Construct):
                 "VpcConfig": vpc_config,
                 "EnableNetworkIsolation": True,
             },
-            iam_resources=[stack.format_arn(service="sagemaker", resource="model", resource_name="*")],
+            # Named {job}-m, and every job name starts with {team}-{stage}-.
+            iam_resources=[stack.format_arn(service="sagemaker", resource="model",
+                                            resource_name=f"{qualified_name}-*")],
             additional_iam_statements=[iam.PolicyStatement(
                 actions=["iam:PassRole"], resources=[execution_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
             result_path=sfn.JsonPath.DISCARD,
         )
-        config_arns = [stack.format_arn(service="sagemaker", resource="endpoint-config", resource_name="*")]
+        config_arns = [stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                        resource_name=f"{qualified_name}-*")]
 
         def endpoint_config(name: str, variant: dict[str, Any], kms_key: bool) -> tasks.CallAwsService:
             parameters: dict[str, Any] = {
@@ -363,7 +379,15 @@ class FineTunePipeline(Construct):
             # One literal template: intrinsic arguments have no string concatenation.
             "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. "
                        "Describe: {}', $.target.endpoint_name, $.endpoint.reason)"}, result_path="$.failure")
-        rollback.next(notify_and_fail("DeployStep", "DeployFailed", "$.failure"))
+        deploy_failed = notify_and_fail("DeployStep", "DeployFailed", "$.failure")
+        rollback.next(deploy_failed)
+        # A call that failed outright (CreateModel, CreateEndpointConfig, UpdateEndpoint, DescribeEndpoint) leaves
+        # no $.endpoint to describe: its Catch result is the cause, so it gets its own description.
+        call_failed = sfn.Pass(self, "DescribeDeployError", parameters={
+            "Error": "DeployFailed",
+            "Cause.$": "States.Format('deploying to endpoint {} failed; it keeps serving the previous config. "
+                       "{}: {}', $.target.endpoint_name, $.failure.Error, $.failure.Cause)"}, result_path="$.failure")
+        call_failed.next(deploy_failed)
         deployed.when(sfn.Condition.and_(sfn.Condition.string_equals("$.endpoint.status", "InService"),
                                          sfn.Condition.string_equals_json_path("$.endpoint.config",
                                                                                "$.target.config_name")), done)
@@ -374,7 +398,7 @@ class FineTunePipeline(Construct):
         wait.next(describe).next(deployed)
         update.next(wait)
         for step in (create_model, update, describe):
-            step.add_catch(rollback, errors=["States.ALL"], result_path="$.failure")
+            step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
 
         instance_config = endpoint_config("CreateEndpointConfig", {
             "InstanceType.$": "$.target.instance_type", "InitialInstanceCount.$": "$.target.instance_count"},
@@ -386,7 +410,7 @@ class FineTunePipeline(Construct):
         config_kind.when(sfn.Condition.boolean_equals("$.target.serverless", True), serverless_config)
         config_kind.otherwise(instance_config)
         for step in (instance_config, serverless_config):
-            step.add_catch(rollback, errors=["States.ALL"], result_path="$.failure")
+            step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
             step.next(update)
         create_model.next(config_kind)
 

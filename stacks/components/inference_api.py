@@ -30,6 +30,9 @@ POWERTOOLS_LAYER_VERSION = 27
 """Pinned layer version of AWSLambdaPowertoolsPythonV3-python314-arm64 (Powertools v3, pydantic v2 included)."""
 PROXY_RUNTIME = lambda_.Runtime.PYTHON_3_14
 
+STREAMING_BOOTSTRAP = "/var/task/inference_proxy/bootstrap"
+"""The exec wrapper that starts the streaming runtime client (the asset's `inference_proxy/bootstrap`)."""
+
 API_STAGE_NAME = "api"
 """The REST API's one stage: the base URL is `https://<id>.execute-api.<region>.amazonaws.com/api/`."""
 
@@ -52,10 +55,11 @@ CHAT_COMPLETIONS_SCHEMA = {
             "type": "array", "minItems": 1, "maxItems": 1024,
             "items": {
                 "type": "object",
-                "required": ["role", "content"],
+                "required": ["role"],
                 "properties": {
-                    "role": {"type": "string", "enum": ["system", "user", "assistant"]},
-                    "content": {"type": ["string", "array"]},
+                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+                    # null: an assistant message that only carries tool_calls.
+                    "content": {"type": ["string", "array", "null"]},
                     "name": {"type": "string", "maxLength": 64},
                 },
             },
@@ -66,6 +70,8 @@ CHAT_COMPLETIONS_SCHEMA = {
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
         "stop": {"type": ["string", "array"], "items": {"type": "string"}, "maxItems": 4},
         "stream": {"type": "boolean"},
+        "tools": {"type": "array", "maxItems": 128},
+        "n": {"type": "integer", "minimum": 1, "maximum": 8},
     },
 }
 PREDICT_SCHEMA = {
@@ -78,22 +84,26 @@ PREDICT_SCHEMA = {
     },
 }
 
-# API Gateway's own refusals in the proxy's error shape ({"error": {"type", "message"}}), so a caller sees one
-# error format whichever layer refuses the request.
+# API Gateway's own refusals in the proxy's error shape (OpenAI's {"error": {"message", "type", "param", "code"}}),
+# so a caller sees one error format whichever layer refuses the request. Each entry: type, status, OpenAI error
+# type, code, message.
 # `$context.error.messageString` is API Gateway's message already quoted as a JSON string.
 _GATEWAY_MESSAGE = "$context.error.messageString"
-GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str | None, str, str]] = {
-    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request",
+GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str | None, str, str, str]] = {
+    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request_error", "invalid_request",
                        '"The request body does not match the JSON schema of this route."'),
-    "AccessDenied": (apigw.ResponseType.ACCESS_DENIED, "403", "permission_denied", _GATEWAY_MESSAGE),
-    "MissingAuthenticationToken": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "permission_denied",
-                                   '"Missing or unsigned request, or no such route."'),
-    "InvalidSignature": (apigw.ResponseType.INVALID_SIGNATURE, "403", "permission_denied", _GATEWAY_MESSAGE),
-    "RequestTooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large", _GATEWAY_MESSAGE),
-    "Throttled": (apigw.ResponseType.THROTTLED, "429", "throttled", _GATEWAY_MESSAGE),
-    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "429", "throttled", _GATEWAY_MESSAGE),
-    "IntegrationTimeout": (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "timeout", _GATEWAY_MESSAGE),
-    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "internal_error", _GATEWAY_MESSAGE),
+    "AccessDenied": (apigw.ResponseType.ACCESS_DENIED, "403", "permission_error", "access_denied", _GATEWAY_MESSAGE),
+    "MissingAuthenticationToken": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "permission_error",
+                                   "missing_authentication", '"Missing or unsigned request, or no such route."'),
+    "InvalidSignature": (apigw.ResponseType.INVALID_SIGNATURE, "403", "permission_error", "invalid_signature",
+                         _GATEWAY_MESSAGE),
+    "RequestTooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "invalid_request_error", "request_too_large",
+                        _GATEWAY_MESSAGE),
+    "Throttled": (apigw.ResponseType.THROTTLED, "429", "rate_limit_error", "rate_limit_exceeded", _GATEWAY_MESSAGE),
+    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "429", "rate_limit_error", "quota_exceeded",
+                      _GATEWAY_MESSAGE),
+    "IntegrationTimeout": (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "server_error", "timeout", _GATEWAY_MESSAGE),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "server_error", "internal_error", _GATEWAY_MESSAGE),
 }
 
 
@@ -157,6 +167,8 @@ class InferenceProxy(Construct):
             runtime=PROXY_RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             code=lambda_.Code.from_asset(str(LAMBDA_HANDLERS), exclude=["**/__pycache__", "**/*.pyc"]),
+            # Unused by the runtime client that AWS_LAMBDA_EXEC_WRAPPER starts (it calls handler.stream_handler),
+            # but the buffered entry point of the same module, for a test invoke from the console.
             handler="inference_proxy.handler.lambda_handler",
             layers=[lambda_.LayerVersion.from_layer_version_arn(
                 self, "PowertoolsLayer", powertools_layer_arn(partition_of(stack.region), stack.region))],
@@ -165,6 +177,9 @@ class InferenceProxy(Construct):
                                      endpoints={spec.name: spec.kind for spec in endpoints}),
                 "POWERTOOLS_SERVICE_NAME": "inference-proxy",
                 "POWERTOOLS_METRICS_NAMESPACE": naming.METRICS_NAMESPACE,
+                # The managed Python runtime buffers responses; this wrapper runs the proxy's own runtime
+                # client instead, which answers in the Runtime API's streaming mode (README: DESIGN, streaming).
+                "AWS_LAMBDA_EXEC_WRAPPER": STREAMING_BOOTSTRAP,
             },
             memory_size=512,
             timeout=PROXY_TIMEOUT,
@@ -228,12 +243,18 @@ class InferenceApi(Construct):
                     resource_path=True, response_length=True, status=True, user=True),
             ),
         )
-        for construct_id, (response_type, status, error_type, message) in GATEWAY_ERRORS.items():
+        for construct_id, (response_type, status, error_type, code, message) in GATEWAY_ERRORS.items():
             self.api.add_gateway_response(
                 construct_id, type=response_type, status_code=status,
-                templates={"application/json": f'{{"error": {{"type": "{error_type}", "message": {message}}}}}'})
+                templates={"application/json": f'{{"error": {{"message": {message}, "type": "{error_type}", '
+                                               f'"param": null, "code": "{code}"}}}}'})
 
-        integration = apigw.LambdaIntegration(function, proxy=True, timeout=PROXY_TIMEOUT, allow_test_invoke=False)
+        # STREAM: API Gateway invokes the function with InvokeWithResponseStream (the `response-streaming-
+        # invocations` URI) and relays bytes as the function writes them, so `stream: true` reaches the caller
+        # chunk by chunk. Every route uses it: the function answers every invocation in streaming mode (its own
+        # runtime client, inference_proxy/runtime.py), a buffered answer being one prelude and one body write.
+        integration = apigw.LambdaIntegration(function, proxy=True, timeout=PROXY_TIMEOUT, allow_test_invoke=False,
+                                              response_transfer_mode=apigw.ResponseTransferMode.STREAM)
         body_validator = self.api.add_request_validator(
             "BodyValidator", request_validator_name="validate-body", validate_request_body=True,
             validate_request_parameters=True)
@@ -252,12 +273,15 @@ class InferenceApi(Construct):
             request_models={"application/json": chat_model})
         models = v1.add_resource("models")
         list_models = models.add_method("GET", integration, request_validator=params_validator)
-        predict = models.add_resource("{name}").add_resource("predict").add_method(
+        model = models.add_resource("{name}")
+        retrieve_model = model.add_method("GET", integration, request_validator=params_validator,
+                                          request_parameters={"method.request.path.name": True})
+        predict = model.add_resource("predict").add_method(
             "POST", integration, request_validator=body_validator,
             request_parameters={"method.request.path.name": True},
             request_models={"application/json": predict_model})
 
-        self.methods = [chat, list_models, predict]
+        self.methods = [chat, list_models, retrieve_model, predict]
         for method in self.methods:
             acknowledge(method, {"AwsSolutions-COG4": (
                 "Callers are applications and people of the team's AWS account, authenticated with SigV4 (IAM "
@@ -335,7 +359,8 @@ def _schema(document: dict[str, Any]) -> apigw.JsonSchema:
 
 _TYPES = {"object": apigw.JsonSchemaType.OBJECT, "array": apigw.JsonSchemaType.ARRAY,
           "string": apigw.JsonSchemaType.STRING, "integer": apigw.JsonSchemaType.INTEGER,
-          "number": apigw.JsonSchemaType.NUMBER, "boolean": apigw.JsonSchemaType.BOOLEAN}
+          "number": apigw.JsonSchemaType.NUMBER, "boolean": apigw.JsonSchemaType.BOOLEAN,
+          "null": apigw.JsonSchemaType.NULL}
 
 
 def _web_acl(scope: Construct, qualified_name: str) -> wafv2.CfnWebACL:

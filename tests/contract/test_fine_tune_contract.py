@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import botocore.session
 import pytest
@@ -12,6 +13,7 @@ from botocore.validate import ParamValidator
 
 from finetune.metrics import METRIC_DEFINITIONS, format_metric
 
+from . import states
 from .states import intrinsic, render, resolve_tokens, validate_request
 
 pytestmark = pytest.mark.synth
@@ -38,6 +40,7 @@ JOB = "search-dev-dolly-v1-1a2b3c4d"
 SAMPLE_STATE = {
     "request": VALIDATED_REQUEST,
     "capacity_attempts": 0,
+    "run_id": "0f7e6d5c-4b3a-4921-8877-665544332211",
     "job": {"name": JOB, "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{JOB}/"
                                             "output/model.tar.gz",
             "output_archive_uri": "s3://x/y/output.tar.gz", "billable_seconds": 100},
@@ -86,6 +89,39 @@ def test_job_name_is_new_on_every_attempt_and_fits_63_characters(definition):
     assert "States.UUID()" in expression  # evaluated on each attempt, so retries never collide
     longest_prefix = {**SAMPLE_STATE, "request": {**VALIDATED_REQUEST, "job_name_prefix": "x" * 54}}
     assert len(intrinsic(expression, longest_prefix)) == 63
+
+
+def _checkpoint_uri(definition: dict, state: dict) -> str:
+    return render(_all_states(definition)["Train"]["Parameters"], state)["CheckpointConfig"]["S3Uri"]
+
+
+def test_checkpoints_belong_to_one_execution(definition, monkeypatch):
+    # Given two executions on the same dataset, version and settings (the same validated request)
+    monkeypatch.setattr(states, "next_uuid", uuid.uuid4)
+    unwrap = _all_states(definition)["UseValidatedRequest"]["Parameters"]
+    validated = {"validated": {"request": VALIDATED_REQUEST}}
+    first, second = render(unwrap, validated), render(unwrap, validated)
+    # When each renders its Train call
+    first_uri, second_uri = _checkpoint_uri(definition, first), _checkpoint_uri(definition, second)
+    # Then their checkpoint prefixes differ, and neither is inside the other
+    assert first_uri != second_uri
+    assert not first_uri.startswith(second_uri) and not second_uri.startswith(first_uri)
+    assert first_uri.startswith("s3://search-dev-artifacts-111111111111-eu-west-1/checkpoints/search-dev-dolly-v1/")
+    assert first_uri.endswith(f"/{first['run_id']}/")
+    # And a retry of the first (capacity wait, then Train again) resumes from the first's own prefix
+    retried = render(_all_states(definition)["CountCapacityAttempt"]["Parameters"], first)
+    assert retried["capacity_attempts"] == 1
+    assert _checkpoint_uri(definition, retried) == first_uri
+    # While the job name is new on every attempt
+    train = _all_states(definition)["Train"]["Parameters"]
+    assert render(train, first)["TrainingJobName"] != render(train, retried)["TrainingJobName"]
+
+
+def test_longest_checkpoint_uri_is_valid(definition, sagemaker_model):
+    longest = {**SAMPLE_STATE, "request": {**VALIDATED_REQUEST, "job_name_prefix": "x" * 54}}
+    validate_request(sagemaker_model, "CreateTrainingJob", render(_all_states(definition)["Train"]["Parameters"],
+                                                                  longest))
+    assert len(_checkpoint_uri(definition, longest)) <= 1024  # S3Uri's limit in the API model
 
 
 def test_only_capacity_errors_are_retried(definition):
@@ -150,3 +186,21 @@ def test_deploy_branches_exist_for_each_configured_endpoint(definition):
     pick = _all_states(definition)["PickEndpoint"]
     names = sorted(c["And"][0]["StringEquals"] for c in pick["Choices"])
     assert names == ["assistant", "sentiment"]
+
+
+def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definition):
+    # Given a deploy call that failed outright: its Catch leaves $.failure, and no $.endpoint exists yet
+    states = definition["States"]
+    for name in ("CreateModel", "CreateEndpointConfig", "CreateServerlessEndpointConfig", "UpdateEndpoint",
+                 "DescribeEndpoint"):
+        (catch,) = states[name]["Catch"]
+        assert catch["Next"] == "DescribeDeployError", name
+    state = {key: value for key, value in SAMPLE_STATE.items() if key != "endpoint"}
+    state["failure"] = {"Error": "SageMaker.ValidationException", "Cause": "Could not find model package"}
+
+    # When the description renders, Then its cause names the endpoint and the call's own error
+    described = render(states["DescribeDeployError"]["Parameters"], state)
+    assert described == {"Error": "DeployFailed", "Cause": (
+        "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
+        "SageMaker.ValidationException: Could not find model package")}
+    assert states["DescribeDeployError"]["Next"] == states["DescribeDeployFailure"]["Next"]

@@ -186,3 +186,27 @@ def test_synth_report_fails_on_an_invalid_definition(assembly, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "support-dev/Training/FineTuneStateMachine" in err
     assert "/States/RegisterClassifier/Parameters/ModelPackageDescription.$" in err
+
+
+def test_synth_report_fails_on_an_unacknowledged_rule_pack_finding(tmp_path, capsys):
+    # Given a real synthesis of one stage with a bucket nobody hardened or acknowledged. The CDK CLI exits 0
+    # after a failed validation, so the validation report the app writes is what must fail `make synth`.
+    from aws_cdk import aws_s3 as s3
+
+    from app import build_app
+    from scripts import synth_report
+    from tests.conftest import EXAMPLE_CONFIG
+
+    app = build_app(EXAMPLE_CONFIG, teams="support", outdir=str(tmp_path / "cdk.out"))
+    data_stack = next(c for c in app.node.find_all() if c.node.path == "support-dev/Data")
+    s3.Bucket(data_stack, "UnreviewedBucket")
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+
+    # When the synth report runs over what synthesis left behind
+    status = synth_report.main(tmp_path / "cdk.out")
+
+    # Then it fails, and names the rule and the construct
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "support-dev/Data/UnreviewedBucket/Resource: AwsSolutions: AwsSolutions-S10" in err

@@ -14,7 +14,6 @@ and LMI's finish reasons, which differ from OpenAI's: see `LMI_FINISH_REASONS`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -34,27 +33,15 @@ TOOLKIT_PINS = (
 def import_handler_service():
     """The toolkit's handler_service module, or None when the toolkit (or MMS) is not installed.
 
-    The toolkit (2.6.0, the latest) imports `is_tf_available` from `transformers.file_utils`, which
-    transformers 5 removed with its TensorFlow support. The PyTorch inference container ships a
-    transformers 4.x where that function exists and answers False (no TensorFlow in the image), so the
-    import is given exactly that, and nothing else, for the duration of the import.
+    Imported the way `finetune local serve` imports it (finetune_cli/local/containers.py), which gives the toolkit
+    the `transformers.file_utils.is_tf_available` it still expects, for the duration of the import only.
     """
-    try:
-        importlib.import_module("sagemaker_inference")
-        importlib.import_module("mms.service")
-    except ImportError:
-        return None
-    import transformers.file_utils as file_utils
+    from finetune_cli.local.containers import ContainerError, _handler_service
 
-    missing = not hasattr(file_utils, "is_tf_available")
-    if missing:
-        file_utils.is_tf_available = lambda: False
     try:
-        from sagemaker_huggingface_inference_toolkit import handler_service
-    finally:
-        if missing:
-            del file_utils.is_tf_available
-    return handler_service
+        return _handler_service()
+    except ContainerError:
+        return None
 
 
 class HuggingFaceInferenceContainer:

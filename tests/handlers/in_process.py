@@ -45,6 +45,7 @@ class RecordedInvocation:
 
     endpoint_name: str
     request: Any
+    inference_component: str | None
     content_type: str
     accept: str
     model_seconds: float
@@ -65,11 +66,14 @@ class InProcessRuntime:
     def invoke_endpoint(self, **params: Any) -> dict[str, Any]:
         validate_call("sagemaker-runtime", "InvokeEndpoint", params)
         name = params["EndpointName"]
+        component = params.get("InferenceComponentName")
         content_type = params.get("ContentType", "application/octet-stream")
         accept = params.get("Accept", "*/*")
-        model = self.models.get(name)
+        # An endpoint served by inference components answers per component: key "endpoint/component".
+        model = self.models.get(f"{name}/{component}" if component else name)
         if model is None:
-            raise _client_error("ValidationError", f"Endpoint {name} of account {ACCOUNT_ID} not found.", 400)
+            what = f"Inference component {component}" if component else f"Endpoint {name}"
+            raise _client_error("ValidationError", f"{what} of account {ACCOUNT_ID} not found.", 400)
         if content_type != "application/json":
             raise _model_error(415, f"unsupported content type {content_type}")
         body = params["Body"]
@@ -83,10 +87,10 @@ class InProcessRuntime:
             answer = model(request)
         except Exception as error:  # the container answers 5xx; SageMaker wraps it in ModelError
             seconds = time.perf_counter() - started
-            self.calls.append(RecordedInvocation(name, request, content_type, accept, seconds))
+            self.calls.append(RecordedInvocation(name, request, component, content_type, accept, seconds))
             raise _model_error(500, f"{type(error).__name__}: {error}") from error
         seconds = time.perf_counter() - started
-        self.calls.append(RecordedInvocation(name, request, content_type, accept, seconds))
+        self.calls.append(RecordedInvocation(name, request, component, content_type, accept, seconds))
         payload = json.dumps(answer).encode()
         return {
             "Body": StreamingBody(io.BytesIO(payload), len(payload)),

@@ -39,9 +39,26 @@ BAD_REQUESTS = [
     ("top-p-zero", chat_event({**VALID, "top_p": 0}), 400, "invalid_request", "top_p"),
     ("too-many-stops", chat_event({**VALID, "stop": ["a", "b", "c", "d", "e"]}), 400, "invalid_request", "stop"),
     ("n-too-large", chat_event({**VALID, "n": 100}), 400, "invalid_request", "n"),
-    ("stream", chat_event({**VALID, "stream": True}), 400, "invalid_request", "streaming is not supported"),
     ("stream-string", chat_event({**VALID, "stream": "yes"}), 400, "invalid_request", "stream"),
-    ("unknown-field", chat_event({**VALID, "tools": []}), 400, "invalid_request", "tools: unknown field"),
+    ("tools-not-list", chat_event({**VALID, "tools": {"type": "function"}}), 400, "invalid_request", "tools"),
+    ("image-part", chat_event({**VALID, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}), 400, "invalid_request",
+     "messages.0.content.0: content parts of type 'image_url' are not supported"),
+    ("tool-message-without-id", chat_event({**VALID, "messages": [{"role": "tool", "content": "42"}]}), 400,
+     "invalid_request", "messages.0.tool_call_id"),
+    ("assistant-without-anything", chat_event({**VALID, "messages": [{"role": "assistant", "content": None}]}),
+     400, "invalid_request", "content or tool_calls"),
+    ("tool-choice-unknown-function", chat_event({**VALID, "tool_choice": {"type": "function", "function": {
+        "name": "f"}}}), 400, "invalid_request", "tool_choice"),
+    ("top-logprobs-without-logprobs", chat_event({**VALID, "top_logprobs": 2}), 400, "invalid_request",
+     "top_logprobs"),
+    ("stream-options-without-stream", chat_event({**VALID, "stream_options": {"include_usage": True}}), 400,
+     "invalid_request", "stream_options"),
+    ("logit-bias-out-of-range", chat_event({**VALID, "logit_bias": {"50256": 101}}), 400, "invalid_request",
+     "logit_bias"),
+    ("json-schema-without-schema", chat_event({**VALID, "response_format": {"type": "json_schema"}}), 400,
+     "invalid_request", "response_format.json_schema"),
+    ("top-k-below-minus-one", chat_event({**VALID, "top_k": -2}), 400, "invalid_request", "top_k"),
     ("conflicting-max-tokens", chat_event({**VALID, "max_tokens": 5, "max_completion_tokens": 6}), 400,
      "invalid_request", "disagree"),
     ("bad-base64", chat_event("not base64!!", base64_body=False) | {"isBase64Encoded": True}, 400,
@@ -53,22 +70,22 @@ BAD_REQUESTS = [
     ("predict-number-inputs", predict_event("sentiment", {"inputs": [1, 2]}), 400, "invalid_request", "inputs"),
     ("predict-unknown-field", predict_event("sentiment", {"inputs": ["x"], "parameters": {}}), 400,
      "invalid_request", "parameters"),
-    ("other-team", chat_event({"model": "globex-dev-chat", "messages": MESSAGES}), 403, "permission_denied",
+    ("other-team", chat_event({"model": "globex-dev-chat", "messages": MESSAGES}), 403, "model_not_permitted",
      "does not belong"),
-    ("other-stage", chat_event({"model": "acme-prod-chat", "messages": MESSAGES}), 403, "permission_denied",
+    ("other-stage", chat_event({"model": "acme-prod-chat", "messages": MESSAGES}), 403, "model_not_permitted",
      "does not belong"),
-    ("other-team-predict", predict_event("globex-prod-sentiment", {"inputs": ["x"]}), 403, "permission_denied",
+    ("other-team-predict", predict_event("globex-prod-sentiment", {"inputs": ["x"]}), 403, "model_not_permitted",
      "does not belong"),
     ("unknown-model", chat_event({"model": "gpt-4o", "messages": MESSAGES}), 404, "model_not_found", "chat, sentiment"),
     ("unknown-in-own-stage", chat_event({"model": "acme-dev-other", "messages": MESSAGES}), 404, "model_not_found",
      "acme-dev-other"),
     ("unknown-classifier", predict_event("spam", {"inputs": ["x"]}), 404, "model_not_found", "spam"),
     ("too-large", chat_event({**VALID, "messages": [{"role": "user", "content": "x" * 70_000}]}), 413,
-     "payload_too_large", "limit"),
+     "request_too_large", "limit"),
     ("too-large-multibyte", chat_event(json.dumps({**VALID, "messages": [{"role": "user", "content": "é" * 40_000}]}, ensure_ascii=False)), 413,
-     "payload_too_large", "limit"),
-    ("unknown-route", rest_event("POST", "/v1/completions", body=VALID), 404, "not_found", "/v1/completions"),
-    ("wrong-method", rest_event("GET", "/v1/chat/completions"), 404, "not_found", "GET"),
+     "request_too_large", "limit"),
+    ("unknown-route", rest_event("POST", "/v1/completions", body=VALID), 404, "unknown_url", "/v1/completions"),
+    ("wrong-method", rest_event("GET", "/v1/chat/completions"), 404, "unknown_url", "GET"),
 ]
 
 
@@ -77,13 +94,16 @@ BAD_REQUESTS = [
     [case[1:] for case in BAD_REQUESTS],
     ids=[case[0] for case in BAD_REQUESTS],
 )
-def test_bad_request_gets_its_status_and_error_type(proxy, call, event, status, error_type, words):
+def test_bad_request_gets_its_status_and_openai_error_body(proxy, call, event, status, error_type, words):
     # An endpoint that would answer: a bad request must be refused before it reaches it.
     runtime = InProcessRuntime({"acme-dev-chat": lambda body: chat_completion()})
     with installed(proxy, runtime=runtime):
         got_status, body, headers = call(event)
-    assert (got_status, body["error"]["type"]) == (status, error_type)
-    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+    assert (got_status, body["error"]["code"]) == (status, error_type)
+    # OpenAI's error body: the coarse type, the precise code, the field at fault (or null), the message.
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "code", "param", "message"}
+    assert body["error"]["type"] == ("permission_error" if status == 403 else "invalid_request_error")
+    assert headers["x-request-id"]
     assert words in body["error"]["message"]
     assert "Traceback" not in body["error"]["message"]
     assert headers["Content-Type"] == "application/json"
@@ -92,7 +112,7 @@ def test_bad_request_gets_its_status_and_error_type(proxy, call, event, status, 
 
 # (case id, error code, HTTP status from SageMaker, message, modeled fields, proxy status, error type)
 ENDPOINT_ERRORS = [
-    ("throttled", "ThrottlingException", 400, "Rate exceeded", {}, 429, "throttled"),
+    ("throttled", "ThrottlingException", 400, "Rate exceeded", {}, 429, "rate_limit_exceeded"),
     ("model-error", "ModelError", 424, "Received server error (500) from primary", {
         "OriginalStatusCode": 500,
         "OriginalMessage": "CUDA out of memory",
@@ -134,7 +154,7 @@ def test_endpoint_error_maps_to_status(runtime_stub, call, code, http_status, me
         },
     )
     got_status, body, headers = call(chat_event(VALID))
-    assert (got_status, body["error"]["type"]) == (status, error_type)
+    assert (got_status, body["error"]["code"]) == (status, error_type)
     # SageMaker's and the container's own words stay in the logs.
     for private in ("CUDA", "context too long", "arn:aws:logs", "not authorized"):
         assert private not in body["error"]["message"]
@@ -163,7 +183,7 @@ def test_network_failures_map_to_status_without_retrying(proxy, settings, call, 
     client.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", fail)
     with installed(proxy, runtime=client):
         got_status, body, _ = call(chat_event(VALID))
-    assert (got_status, body["error"]["type"]) == (status, error_type)
+    assert (got_status, body["error"]["code"]) == (status, error_type)
     # One attempt: a retry would overrun API Gateway's 29 s integration limit.
     assert attempts == ["https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/acme-dev-chat/invocations"]
 
@@ -183,7 +203,7 @@ def test_unexpected_fault_is_a_json_500_without_traceback(proxy, call):
 
     with installed(proxy, runtime=Broken()):
         status, body, _ = call(chat_event(VALID))
-    assert (status, body["error"]["type"]) == (500, "internal_error")
+    assert (status, body["error"]["code"]) == (500, "internal_error")
     assert "secret" not in body["error"]["message"] and "Traceback" not in body["error"]["message"]
 
 
@@ -193,7 +213,7 @@ def test_callable_raising_in_process_becomes_a_model_error(proxy, call):
 
     with installed(proxy, runtime=InProcessRuntime({"acme-dev-chat": crash})):
         status, body, _ = call(chat_event(VALID))
-    assert (status, body["error"]["type"]) == (502, "model_error")
+    assert (status, body["error"]["code"]) == (502, "model_error")
 
 
 def test_clients_built_at_import_are_configured_from_the_environment(proxy, settings):

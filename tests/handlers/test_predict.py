@@ -81,11 +81,11 @@ def test_all_labels_per_input_keep_the_top_one(runtime_stub, call):
 def test_malformed_classifier_output_is_a_502(runtime_stub, call, answer):
     expect_invoke(runtime_stub, ["a", "b"], answer)
     status, body, _ = call(predict_event("sentiment", {"inputs": ["a", "b"]}))
-    assert (status, body["error"]["type"]) == (502, "model_error")
+    assert (status, body["error"]["code"]) == (502, "model_error")
 
 
 def test_more_inputs_than_the_limit_is_a_413_before_any_call(runtime_stub, call, settings):
     texts = ["x"] * (settings.max_predict_inputs + 1)
     status, body, _ = call(predict_event("sentiment", {"inputs": texts}))
-    assert (status, body["error"]["type"]) == (413, "payload_too_large")
+    assert (status, body["error"]["code"]) == (413, "request_too_large")
     assert str(settings.max_predict_inputs) in body["error"]["message"]

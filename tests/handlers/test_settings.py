@@ -46,7 +46,8 @@ def test_defaults_keep_the_model_call_under_api_gateway_limit():
 
 
 def test_iam_actions_are_exported_for_the_stack():
-    assert REQUIRED_IAM_ACTIONS == ("sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint")
+    assert REQUIRED_IAM_ACTIONS == (
+        "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "sagemaker:DescribeEndpoint")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ from moto import mock_aws
 
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
+from lambda_handlers.validate_request.request import JOB_NAME_PREFIX_MAX, job_name_prefix
 from lambda_handlers.validate_request.settings import (
     SettingsError,
     ValidateSettings,
@@ -82,7 +84,7 @@ def test_good_chat_request_gives_the_train_steps_parameters(s3):
 
     assert result == {
         "team": "acme", "stage": "dev", "dataset": CHAT, "dataset_name": "chat", "dataset_version": "v1",
-        "job_name_prefix": "acme-dev-chat", "task": "causal-lm", "method": "lora", "base_model": "smollm2",
+        "job_name_prefix": f"acme-dev-chat-v1-{hashlib.sha256(b'chat/v1').hexdigest()[:6]}", "task": "causal-lm", "method": "lora", "base_model": "smollm2",
         "train_s3_uri": f"{CHAT}train/", "validation_s3_uri": f"{CHAT}validation/",
         "base_model_s3_uri": f"s3://{ARTIFACTS}/models/base/smollm2/",
         "hyperparameters": {"epochs": "2", "learning_rate": "1e-4", "method": "lora", "packing": "true",
@@ -197,9 +199,9 @@ BAD_INPUTS = [
     pytest.param(good_chat(hyperparameters={"lora_rank": 8}), [
         "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
         "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
-        "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, gradient_checkpointing, "
-        "eval_steps, save_steps, early_stopping_patience, keep_best, seed, validation_split, logging_steps, "
-        "max_eval_rows, distributed_strategy, progress)"], id="hp-unknown"),
+        "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, classifier_pooling, "
+        "gradient_checkpointing, eval_steps, save_steps, early_stopping_patience, keep_best, seed, validation_split, "
+        "logging_steps, max_eval_rows, distributed_strategy, progress)"], id="hp-unknown"),
     pytest.param(good_chat(hyperparameters={"task": "classification"}),
                  ['hyperparameters.task: give task as the top-level "task" key, not as a hyperparameter'],
                  id="hp-task"),
@@ -418,3 +420,31 @@ def test_bad_manifests_are_rejected_with_what_to_fix(s3, body, uri, message):
     s3.put_object(Bucket=DATA, Key="datasets/chat/v1/manifest.json", Body=body)
     with pytest.raises(InvalidRequest, match=re.escape(message)):
         validate_request({"manifest": uri}, SETTINGS, s3)
+
+
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (("my.data", "v1"), ("my_data", "v1")),  # the same after sanitising
+    (("a" * 40 + "x", "v1"), ("a" * 40 + "y", "v1")),  # the same in the first 40 characters
+    (("customer-support-transcripts-2026", "v1"), ("customer-support-transcripts-2026", "v1.1")),
+    (("chat", "v1"), ("chat", "v1-")),
+    (("x" * 128, "v" * 128), ("x" * 128, "v" * 127 + "w")),  # both cut to the limit
+])
+@pytest.mark.parametrize(("team", "stage"), [("acme", "dev"), ("t" * 16, "s" * 8)])
+def test_job_name_prefixes_of_different_datasets_never_collide(team, stage, first, second):
+    # Given two datasets whose readable parts collapse to the same text
+    # When their job name prefixes are derived
+    prefixes = [job_name_prefix(team, stage, *first), job_name_prefix(team, stage, *second)]
+    # Then they differ, keep the stage's head for IAM and EventBridge, and fit a SageMaker job name with the suffix
+    assert prefixes[0] != prefixes[1]
+    for prefix in prefixes:
+        assert prefix.startswith(f"{team}-{stage}-") and len(prefix) <= JOB_NAME_PREFIX_MAX
+        assert JOB_NAME.fullmatch(f"{prefix}-1a2b3c4d")
+
+
+def test_job_name_prefix_stays_readable_and_stable():
+    prefix = job_name_prefix("acme", "dev", "Customer.Support", "2026-01")
+    assert prefix == job_name_prefix("acme", "dev", "Customer.Support", "2026-01")  # deterministic
+    assert prefix.startswith("acme-dev-Customer-Support-2026-01-")

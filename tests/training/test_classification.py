@@ -40,6 +40,7 @@ def test_output_reloads_with_label_mapping(classification_run):
     model = AutoModelForSequenceClassification.from_pretrained(classification_run.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(classification_run.model_dir)
     assert model.config.id2label == {0: "0", 1: "1"}
+    assert model.config.num_hidden_layers == 7  # the encoder's 6 and the frozen mean-pooling layer
     with torch.no_grad():
         logits = model(**tokenizer(["a masterpiece , moving and funny", "a dull , lifeless mess"], return_tensors="pt",
                                    padding=True)).logits
@@ -65,3 +66,44 @@ def test_training_metrics_record_every_logged_step(classification_run):
     metrics = classification_run.training_metrics()
     steps = [h["step"] for h in metrics["history"]]
     assert steps == sorted(set(steps)) and steps[-1] == metrics["summary"]["global_step"] == 50
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_sentence_encoder_classifier_reads_the_mean_of_its_token_states(minilm_dir, method):
+    # Given all-MiniLM-L6-v2, which declares mean pooling, loaded for classification (classifier_pooling=auto)
+    import torch
+
+    from finetune.config import TrainConfig
+    from finetune.modeling import declared_pooling, load_model, load_tokenizer
+
+    assert declared_pooling(str(minilm_dir)) == "mean"
+    config = TrainConfig(task="classification", method=method, base_model=str(minilm_dir), train_path="unused")
+    tokenizer = load_tokenizer(str(minilm_dir), "classification")
+    model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"]).eval()
+    bert = model.get_base_model().bert if method == "lora" else model.bert
+    batch = tokenizer(["a masterpiece , moving and funny", "dull"], return_tensors="pt", padding=True)
+
+    # Then the first position of the last layer is LayerNorm(mean of the previous layer over the real tokens)
+    with torch.no_grad():
+        out = bert(**batch, output_hidden_states=True)
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (out.hidden_states[-2] * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.layer_norm(mean, (mean.shape[-1],), eps=1e-12)
+    torch.testing.assert_close(out.last_hidden_state[:, 0], expected, atol=5e-3, rtol=1e-3)
+    # and training cannot change that layer (no gradients, no LoRA adapters on it)
+    assert bert.config.num_hidden_layers == 7
+    last = [name for name, _ in bert.encoder.layer[-1].named_parameters()]
+    assert last and not any("lora" in name for name in last)
+    assert not any(p.requires_grad for p in bert.encoder.layer[-1].parameters())
+
+
+def test_classifier_pooling_cls_keeps_the_models_own_head(minilm_dir):
+    import torch
+
+    from finetune.config import TrainConfig
+    from finetune.modeling import load_model, load_tokenizer
+
+    config = TrainConfig(task="classification", base_model=str(minilm_dir), train_path="unused", classifier_pooling="cls")
+    tokenizer = load_tokenizer(str(minilm_dir), "classification")
+    model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"])
+    assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "finetune_pooling")

@@ -36,7 +36,10 @@ def test_key_policy_lets_cloudwatch_logs_use_the_key_only_for_this_stage(assembl
     logs_statement = next(s for s in statements if s.get("Sid") == "AllowCloudWatchLogsForThisStage")
     assert logs_statement["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
     condition = logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
-    assert condition == "arn:aws:logs:us-east-1:222222222222:log-group:*search-prod*"
+    # anchored to the stage's names: `*search-prod*` also matched e.g. xsearch-prod or search-prod-eu
+    prefix = "arn:aws:logs:us-east-1:222222222222:log-group:"
+    assert condition == [f"{prefix}/aws/vendedlogs/states/search-prod-*", f"{prefix}/aws/lambda/search-prod-*",
+                         f"{prefix}/finetune-stack/search-prod/*", f"{prefix}aws-waf-logs-search-prod-*"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -114,7 +117,7 @@ def test_prod_retains_stateful_resources_and_has_no_auto_delete(assembly):
     stack = assembly.stack("search-prod", "Data")
     stateful = {**stack.resources_of_type("AWS::S3::Bucket"), **stack.resources_of_type("AWS::KMS::Key"),
                 **stack.resources_of_type("AWS::Logs::LogGroup")}
-    assert len(stateful) == 5
+    assert len(stateful) == 6  # key, three buckets, flow logs, S3 prefix-list lookup logs
     for logical_id, resource in stateful.items():
         assert resource["DeletionPolicy"] == "Retain", logical_id
         assert resource["UpdateReplacePolicy"] == "Retain", logical_id

@@ -34,9 +34,35 @@ def _as_list(value):
 @pytest.mark.parametrize("stage", [DEV, PROD])
 def test_every_method_uses_iam_authorization(assembly, stage):
     methods = _resources(assembly, stage, "AWS::ApiGateway::Method")
-    assert len(methods) == 3
+    assert len(methods) == 4
     assert {m["Properties"]["AuthorizationType"] for m in methods.values()} == {"AWS_IAM"}
-    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET", "POST", "POST"]
+    # list models, retrieve one (OpenAI `models.retrieve`), chat completions, predict
+    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET", "GET", "POST", "POST"]
+
+
+@pytest.mark.parametrize("stage", [DEV, PROD])
+def test_every_method_streams_from_the_function_with_response_streaming_invocations(assembly, stage):
+    (function_id,) = _resources(assembly, stage, "AWS::Lambda::Function")
+    for method in _resources(assembly, stage, "AWS::ApiGateway::Method").values():
+        integration = method["Properties"]["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert integration["ResponseTransferMode"] == "STREAM"
+        uri = json.dumps(integration["Uri"])
+        # InvokeWithResponseStream, not Invoke (`.../2015-03-31/functions/.../invocations`)
+        assert ":lambda:path/2021-11-15/functions/" in uri and "/response-streaming-invocations" in uri
+        assert function_id in uri
+
+
+def test_proxy_function_runs_the_streaming_runtime_client(assembly):
+    from pathlib import Path
+
+    (function,) = _resources(assembly, DEV, "AWS::Lambda::Function").values()
+    wrapper = function["Properties"]["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"]
+    assert wrapper == "/var/task/inference_proxy/bootstrap"
+    # The asset root is lambda_handlers/: the wrapper must be there, executable, and start our runtime.
+    script = Path(__file__).resolve().parents[2] / "lambda_handlers" / wrapper.removeprefix("/var/task/")
+    assert script.stat().st_mode & 0o111
+    assert "-m inference_proxy.runtime" in script.read_text()
 
 
 def test_resource_policy_admits_only_the_stage_account(assembly):
@@ -123,7 +149,8 @@ def test_proxy_can_invoke_only_this_stages_endpoints(assembly):
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     sagemaker = [s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))]
     (invoke,) = sagemaker
-    assert sorted(_actions(invoke)) == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"]
+    assert sorted(_actions(invoke)) == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint",
+                                        "sagemaker:InvokeEndpointWithResponseStream"]
     assert sorted(_as_list(invoke["Resource"])) == [
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-assistant",
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-sentiment",
@@ -271,7 +298,8 @@ def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
 def test_batch_infer_refuses_input_outside_the_team_buckets(assembly):
     _, definition = _definition(assembly, DEV)
     validate = json.dumps(definition["States"]["Validate"])
-    assert "s3://search-dev-data-111111111111-eu-west-1/*" in validate
+    assert "s3://search-dev-data-111111111111-eu-west-1/batch/input/*" in validate
+    assert "s3://search-dev-data-111111111111-eu-west-1/batch/output/*" in validate
     assert "model-package/search-dev-models/*" in validate
     assert definition["States"]["Validate"]["Default"] == "InvalidInput"
 
@@ -295,7 +323,8 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     # The models it creates carry the tag its role needs to delete them; nothing else can be deleted.
     for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
         assert states[name]["Parameters"]["Tags"] == [
-            {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"}]
+            {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"},
+            {"Key": "team", "Value": "search"}, {"Key": "stage", "Value": "dev"}]
     statements = [st for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
                   for st in policy["Properties"]["PolicyDocument"]["Statement"]
                   if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))]

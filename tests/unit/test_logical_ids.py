@@ -18,6 +18,7 @@ PINNED = {
         "BucketsDataBucket44451DC7": "AWS::S3::Bucket",
         "BucketsArtifactsBucket49D84E1D": "AWS::S3::Bucket",
         "NetworkFlowLogs2BEC3212": "AWS::Logs::LogGroup",
+        "NetworkS3PrefixListLookupLogs1DC7304E": "AWS::Logs::LogGroup",
         "NetworkVpc7FB7348F": "AWS::EC2::VPC",
         "TeamTopic98726D49": "AWS::SNS::Topic",
     },

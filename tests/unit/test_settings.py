@@ -134,3 +134,72 @@ def test_merged_stage_problems_are_reported_with_field_errors():
 def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(tmp_path / "missing.yaml")
+
+
+# --- issue 11: stage overlap, data capture, network isolation ----------------------------------------------------
+
+def _two_teams(first: str, second: str, first_account: str = "111111111111",
+               second_account: str = "111111111111") -> str:
+    """Two teams, each with one stage, given as `team/stage`."""
+    text = "teams:\n"
+    for index, (qualified, account) in enumerate(((first, first_account), (second, second_account))):
+        team, stage = qualified.split("/")
+        text += (f"  - name: {team}\n    cost_center: CC-{index}\n    email: t{index}@example.com\n"
+                 f"    stages:\n      {stage}: {{account: \"{account}\", region: eu-west-1}}\n")
+    return text
+
+
+def test_stages_of_one_account_whose_names_extend_each_other_are_rejected():
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_config(f"dev: {GOOD_STAGE}\ndev-eu: {GOOD_STAGE}"))
+    assert raised.value.problems == [
+        "stages 'search-dev' (team 'search', stage 'dev') and 'search-dev-eu' (team 'search', stage 'dev-eu') "
+        "share account 111111111111 and one name extends the other with '-', so the `{team}-{stage}-*` resource "
+        "patterns of one would match the other's resources; rename one or deploy it to another account"]
+
+
+def test_overlap_across_teams_is_rejected_too():
+    # team `search` stage `dev-x` and team `search-dev` stage `x` share no config key but both are search-dev-x.
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_two_teams("search/dev-x", "search-dev/x", second_account="222222222222"))
+    assert raised.value.problems == [
+        "stages 'search-dev-x' (team 'search', stage 'dev-x') and 'search-dev-x' (team 'search-dev', stage 'x') "
+        "have the same name {team}-{stage}; rename one or deploy it to another account"]
+    with pytest.raises(ConfigError, match="'search-dev' .* and 'search-dev-x' .* share account"):
+        parse_config(_two_teams("search/dev", "search-dev/x"))
+
+
+@pytest.mark.parametrize("first,second,accounts", [
+    ("search/dev", "search-dev/x", ("111111111111", "222222222222")),  # overlap, but separate accounts
+    ("search/dev", "search-x/dev2", ("111111111111", "111111111111")),  # search-x-dev2 vs search-dev
+    ("search/dev", "xsearch/dev", ("111111111111", "111111111111")),
+])
+def test_names_that_cannot_reach_each_other_are_accepted(first, second, accounts):
+    assert len(parse_config(_two_teams(first, second, *accounts))) == 2
+
+
+def test_hipaa_stage_must_choose_data_capture():
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_config('prod: {account: "111111111111", region: eu-west-1, compliance: [hipaa]}'))
+    assert raised.value.problems == [
+        "teams[0].stages.prod.data_capture.enabled: is required on a stage that lists hipaa (captured prompts and "
+        "completions may hold protected health information): set true or false on the stage or in "
+        "teams[0].defaults"]
+    # An explicit choice, on the stage or in the team defaults, is accepted.
+    (stage,) = parse_config(_config(
+        'prod: {account: "111111111111", region: eu-west-1, compliance: [hipaa], data_capture: {enabled: true}}'))
+    assert stage.data_capture.enabled and stage.data_capture.expire_days == 30
+    (stage,) = parse_config(_config('prod: {account: "111111111111", region: eu-west-1, compliance: [hipaa]}',
+                                    team_extra="defaults: {data_capture: {enabled: false}}\n"))
+    assert not stage.data_capture.enabled
+
+
+def test_data_capture_and_network_isolation_defaults_and_bounds():
+    (stage,) = parse_config(_config())
+    assert (stage.data_capture.enabled, stage.data_capture.expire_days) == (True, 30)
+    assert stage.training.network_isolation is True
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_config('dev: {account: "111111111111", region: eu-west-1, data_capture: {expire_days: 0}}'))
+    assert raised.value.problems == ["teams[0].stages.dev.data_capture.expire_days: 0 must be greater than or equal to 1"]
+    stages = {s.qualified_name: s for s in load_config(EXAMPLE_CONFIG)}
+    assert not stages["search-prod"].data_capture.enabled  # the hipaa stage chose explicitly

@@ -12,9 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("causal-lm", "classification")
-METHODS = ("lora", "qlora", "full")
+from .contract import METHODS, TASKS  # noqa: F401  (re-exported: the container's names for them)
 STRATEGIES = ("ddp", "fsdp")
+POOLINGS = ("auto", "cls", "mean")
+#: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
+#: limit in the message, instead of as an overflow or an allocation failure inside the training job.
+MAX_VALUES = {
+    "epochs": 1000, "max_steps": 10_000_000, "batch_size": 4096, "gradient_accumulation_steps": 4096,
+    "max_seq_length": 131072, "lora_r": 1024, "lora_alpha": 8192, "eval_steps": 10_000_000,
+    "save_steps": 10_000_000, "early_stopping_patience": 10_000, "seed": 2**32 - 1, "logging_steps": 10_000_000,
+    "max_eval_rows": 100_000_000,
+}
 
 
 class ConfigError(ValueError):
@@ -44,7 +52,9 @@ class TrainConfig:
     learning_rate: float | None = None
     """Peak learning rate. Default: 2e-4 for LoRA/QLoRA, 2e-5 for full causal-lm, 5e-5 for full classification."""
     batch_size: int | None = None
-    """Sequences (packed rows when packing) per device per micro-batch. Default: 4 causal-lm, 32 classification."""
+    """Examples per device per micro-batch, packed or not (packing lays a micro-batch's examples out in rows of
+    ``max_seq_length`` tokens without padding; it never changes how many examples an optimizer step sees).
+    Default: 4 causal-lm, 32 classification."""
     gradient_accumulation_steps: int = 1
     """Micro-batches accumulated into one optimizer step."""
     max_seq_length: int | None = None
@@ -63,8 +73,12 @@ class TrainConfig:
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
-    """Pack causal-lm examples into rows without attention across examples.
-    Default: true for causal-lm; not for classification."""
+    """Pack causal-lm examples into rows without attention across examples, where the model supports it (checked
+    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for classification."""
+    classifier_pooling: str = "auto"
+    """How a classifier reads the encoder: ``cls`` (the model's own head on the first token), ``mean`` (the mean of
+    the last hidden states over the text's tokens, for BERT-family encoders) or ``auto``: ``mean`` for sentence
+    embedding models that declare mean pooling (sentence-transformers' ``1_Pooling/config.json``), else ``cls``."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     eval_steps: int = 0
@@ -108,7 +122,7 @@ class TrainConfig:
         problems: list[str] = []
 
         def bad(name: str, why: str) -> None:
-            problems.append(f"{name}={getattr(self, name)!r}: {why}")
+            problems.append(f"{name}={_show(getattr(self, name))}: {why}")
 
         if self.task not in TASKS:
             bad("task", f"must be one of {', '.join(TASKS)}")
@@ -126,6 +140,8 @@ class TrainConfig:
             self.batch_size = 4 if causal else 32
         if self.max_seq_length is None:
             self.max_seq_length = 1024 if causal else 128
+        if self.classifier_pooling not in POOLINGS:
+            bad("classifier_pooling", f"must be one of {', '.join(POOLINGS)}")
         if self.packing is None:
             self.packing = causal
         elif self.packing and not causal:
@@ -168,6 +184,10 @@ class TrainConfig:
         model_dir = _norm(self.model_dir)
         if _norm(self.checkpoint_dir) == model_dir or _norm(self.checkpoint_dir).startswith(model_dir + "/"):
             problems.append(f"checkpoint_dir={self.checkpoint_dir!r}: must not be inside model_dir={self.model_dir!r}")
+        for name, limit in MAX_VALUES.items():
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and value > limit:
+                bad(name, f"must be <= {limit}")
         if problems:
             raise ConfigError(problems)
 
@@ -196,7 +216,7 @@ class TrainConfig:
             if name.startswith("sagemaker_"):
                 continue  # the toolkit's own settings
             if name not in known:
-                problems.append(f"{name}={raw!r}: unknown hyperparameter (known: {', '.join(known)})")
+                problems.append(f"{name}={_show(raw)}: unknown hyperparameter (known: {', '.join(known)})")
                 continue
             annotation = known[name].type
             if not isinstance(annotation, str):  # under `from __future__ import annotations` every one is a string
@@ -204,7 +224,7 @@ class TrainConfig:
             try:
                 parsed = _parse(annotation, raw)
             except ValueError as err:
-                problems.append(f"{name}={raw!r}: {err}")
+                problems.append(f"{name}={_show(raw)}: {err}")
                 continue
             if parsed is not None:
                 values[name] = parsed
@@ -232,8 +252,18 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+def _show(value: Any) -> str:
+    """``repr`` for a message, safe for integers too long to print and cut for long text."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse(type_name: str, raw: Any) -> Any:
     """Parse one hyperparameter value by the field's annotation (a string under ``from __future__``)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 64:
+        raise ValueError("is out of range (more than 64 bits)")
     text = str(raw).strip()
     optional = "None" in type_name
     if optional and text.lower() in ("", "none", "null", "auto"):

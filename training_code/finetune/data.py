@@ -235,20 +235,30 @@ def collate_padded(examples: list[Example], pad_id: int, classification: bool):
 
 
 class BatchPlan:
-    """Deterministic micro-batches derived from (seed, epoch): resuming at a global step needs no data state.
+    """Deterministic micro-batches of examples derived from (seed, epoch): resuming at a global step needs no data state.
 
-    Each epoch shuffles the items (rows or examples) with ``seed + epoch``; a global micro-batch of
-    ``batch_size * world_size`` items is split by rank. The incomplete tail of an epoch is dropped.
+    ``batch_size`` counts examples whether or not they are packed: packing changes how a micro-batch's examples are
+    laid out in rows (see ``collate_micro_batch``), never how many there are, so the optimizer steps per epoch and the
+    examples behind each step are the same either way. Each epoch shuffles the examples with ``seed + epoch``; a
+    global micro-batch of ``batch_size * world_size`` examples is split by rank. The incomplete tail of an epoch is
+    dropped.
+
+    ``group_by_length``: after shuffling, each run of ``GROUP_MEGABATCHES`` global micro-batches is sorted longest
+    first, so padded batches hold examples of similar length (what the Hugging Face Trainer's ``group_by_length``
+    does); for padded causal-lm batches, where padding would otherwise be most of the compute.
     """
 
-    def __init__(self, items: list, batch_size: int, world_size: int, seed: int):
+    GROUP_MEGABATCHES = 50
+
+    def __init__(self, items: list, batch_size: int, world_size: int, seed: int, group_by_length: bool = False):
         self.items, self.batch_size, self.world_size, self.seed = items, batch_size, world_size, seed
+        self.group_by_length = group_by_length
         self.per_epoch = len(items) // (batch_size * world_size)
         if self.per_epoch == 0:
             raise DataError(
                 "train channel",
                 None,
-                f"{len(items)} training rows are fewer than one batch (batch_size={batch_size} x {world_size} "
+                f"{len(items)} training examples are fewer than one batch (batch_size={batch_size} x {world_size} "
                 "processes); add data or lower batch_size",
             )
         self._epoch = -1
@@ -260,11 +270,28 @@ class BatchPlan:
         if epoch != self._epoch:
             self._order = list(range(len(self.items)))
             random.Random(self.seed * 1000003 + epoch).shuffle(self._order)
+            if self.group_by_length:
+                self._order = self._grouped(self._order)
             self._epoch = epoch
         size = self.batch_size * self.world_size
         chunk = self._order[within * size : (within + 1) * size]
         mine = chunk[rank * self.batch_size : (rank + 1) * self.batch_size]
         return [self.items[i] for i in mine], epoch + within / self.per_epoch
+
+    def _grouped(self, order: list[int]) -> list[int]:
+        mega = self.GROUP_MEGABATCHES * self.batch_size * self.world_size
+        grouped: list[int] = []
+        for start in range(0, len(order), mega):
+            grouped += sorted(order[start : start + mega], key=lambda i: -len(self.items[i]))
+        return grouped
+
+
+def collate_micro_batch(examples: list[Example], pad_id: int, *, classification: bool, packed_width: int | None):
+    """One micro-batch as tensors: packed into rows of at most ``packed_width`` tokens (best fit decreasing, no
+    attention mask, position ids restarting per example) or, when ``packed_width`` is None, right-padded."""
+    if packed_width is None:
+        return collate_padded(examples, pad_id, classification=classification)
+    return collate_packed(pack_best_fit_decreasing(examples, packed_width), pad_id)
 
 
 def rank_env() -> tuple[int, int, int]:

@@ -1,0 +1,140 @@
+"""The inference containers of a deployed model, run in this process over the unpacked model.tar.gz.
+
+- Hugging Face PyTorch inference images: the real default handler service of ``sagemaker-huggingface-inference-
+  toolkit``, driven the way Multi Model Server's Python worker drives it (an ``mms`` Context, the request parsed by
+  ``mms.service.Service``, then ``handle``). Only MMS's Java frontend is left out (as tests/e2e does).
+- LMI (DJL Serving) images: a chat-completions answer over the model directory (greedy when temperature is 0).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+
+class ContainerError(Exception):
+    """The model container answered with an error status (SageMaker's ModelError)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _handler_service():
+    """The toolkit's handler_service module. The toolkit (2.6.0) imports `is_tf_available` from
+    `transformers.file_utils`, which transformers 5 removed; the image's transformers 4.x answers False there."""
+    try:
+        importlib.import_module("sagemaker_inference")
+        importlib.import_module("mms.service")
+    except ImportError as error:
+        raise ContainerError(500, f"the Hugging Face inference toolkit is not installed ({error}): pip install "
+                                  "--no-deps sagemaker-huggingface-inference-toolkit==2.6.0 sagemaker-inference==1.10.1 "
+                                  "multi-model-server==1.1.11") from None
+    import transformers.file_utils as file_utils
+
+    missing = not hasattr(file_utils, "is_tf_available")
+    if missing:
+        file_utils.is_tf_available = lambda: False
+    try:
+        from sagemaker_huggingface_inference_toolkit import handler_service
+    finally:
+        if missing:
+            del file_utils.is_tf_available
+    return handler_service
+
+
+class HuggingFaceContainer:
+    """The HF inference image's default handler service over /opt/ml/model."""
+
+    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+        import mms
+        from mms.context import Context
+
+        self.environment = dict(environment)
+        path_before = list(sys.path)
+        with mock.patch.dict(os.environ, self.environment):
+            self.service = _handler_service().HuggingFaceHandlerService()
+            self.context = Context("model", str(model_dir), None, 1, None, mms.__version__)
+            self.service.initialize(self.context)
+        sys.path[:] = path_before  # initialize() puts model_dir/code on sys.path for user modules
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        from mms.metrics.metrics_store import MetricsStore
+        from mms.service import PredictionException, Service
+
+        batch = [{"requestId": uuid.uuid4().hex.encode(),
+                  "parameters": [{"name": "body", "contentType": content_type, "value": body}],
+                  "headers": [{"name": b"Content-Type", "value": content_type.encode()},
+                              {"name": b"Accept", "value": accept.encode()}]}]
+        headers, input_batch, request_ids = Service.retrieve_data_for_inference(batch)
+        self.context.request_ids = request_ids
+        self.context.request_processor = headers
+        self.context.metrics = MetricsStore(request_ids, self.context.model_name)
+        try:
+            with mock.patch.dict(os.environ, self.environment):
+                [response] = self.service.handle(input_batch, self.context)
+        except PredictionException as error:  # MMS's worker answers these with their error code
+            raise ContainerError(error.error_code, error.message) from None
+        answer = response if isinstance(response, bytes) else str(response).encode()
+        return answer, self.context.get_response_content_type(0) or "application/json"
+
+
+class ChatContainer:
+    """Chat completions over a causal LM directory, in the OpenAI schema LMI answers with."""
+
+    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        import torch
+
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise ContainerError(400, "the body is not JSON") from None
+        if not isinstance(request, dict) or not request.get("messages"):
+            raise ContainerError(400, "this endpoint serves the chat-completions schema: send messages")
+        messages = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                     "".join(p.get("text", "") for p in m["content"])} for m in request["messages"]]
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        temperature = float(request.get("temperature", 1.0))
+        sampling = ({"do_sample": True, "temperature": temperature, "top_p": float(request.get("top_p", 1.0))}
+                    if temperature > 0 else {"do_sample": False})
+        if request.get("seed") is not None:
+            torch.manual_seed(int(request["seed"]))
+        max_tokens = int(request.get("max_tokens") or 64)
+        with torch.no_grad():
+            output = self.model.generate(input_ids=torch.tensor([prompt]),
+                                         attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                         max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                         **sampling)
+        generated = output[0, len(prompt):].tolist()
+        eos = {self.tokenizer.eos_token_id}
+        cut = next((i for i, token in enumerate(generated) if token in eos), None)
+        text = self.tokenizer.decode(generated[:cut] if cut is not None else generated, skip_special_tokens=True)
+        answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                               "finish_reason": "eos_token" if cut is not None else "length"}],
+                  "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(generated) if cut is None else cut + 1,
+                            "total_tokens": len(prompt) + (len(generated) if cut is None else cut + 1)}}
+        return json.dumps(answer).encode(), "application/json"
+
+
+def container_for(image: str, model_dir: Path, environment: dict[str, str]):
+    """The local stand-in for the image a model runs in."""
+    if "huggingface-pytorch-inference" in image:
+        return HuggingFaceContainer(model_dir, environment)
+    if "djl-inference" in image:
+        return ChatContainer(model_dir, environment)
+    raise ContainerError(500, f"no local container for image {image}")
