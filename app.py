@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the CDK (and Node) only load when an app is built, not for 
 
 def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str | None) -> list[StageConfig]:
     """Filter by comma-separated team and stage names; unknown names are an error, not an empty app."""
+
     def wanted(value: str | None) -> set[str] | None:
         return {name.strip() for name in value.split(",") if name.strip()} if value else None
 
@@ -43,8 +44,11 @@ def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str
         problems.append(f"-c stage: no stage named {', '.join(sorted(unknown))}")
     if problems:
         raise ConfigError("context", problems)
-    return [s for s in stages
-            if (team_filter is None or s.team in team_filter) and (stage_filter is None or s.name in stage_filter)]
+    return [
+        s
+        for s in stages
+        if (team_filter is None or s.team in team_filter) and (stage_filter is None or s.name in stage_filter)
+    ]
 
 
 def feature_flags() -> dict[str, object]:
@@ -53,8 +57,9 @@ def feature_flags() -> dict[str, object]:
     return flags
 
 
-def build_app(config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None,
-              outdir: str | None = None) -> App:
+def build_app(
+    config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None, outdir: str | None = None
+) -> App:
     """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config), and the
     delivery pipeline stack when the config enables it and no selection narrows the app."""
     from aws_cdk import App
@@ -70,8 +75,9 @@ def build_app(config_path: str | Path, *, teams: str | None = None, stage_names:
         from stacks.delivery_stack import DeliveryPipelineStack
         from stacks.rule_packs import register_stack_rule_pack
 
-        pipeline = DeliveryPipelineStack(app, "Delivery", delivery=delivery, stages=team_stages,
-                                         stack_name="finetune-stack-delivery")
+        pipeline = DeliveryPipelineStack(
+            app, "Delivery", delivery=delivery, stages=team_stages, stack_name="finetune-stack-delivery"
+        )
         register_stack_rule_pack(app, pipeline)
         # CodePipeline's replication buckets for stages in other regions live in support stacks of their own.
         for support in pipeline.pipeline.pipeline.cross_region_support.values():
@@ -105,8 +111,9 @@ def main() -> int:
     context = App().node
     config_path = context.try_get_context("config") or str(ROOT / "config" / "teams.yaml")
     try:
-        app = build_app(config_path, teams=context.try_get_context("team"),
-                        stage_names=context.try_get_context("stage"))
+        app = build_app(
+            config_path, teams=context.try_get_context("team"), stage_names=context.try_get_context("stage")
+        )
     except ConfigError as error:
         return report_config_error(error)
     app.synth()

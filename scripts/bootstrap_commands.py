@@ -28,8 +28,10 @@ def bootstrap_commands(delivery: Delivery, stages: list[StageConfig]) -> list[st
     for account, region in sorted({(s.account, s.region) for s in stages}):
         if account == delivery.account:
             continue  # the tooling account needs no trust in itself
-        commands.append(f"cdk bootstrap aws://{account}/{region} --trust {delivery.account} "
-                        f"--trust-for-lookup {delivery.account} --cloudformation-execution-policies {EXECUTION_POLICY}")
+        commands.append(
+            f"cdk bootstrap aws://{account}/{region} --trust {delivery.account} "
+            f"--trust-for-lookup {delivery.account} --cloudformation-execution-policies {EXECUTION_POLICY}"
+        )
     return commands
 
 

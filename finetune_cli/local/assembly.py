@@ -28,7 +28,9 @@ def _newest_source(config_path: Path) -> float:
     newest = config_path.stat().st_mtime
     for name in SOURCES:
         path = REPO / name
-        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        files = (
+            [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        )
         for item in files:
             newest = max(newest, item.stat().st_mtime)
     return newest
@@ -146,9 +148,13 @@ class StageAssembly:
             return props.get("FunctionName", generated)
         if kind == "AWS::SSM::Parameter":
             return props.get("Name", generated)
-        name_keys = {"AWS::SageMaker::ModelPackageGroup": "ModelPackageGroupName",
-                     "AWS::SageMaker::Endpoint": "EndpointName", "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
-                     "AWS::SageMaker::Model": "ModelName", "AWS::IAM::Role": "RoleName"}
+        name_keys = {
+            "AWS::SageMaker::ModelPackageGroup": "ModelPackageGroupName",
+            "AWS::SageMaker::Endpoint": "EndpointName",
+            "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
+            "AWS::SageMaker::Model": "ModelName",
+            "AWS::IAM::Role": "RoleName",
+        }
         if kind in name_keys:
             return props.get(name_keys[kind], generated)
         return generated
@@ -157,9 +163,13 @@ class StageAssembly:
         kind = stack.resources.get(logical_id, {}).get("Type", "")
         name = self.physical_name(stack, logical_id)
         if attribute == "Arn":
-            arns = {"AWS::Lambda::Function": ("lambda", f"function:{name}"), "AWS::IAM::Role": ("iam", f"role/{name}"),
-                    "AWS::KMS::Key": ("kms", f"key/{name}"), "AWS::S3::Bucket": ("s3", name),
-                    "AWS::SageMaker::ModelPackageGroup": ("sagemaker", f"model-package-group/{name}")}
+            arns = {
+                "AWS::Lambda::Function": ("lambda", f"function:{name}"),
+                "AWS::IAM::Role": ("iam", f"role/{name}"),
+                "AWS::KMS::Key": ("kms", f"key/{name}"),
+                "AWS::S3::Bucket": ("s3", name),
+                "AWS::SageMaker::ModelPackageGroup": ("sagemaker", f"model-package-group/{name}"),
+            }
             if name.startswith("arn:"):
                 return name
             service, resource = arns.get(kind, ("local", f"{kind}/{name}"))
@@ -188,8 +198,14 @@ class StageAssembly:
         raise RuntimeFailure(f"no stack of {self.qualified_name} exports {export_name}")
 
     def _pseudo(self, name: str, stack: Stack) -> str | None:
-        return {"AWS::Partition": "aws", "AWS::Region": self.region, "AWS::AccountId": self.account,
-                "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack.name, "AWS::NoValue": None}.get(name, "")
+        return {
+            "AWS::Partition": "aws",
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack.name,
+            "AWS::NoValue": None,
+        }.get(name, "")
 
     def resolve(self, value: Any, stack: Stack) -> Any:
         """``value`` with every intrinsic function replaced by its deployed value."""
@@ -198,7 +214,7 @@ class StageAssembly:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, argument), = value.items()
+            ((key, argument),) = value.items()
             if key == "Ref":
                 if argument.startswith("AWS::"):
                     return self._pseudo(argument, stack)
@@ -256,10 +272,16 @@ class StageAssembly:
                 key = str(props["Code"].get("S3Key", ""))
                 name = self.physical_name(stack, logical_id)
                 function = LambdaFunction(
-                    logical_id=logical_id, name=name, arn=self._arn("lambda", f"function:{name}"),
-                    asset_dir=self.asset_dir(key.removesuffix(".zip")), handler=props["Handler"],
-                    environment={k: str(v) for k, v in self.resolve(
-                        props.get("Environment", {}).get("Variables", {}), stack).items()})
+                    logical_id=logical_id,
+                    name=name,
+                    arn=self._arn("lambda", f"function:{name}"),
+                    asset_dir=self.asset_dir(key.removesuffix(".zip")),
+                    handler=props["Handler"],
+                    environment={
+                        k: str(v)
+                        for k, v in self.resolve(props.get("Environment", {}).get("Variables", {}), stack).items()
+                    },
+                )
                 functions[name] = functions[function.arn] = function
         return functions
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.api import HistoryEventType, InvocationResponse, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
     FailureEvent,
@@ -56,7 +56,6 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 from moto.utilities.collections import select_from_typed_dict
-from moto.stepfunctions.parser.api import InvocationResponse
 
 from .assembly import LambdaFunction
 from .training_job import LocalTrainingJob, RequestInvalid, to_state_json
@@ -119,20 +118,38 @@ def invoke_function(function: LambdaFunction, event: Any, *, region: str, log_di
     """Invoke's answer for one call of the function's real handler: Payload, and FunctionError when it raised."""
     module_name, handler_name = function.handler.rsplit(".", 1)
     log_dir.mkdir(parents=True, exist_ok=True)
-    variables = {**function.environment, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-                 "AWS_LAMBDA_FUNCTION_NAME": function.name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
-                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "POWERTOOLS_DEV": "false"}
-    with (log_dir / f"{function.name}.log").open("a") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log), _environment(variables), _asset_on_path(function.asset_dir):
+    variables = {
+        **function.environment,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "POWERTOOLS_DEV": "false",
+    }
+    with (
+        (log_dir / f"{function.name}.log").open("a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        _environment(variables),
+        _asset_on_path(function.asset_dir),
+    ):
         try:
             handler: Callable = getattr(importlib.import_module(module_name), handler_name)
             payload = handler(event, LambdaContext(function))
             return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": json.loads(json.dumps(payload))}
-        except Exception as error:  # noqa: BLE001 - Lambda turns any exception into an Unhandled function error
+        except Exception as error:
             traceback.print_exc(file=log)
-            return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "FunctionError": "Unhandled",
-                    "Payload": {"errorType": type(error).__name__, "errorMessage": str(error),
-                                "stackTrace": traceback.format_tb(error.__traceback__)}}
+            return {
+                "StatusCode": 200,
+                "ExecutedVersion": "$LATEST",
+                "FunctionError": "Unhandled",
+                "Payload": {
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_tb(error.__traceback__),
+                },
+            }
 
 
 @dataclass
@@ -160,12 +177,23 @@ def _services() -> LocalServices:
 
 
 def _task_failed(task: StateTaskServiceCallback, env, error: str, cause: str) -> FailureEventException:
-    return FailureEventException(FailureEvent(
-        env=env, error_name=CustomErrorName(error) if not error.startswith("States.") else
-        StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
-        event_type=HistoryEventType.TaskFailed,
-        event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
-            resource=task._get_sfn_resource(), resourceType=task._get_sfn_resource_type(), error=error, cause=cause))))
+    return FailureEventException(
+        FailureEvent(
+            env=env,
+            error_name=CustomErrorName(error)
+            if not error.startswith("States.")
+            else StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    resource=task._get_sfn_resource(),
+                    resourceType=task._get_sfn_resource_type(),
+                    error=error,
+                    cause=cause,
+                )
+            ),
+        )
+    )
 
 
 class LocalLambda(StateTaskServiceLambda):
@@ -181,7 +209,8 @@ class LocalLambda(StateTaskServiceLambda):
         response = invoke_function(function, payload, region=services.region, log_dir=services.work_dir / "lambda")
         if response.get("FunctionError"):
             raise lambda_eval_utils.LambdaFunctionErrorException(
-                response["FunctionError"], json.dumps(response["Payload"], separators=(",", ":")))
+                response["FunctionError"], json.dumps(response["Payload"], separators=(",", ":"))
+            )
         env.stack.append(select_from_typed_dict(typed_dict=InvocationResponse, obj=response))
 
 
@@ -195,8 +224,10 @@ class LocalSageMaker(StateTaskServiceCallback):
 
     def _validate_service_integration_is_supported(self) -> None:
         if self.resource.api_action.lower() not in ("createtrainingjob", "createtransformjob"):
-            raise ValueError(f"local mode runs sagemaker:createTrainingJob and createTransformJob only, not "
-                             f"{self.resource.resource_arn}")
+            raise ValueError(
+                f"local mode runs sagemaker:createTrainingJob and createTransformJob only, not "
+                f"{self.resource.resource_arn}"
+            )
 
     def _get_sfn_resource_type(self) -> str:
         return "sagemaker"
@@ -206,19 +237,28 @@ class LocalSageMaker(StateTaskServiceCallback):
         if self.resource.api_action.lower() == "createtransformjob":
             try:
                 self._job = LocalTransformJob(
-                    normalised_parameters, sagemaker=services.client("sagemaker"), s3=services.client("s3"),
-                    work_dir=services.work_dir / "transform-jobs", account=services.account, region=services.region,
-                    out=services.out)
+                    normalised_parameters,
+                    sagemaker=services.client("sagemaker"),
+                    s3=services.client("s3"),
+                    work_dir=services.work_dir / "transform-jobs",
+                    account=services.account,
+                    region=services.region,
+                    out=services.out,
+                )
             except RequestInvalid as error:
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
             env.stack.append({"TransformJobArn": self._job.arn})
             return
         try:
             self._job = LocalTrainingJob(
-                normalised_parameters, code_dir=services.training_code(
-                    normalised_parameters["AlgorithmSpecification"]["TrainingImage"]),
-                work_dir=services.work_dir / "training-jobs", s3=services.client("s3"), account=services.account,
-                region=services.region, out=services.out)
+                normalised_parameters,
+                code_dir=services.training_code(normalised_parameters["AlgorithmSpecification"]["TrainingImage"]),
+                work_dir=services.work_dir / "training-jobs",
+                s3=services.client("s3"),
+                account=services.account,
+                region=services.region,
+                out=services.out,
+            )
         except RequestInvalid as error:
             raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
         env.stack.append({"TrainingJobArn": self._job.arn})
@@ -233,8 +273,9 @@ class LocalSageMaker(StateTaskServiceCallback):
             except RequestInvalid as error:
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
             status = described.get("TrainingJobStatus") or described.get("TransformJobStatus")
-            _services().journal("trainingJob" if "TrainingJobName" in described else "transformJob",
-                                to_state_json(described))
+            _services().journal(
+                "trainingJob" if "TrainingJobName" in described else "transformJob", to_state_json(described)
+            )
             if status != "Completed":
                 raise _task_failed(self, env, "States.TaskFailed", to_json_str(to_state_json(described)))
             return to_state_json(described)
@@ -289,8 +330,12 @@ class LocalSns(StateTaskServiceSns):
     def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
         services = _services()
         message = normalised_parameters.get("Message")
-        print(f"  notification: {normalised_parameters.get('Subject', '')}\n    "
-              f"{message if isinstance(message, str) else json.dumps(message)}", file=services.out, flush=True)
+        print(
+            f"  notification: {normalised_parameters.get('Subject', '')}\n    "
+            f"{message if isinstance(message, str) else json.dumps(message)}",
+            file=services.out,
+            flush=True,
+        )
         super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
 
 
@@ -322,4 +367,4 @@ def install_integrations(services: LocalServices) -> Iterator[LocalServices]:
         _SERVICES = None
 
 
-__all__ = ["LocalServices", "install_integrations", "invoke_function", "update_endpoint", "io"]
+__all__ = ["LocalServices", "install_integrations", "invoke_function", "io", "update_endpoint"]

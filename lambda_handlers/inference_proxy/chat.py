@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,8 +35,15 @@ class _Choice(BaseModel):
 
 
 # LMI's vLLM rolling batch names finish reasons its own way; OpenAI clients know only these words.
-OPENAI_FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "stop": "stop", "length": "length",
-                         "max_tokens": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
+OPENAI_FINISH_REASONS = {
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "stop": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+}
 
 
 def openai_finish_reason(reason: str | None) -> str | None:
@@ -75,8 +81,9 @@ def complete_chat(
     translates LMI's finish reasons to OpenAI's words.
     """
     model = resolve_model(request.model, settings, kind="llm")
-    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body(),
-                             inference_component=model.inference_component)
+    invocation = invoke_json(
+        runtime, model.endpoint_name, request.endpoint_body(), inference_component=model.inference_component
+    )
     payload = invocation.payload
     try:
         completion = _Completion.model_validate(payload)
@@ -111,5 +118,9 @@ def _choice(raw: dict, parsed: _Choice) -> dict:
 def usage_of(raw: dict, usage: _Usage) -> dict:
     """OpenAI usage: the container's (details included) with `total_tokens` filled in when it left it out."""
     total = usage.total_tokens if usage.total_tokens is not None else usage.prompt_tokens + usage.completion_tokens
-    return {**raw, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": total}
+    return {
+        **raw,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": total,
+    }

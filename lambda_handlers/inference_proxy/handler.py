@@ -70,8 +70,12 @@ def chat_completions() -> Response[dict[str, Any]]:
         stream = open_chat_stream(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
         _record_model_call(stream.model.short_name)
         _open_stream.set(stream)
-        return Response(status_code=200, content_type=EVENT_STREAM, body="",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return Response(
+            status_code=200,
+            content_type=EVENT_STREAM,
+            body="",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     model, completion = complete_chat(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
     _record_model_call(model.short_name)
     return _json(200, completion)
@@ -117,7 +121,8 @@ def proxy_error(error: ProxyError) -> Response:
 def route_not_found(_: NotFoundError) -> Response[dict[str, Any]]:
     event = app.current_event
     response: Response[dict[str, Any]] = proxy_error(
-        RouteNotFound(f"No route for {event.http_method} {_printable(event.path)}."))
+        RouteNotFound(f"No route for {event.http_method} {_printable(event.path)}.")
+    )
     return response
 
 
@@ -125,7 +130,8 @@ def route_not_found(_: NotFoundError) -> Response[dict[str, Any]]:
 def unexpected_error(error: Exception) -> Response[dict[str, Any]]:
     logger.exception("unhandled error in the inference proxy")
     response: Response[dict[str, Any]] = proxy_error(
-        InternalError("Internal error in the inference proxy; see its logs for the request id."))
+        InternalError("Internal error in the inference proxy; see its logs for the request id.")
+    )
     return response
 
 

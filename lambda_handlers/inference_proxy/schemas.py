@@ -52,8 +52,9 @@ class ContentPart(BaseModel):
                 {"kind": self.type},
             )
         if self.type != "text":
-            raise PydanticCustomError("unsupported_part", "unknown content part type '{kind}'; send text parts",
-                                      {"kind": self.type[:64]})
+            raise PydanticCustomError(
+                "unsupported_part", "unknown content part type '{kind}'; send text parts", {"kind": self.type[:64]}
+            )
         if self.text is None:
             raise PydanticCustomError("missing_text", "a text part needs a 'text' string", {})
         return self
@@ -128,9 +129,7 @@ class ToolMessage(BaseModel):
     tool_call_id: str = Field(min_length=1, max_length=256)
 
 
-ChatMessage = Annotated[
-    InstructionMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
-]
+ChatMessage = Annotated[InstructionMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 
 
 class FunctionDefinition(BaseModel):
@@ -359,9 +358,13 @@ def _describe(error: ValidationError) -> tuple[str, str | None]:
     problems = [
         (location, message)
         for location, kind, message in found
-        if not (kind.endswith("_type") and any(
-            not other_kind.endswith("_type") and (where == location or where.startswith(f"{location}."))
-            for where, other_kind, _ in found))
+        if not (
+            kind.endswith("_type")
+            and any(
+                not other_kind.endswith("_type") and (where == location or where.startswith(f"{location}."))
+                for where, other_kind, _ in found
+            )
+        )
     ]
     shown = "; ".join(dict.fromkeys(message for _, message in problems[:5]))
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

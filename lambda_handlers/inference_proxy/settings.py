@@ -189,8 +189,11 @@ def lambda_environment(
         for adapter in names:
             if adapter in models:
                 raise SettingsError(f"inference proxy: adapter {adapter!r} of {short!r} reuses a model name")
-            models[adapter] = {"endpoint_name": f"{team}-{stage}-{short}", "kind": "llm",
-                               "inference_component": inference_component_name(team, stage, short, adapter)}
+            models[adapter] = {
+                "endpoint_name": f"{team}-{stage}-{short}",
+                "kind": "llm",
+                "inference_component": inference_component_name(team, stage, short, adapter),
+            }
     environ = {ENV_TEAM: team, ENV_STAGE: stage, ENV_ENDPOINTS: json.dumps(models, separators=(",", ":"))}
     for name, value in (
         (ENV_CONNECT_TIMEOUT, connect_timeout_seconds),

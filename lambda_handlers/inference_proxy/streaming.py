@@ -54,8 +54,15 @@ class ChatStream:
     chunk as the container produces it, then `data: [DONE]`, or an error event if the stream broke.
     """
 
-    def __init__(self, *, model: ResolvedModel, request: ChatCompletionRequest, chunks: Iterator[dict],
-                 first: dict | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        model: ResolvedModel,
+        request: ChatCompletionRequest,
+        chunks: Iterator[dict],
+        first: dict | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.model = model
         self._request = request
         self._chunks = chunks
@@ -74,11 +81,14 @@ class ChatStream:
             for chunk in self._chunks:
                 yield sse_event(self._rewrite(chunk))
                 self.chunks_sent += 1
-        except Exception as error:  # noqa: BLE001 - the status line is sent: the error can only be an event
+        except Exception as error:
             if not isinstance(error, ProxyError):
                 error = InternalError("Internal error in the inference proxy; see its logs for the request id.")
-            logger.warning("stream failed after it began",
-                           extra={"error_code": error.code, "chunks_sent": self.chunks_sent}, exc_info=True)
+            logger.warning(
+                "stream failed after it began",
+                extra={"error_code": error.code, "chunks_sent": self.chunks_sent},
+                exc_info=True,
+            )
             yield sse_event(error.body())
             return
         self.completed = True
@@ -87,8 +97,13 @@ class ChatStream:
     def _rewrite(self, chunk: dict) -> dict:
         # The container's chunk, passed on whole (tool-call deltas, logprobs, usage, system_fingerprint), with
         # what the proxy owns set the same on every chunk: one id, the model name the caller used.
-        out = {**chunk, "id": chunk.get("id") or self._id, "object": "chat.completion.chunk",
-               "created": chunk.get("created") or self._created, "model": self._request.model}
+        out = {
+            **chunk,
+            "id": chunk.get("id") or self._id,
+            "object": "chat.completion.chunk",
+            "created": chunk.get("created") or self._created,
+            "model": self._request.model,
+        }
         self._id = out["id"]
         self._created = out["created"]
         out["choices"] = [
@@ -110,8 +125,9 @@ def open_chat_stream(
     body = json.dumps(request.endpoint_body(), separators=(",", ":")).encode()
     try:
         response = runtime.invoke_endpoint_with_response_stream(
-            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM)
-    except Exception as error:  # noqa: BLE001 - mapped to the caller's status, or re-raised as is
+            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM
+        )
+    except Exception as error:
         raise _mapped(error, model.endpoint_name) from error
     chunks = _chunks(response["Body"], model.endpoint_name)
     first = next(chunks, None)  # raises the mapped ProxyError: nothing has been sent yet
@@ -141,7 +157,7 @@ def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
             yield chunk
     except ProxyError:
         raise
-    except Exception as error:  # noqa: BLE001 - every transport failure becomes the caller's error
+    except Exception as error:
         raise _mapped(error, endpoint_name) from error
 
 
@@ -162,11 +178,15 @@ def _decode(line: bytes, endpoint_name: str) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         raise ModelFailed(f"Model endpoint '{endpoint_name}' streamed a line that is not JSON.") from None
     if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-        logger.warning("model stream error event", extra={"endpoint": endpoint_name,
-                                                           "original_message": str(chunk["error"])[:2000]})
+        logger.warning(
+            "model stream error event",
+            extra={"endpoint": endpoint_name, "original_message": str(chunk["error"])[:2000]},
+        )
         raise ModelFailed(f"Model endpoint '{endpoint_name}' failed while streaming.")
-    if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list) or not all(
-        isinstance(choice, dict) for choice in chunk["choices"]
+    if (
+        not isinstance(chunk, dict)
+        or not isinstance(chunk.get("choices"), list)
+        or not all(isinstance(choice, dict) for choice in chunk["choices"])
     ):
         raise ModelFailed(f"Model endpoint '{endpoint_name}' streamed something that is not a chat completion chunk.")
     return chunk
@@ -178,8 +198,10 @@ def _mapped(error: Exception, endpoint_name: str) -> ProxyError:
     if isinstance(error, ClientError):  # EventStreamError (ModelStreamError, InternalStreamFailure) included
         code = error.response.get("Error", {}).get("Code", "")
         if code in ("ModelStreamError", "InternalStreamFailure"):
-            logger.warning("model stream error", extra={"endpoint": endpoint_name, "code": code,
-                                                        "original_message": str(error)[:2000]})
+            logger.warning(
+                "model stream error",
+                extra={"endpoint": endpoint_name, "code": code, "original_message": str(error)[:2000]},
+            )
             return ModelFailed(f"Model endpoint '{endpoint_name}' failed while streaming.")
         return map_client_error(error, endpoint_name)
     if isinstance(error, ReadTimeoutError):

@@ -20,7 +20,8 @@ class TeamKey(Construct):
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.key = kms.Key(
-            self, "Key",
+            self,
+            "Key",
             alias=f"alias/finetune-stack/{qualified_name}",
             description=f"finetune-stack {qualified_name}: data, artifacts, logs and volumes",
             enable_key_rotation=True,
@@ -32,13 +33,15 @@ class TeamKey(Construct):
         # a stage named e.g. x{q} or {q}-eu in the same account.
         log_groups = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:"
         log_group_arns = [f"{log_groups}{pattern}" for pattern in log_group_patterns(qualified_name)]
-        self.key.add_to_resource_policy(iam.PolicyStatement(
-            sid="AllowCloudWatchLogsForThisStage",
-            principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-            resources=["*"],  # in a key policy, "*" means this key
-            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
-        ))
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsForThisStage",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],  # in a key policy, "*" means this key
+                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
+            )
+        )
         # Step Functions' encrypted log delivery makes the CDK add an unconditioned statement for
         # delivery.logs.amazonaws.com to this key; CloudWatch Logs documents aws:SourceAccount for that principal,
         # so the statement is held to deliveries of this account. (Its aws:SourceArn is the delivery's, which
@@ -49,8 +52,12 @@ class TeamKey(Construct):
 def log_group_patterns(qualified_name: str) -> list[str]:
     """Names of the stage's encrypted log groups: Step Functions vended logs, Lambda functions, the stage's own
     /finetune-stack/{q}/ groups (flow logs, API access logs, hosts) and the WAF log group."""
-    return [f"/aws/vendedlogs/states/{qualified_name}-*", f"/aws/lambda/{qualified_name}-*",
-            f"/finetune-stack/{qualified_name}/*", f"aws-waf-logs-{qualified_name}-*"]
+    return [
+        f"/aws/vendedlogs/states/{qualified_name}-*",
+        f"/aws/lambda/{qualified_name}-*",
+        f"/finetune-stack/{qualified_name}/*",
+        f"aws-waf-logs-{qualified_name}-*",
+    ]
 
 
 LOG_DELIVERY = "delivery.logs.amazonaws.com"

@@ -12,15 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import METHODS, TASKS  # noqa: F401  (re-exported: the container's names for them)
+from .contract import METHODS, TASKS
+
 STRATEGIES = ("ddp", "fsdp")
 POOLINGS = ("auto", "cls", "mean")
 #: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
 #: limit in the message, instead of as an overflow or an allocation failure inside the training job.
 MAX_VALUES = {
-    "epochs": 1000, "max_steps": 10_000_000, "batch_size": 4096, "gradient_accumulation_steps": 4096,
-    "max_seq_length": 131072, "lora_r": 1024, "lora_alpha": 8192, "eval_steps": 10_000_000,
-    "save_steps": 10_000_000, "early_stopping_patience": 10_000, "seed": 2**32 - 1, "logging_steps": 10_000_000,
+    "epochs": 1000,
+    "max_steps": 10_000_000,
+    "batch_size": 4096,
+    "gradient_accumulation_steps": 4096,
+    "max_seq_length": 131072,
+    "lora_r": 1024,
+    "lora_alpha": 8192,
+    "eval_steps": 10_000_000,
+    "save_steps": 10_000_000,
+    "early_stopping_patience": 10_000,
+    "seed": 2**32 - 1,
+    "logging_steps": 10_000_000,
     "max_eval_rows": 100_000_000,
 }
 

@@ -21,7 +21,9 @@ def channel_files(path: str, channel: str) -> list[str]:
     if not root.is_dir():
         raise DataError(f"{channel} channel", None, f"{path} does not exist")
     files = sorted(
-        str(p) for p in root.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json") and not p.name.startswith(".")
+        str(p)
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".jsonl", ".json") and not p.name.startswith(".")
     )
     if not files:
         raise DataError(f"{channel} channel", None, f"{path} holds no .jsonl files")
@@ -104,7 +106,10 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
     for record in records:
         data = record.data
         if record.format == PROMPT_COMPLETION:
-            messages = [{"role": "user", "content": data["prompt"]}, {"role": "assistant", "content": data["completion"]}]
+            messages = [
+                {"role": "user", "content": data["prompt"]},
+                {"role": "assistant", "content": data["completion"]},
+            ]
         elif record.format == MESSAGES:
             messages = data["messages"]
         else:
@@ -126,7 +131,9 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             if bos is not None:
                 ids, labels = [bos], [IGNORE_INDEX]
             for m in messages:
-                piece = tokenizer(m["content"] + ("\n" if m["role"] != "assistant" else ""), add_special_tokens=False)["input_ids"]
+                piece = tokenizer(m["content"] + ("\n" if m["role"] != "assistant" else ""), add_special_tokens=False)[
+                    "input_ids"
+                ]
                 ids += piece
                 labels += piece if m["role"] == "assistant" else [IGNORE_INDEX] * len(piece)
                 if m["role"] == "assistant" and eos is not None:
@@ -141,7 +148,7 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             if bos is not None and ids and ids[0] == bos:
                 labels[0] = IGNORE_INDEX
         ids = _strip_double_bos(ids, bos)
-        labels = labels[len(labels) - len(ids):]
+        labels = labels[len(labels) - len(ids) :]
         if len(ids) > max_seq_length:
             report.truncated += 1
             ids, labels = ids[:max_seq_length], labels[:max_seq_length]
@@ -154,7 +161,9 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
     return examples, report
 
 
-def encode_classification(records: list[Record], tokenizer, max_seq_length: int, label_to_id: dict) -> tuple[list[Example], EncodeReport]:
+def encode_classification(
+    records: list[Record], tokenizer, max_seq_length: int, label_to_id: dict
+) -> tuple[list[Example], EncodeReport]:
     """Tokenise classification records (truncated to max_seq_length)."""
     report = EncodeReport()
     texts = [r.data["text"] for r in records]

@@ -45,7 +45,9 @@ def evaluate_causal(model, examples: list[Example], pad_id: int, device, batch_s
 
 
 @torch.no_grad()
-def evaluate_classification(model, examples: list[Example], pad_id: int, device, batch_size: int, label_names: list[str], autocast_dtype=None) -> dict:
+def evaluate_classification(
+    model, examples: list[Example], pad_id: int, device, batch_size: int, label_names: list[str], autocast_dtype=None
+) -> dict:
     """Accuracy, macro F1, mean cross-entropy and the confusion matrix (rows: true label, columns: predicted)."""
     was_training = model.training
     model.eval()
