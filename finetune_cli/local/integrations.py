@@ -138,7 +138,7 @@ def invoke_function(function: LambdaFunction, event: Any, *, region: str, log_di
             handler: Callable = getattr(importlib.import_module(module_name), handler_name)
             payload = handler(event, LambdaContext(function))
             return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": json.loads(json.dumps(payload))}
-        except Exception as error:
+        except Exception as error:  # Lambda turns any exception into an Unhandled function error
             traceback.print_exc(file=log)
             return {
                 "StatusCode": 200,

@@ -64,7 +64,7 @@ def deployed_models(stage: LocalStage, work: Path, out: Any) -> dict[str, Any]:
             url, containers[name] = model_container(
                 sagemaker, s3, config["ProductionVariants"][0]["ModelName"], work / name
             )
-        except Exception as error:
+        except Exception as error:  # S3 and archive errors: the endpoint is just not servable
             print(
                 f"  {name}: not served (its model artifact is not in the local store: {error.__class__.__name__}"
                 "); deploy to it with finetune local run --deploy-to",
@@ -233,7 +233,7 @@ def _request_handler(handler, function, log: Path) -> type[BaseHTTPRequestHandle
 
         do_GET = do_POST = do_PUT = do_DELETE = _call
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # `format`: the base class's name
             pass
 
     return Handler

@@ -63,7 +63,7 @@ class LocalTransformJob:
         }
         try:
             _, container = model_container(self.sagemaker, self.s3, request["ModelName"], self.work)
-        except Exception as error:
+        except Exception as error:  # the model or its artifact is missing
             return self._end(described, f"ClientError: cannot load model {request['ModelName']}: {error}")
         bucket, prefix = split_s3(transform_input["DataSource"]["S3DataSource"]["S3Uri"])
         out_bucket, out_prefix = split_s3(output["S3OutputPath"].rstrip("/") + "/")

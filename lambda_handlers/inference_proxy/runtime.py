@@ -158,7 +158,7 @@ def serve_one(api: RuntimeApi, handler: StreamHandler) -> None:
 
     try:
         handler(invocation.event, invocation.context(), send=send)
-    except Exception as error:
+    except Exception as error:  # a runtime reports every failure to Lambda, then goes on
         traceback.print_exc()
         if stream is None:
             api.invocation_error(invocation.request_id, error)

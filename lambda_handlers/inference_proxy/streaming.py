@@ -81,7 +81,7 @@ class ChatStream:
             for chunk in self._chunks:
                 yield sse_event(self._rewrite(chunk))
                 self.chunks_sent += 1
-        except Exception as error:
+        except Exception as error:  # the status line is sent: the error can only be an event
             if not isinstance(error, ProxyError):
                 error = InternalError("Internal error in the inference proxy; see its logs for the request id.")
             logger.warning(
@@ -127,7 +127,7 @@ def open_chat_stream(
         response = runtime.invoke_endpoint_with_response_stream(
             **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM
         )
-    except Exception as error:
+    except Exception as error:  # mapped to the caller's status, or re-raised as is
         raise _mapped(error, model.endpoint_name) from error
     chunks = _chunks(response["Body"], model.endpoint_name)
     first = next(chunks, None)  # raises the mapped ProxyError: nothing has been sent yet
@@ -157,7 +157,7 @@ def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
             yield chunk
     except ProxyError:
         raise
-    except Exception as error:
+    except Exception as error:  # every transport failure becomes the caller's error
         raise _mapped(error, endpoint_name) from error
 
 

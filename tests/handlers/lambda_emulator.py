@@ -77,7 +77,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:
         pass
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # camelCase: http.server's naming
         assert self.path == f"/{runtime.API_VERSION}/runtime/invocation/next", self.path
         invocation = self.server.pending.get()
         body = json.dumps(invocation.event).encode()

@@ -137,7 +137,7 @@ def _load_tensors(file: Path):
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {file} is missing: the checkpoint is incomplete") from None
-    except Exception as error:
+    except Exception as error:  # pickle and zip errors have many types; all mean "refused"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"checkpoint file {file} holds something other than tensors and plain numbers (a pickled object?), "

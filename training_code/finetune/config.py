@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import METHODS, TASKS
+from .contract import METHODS, TASKS  # also re-exported: the container's names for them
 
 STRATEGIES = ("ddp", "fsdp")
 POOLINGS = ("auto", "cls", "mean")
