@@ -173,7 +173,7 @@ def streaming(streams: int, chunks: int) -> dict:
     with _stdout_to_devnull():
         for run in range(streams + 20):
             written: list[float] = []
-            handler.stream_handler(event, context, send=lambda data: written.append(time.perf_counter()))
+            handler.stream_handler(event, context, send=_timestamps_into(written))
             # written[0] is the metadata prelude; then one write per chunk, then [DONE].
             chunk_writes = written[1 : 1 + chunks]
             assert len(chunk_writes) == chunks == len(container.handed), (len(written), len(container.handed))
@@ -206,6 +206,11 @@ def _stdout_to_devnull():
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+
+
+def _timestamps_into(times: list[float]):
+    """A `send` for the streaming handler that records when each write happens (bound to this run's list)."""
+    return lambda data: times.append(time.perf_counter())
 
 
 def _ms(seconds: float) -> float:

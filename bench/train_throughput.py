@@ -116,7 +116,6 @@ def _hf_common(args, workdir: Path):
 
 
 def _training_args(args, workdir: Path, device, batch_size: int, **extra):
-
     return dict(
         output_dir=str(workdir / "trainer"),
         max_steps=args.steps,

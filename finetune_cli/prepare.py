@@ -203,8 +203,10 @@ def canonical_records(
         records.append((row.line, record))
     if task == "classification":
         labels = [r["label"] for _, r in records]
-        if (labels and all(isinstance(lb, str) and re.fullmatch(r"-?[0-9]+", lb) for lb in labels)) or (
-            labels and all(isinstance(lb, float) and lb.is_integer() for lb in labels)
+        # Labels that are all integers written as text, or all whole floats, become ints.
+        if labels and (
+            all(isinstance(lb, str) and re.fullmatch(r"-?[0-9]+", lb) for lb in labels)
+            or all(isinstance(lb, float) and lb.is_integer() for lb in labels)
         ):
             for _, record in records:
                 record["label"] = int(record["label"])

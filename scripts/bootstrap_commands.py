@@ -23,7 +23,7 @@ EXECUTION_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
 
 def bootstrap_commands(delivery: Delivery, stages: list[StageConfig]) -> list[str]:
     """One `cdk bootstrap` per tooling region, then one per stage account and region with the trust flags."""
-    tooling_regions = [delivery.region] + sorted({s.region for s in stages} - {delivery.region})
+    tooling_regions = [delivery.region, *sorted({s.region for s in stages} - {delivery.region})]
     commands = [f"cdk bootstrap aws://{delivery.account}/{region}" for region in tooling_regions]
     for account, region in sorted({(s.account, s.region) for s in stages}):
         if account == delivery.account:

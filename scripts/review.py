@@ -603,7 +603,7 @@ def _table(header: list[str], rows: list[list[Any]], more_in: str = "review.json
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows[:MAX_ROWS]]
     if len(rows) > MAX_ROWS:
         lines.append(f"\n… and {len(rows) - MAX_ROWS} more rows in {more_in}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_markdown(review: Review) -> str:
@@ -686,7 +686,7 @@ def render_markdown(review: Review) -> str:
         if managed_rows:
             out += _table(["", "stack", "identity", "managed policy"], managed_rows)
     if sg_rows:
-        out += ["### Security groups", ""] + _table(["", "stack", "group", "direction", "protocol", "peer"], sg_rows)
+        out += ["### Security groups", "", *_table(["", "stack", "group", "direction", "protocol", "peer"], sg_rows)]
     if review.acknowledgements_added or review.acknowledgements_removed:
         out += ["### Rule-pack acknowledgements", ""]
         out += _table(
@@ -704,7 +704,7 @@ def render_markdown(review: Review) -> str:
         if not rows:
             continue
         out += [f"<details><summary>{stage}: {len(rows)} resource change(s)</summary>", ""]
-        out += _table(["change", "stack", "logical id", "type", "properties"], rows) + ["</details>", ""]
+        out += [*_table(["change", "stack", "logical id", "type", "properties"], rows), "</details>", ""]
     return "\n".join(out)
 
 

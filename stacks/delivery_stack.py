@@ -174,7 +174,9 @@ class DeliveryPipelineStack(Stack):
         for support in code_pipeline.cross_region_support.values():
             acknowledge(support.replication_bucket, {"AwsSolutions-S1": _REPLICATION_NO_ACCESS_LOG})
         replication = {
-            f"AwsSolutions-IAM5[Resource::arn:aws:s3:::{self.resolve(support.replication_bucket.bucket_name)}/*]": _REPLICATION
+            (
+                f"AwsSolutions-IAM5[Resource::arn:aws:s3:::{self.resolve(support.replication_bucket.bucket_name)}/*]"
+            ): _REPLICATION
             for support in code_pipeline.cross_region_support.values()
         }
         asset_projects = {

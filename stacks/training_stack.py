@@ -393,8 +393,8 @@ class TrainingStack(Stack):
                 "AwsSolutions-IAM5[Resource::*]": (
                     "Three actions only, each without resource-level permissions: ecr:GetAuthorizationToken, "
                     "cloudwatch:PutMetricData (limited to the /aws/sagemaker/TrainingJobs namespace by condition) and "
-                    "the EC2 network-interface actions SageMaker needs to join the VPC (limited to this stage's VPC and "
-                    "subnets by condition)."
+                    "the EC2 network-interface actions SageMaker needs to join the VPC (limited to this stage's VPC "
+                    "and subnets by condition)."
                 ),
                 **acks,
                 f"AwsSolutions-IAM5[Resource::arn:{partition}:ecr:{stage.region}:"
@@ -548,8 +548,9 @@ class TrainingStack(Stack):
                 "NIST.800.53.R5-IAMNoInlinePolicy": _SFN_INLINE,
                 "HIPAA.Security-IAMNoInlinePolicy": _SFN_INLINE,
                 f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:training-job/{q}-*]": (
-                    "Training job names are generated per attempt (stage prefix + execution + random suffix) so a retry "
-                    "never collides; the grant covers this stage's job names only, to create, describe and stop them."
+                    "Training job names are generated per attempt (stage prefix + execution + random suffix) so a "
+                    "retry never collides; the grant covers this stage's job names only, to create, describe and stop "
+                    "them."
                 ),
                 f"AwsSolutions-IAM5[Resource::arn:{p}:sagemaker:{self.region}:{self.account}:model/{q}-*]": (
                     "Deploy creates one model per training job, named after the job ({team}-{stage}-...); the name is "

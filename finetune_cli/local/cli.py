@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import threading
@@ -141,10 +142,8 @@ def serve(args: argparse.Namespace, out: Any) -> int:
     with api.running(out):
         print(f"serving {api.stage.config.qualified_name} on {api.url} (Ctrl-C stops)", file=out, flush=True)
         print(f"  curl -s {api.url}/models", file=out, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -176,8 +176,8 @@ def lambda_environment(
     `endpoints` maps each endpoint's short name to its kind; the endpoint names are the stable
     `{team}-{stage}-{name}`. `adapters` names the LLM endpoints served by inference components, each with
     its LoRA adapters: the endpoint's name then invokes its base component, and each adapter's name (a model
-    name of its own) invokes the adapter's component on the same endpoint. The result is validated with the same model the function uses at cold start,
-    so a bad value fails synthesis rather than the first request.
+    name of its own) invokes the adapter's component on the same endpoint. The result is validated with the same
+    model the function uses at cold start, so a bad value fails synthesis rather than the first request.
     """
     models: dict[str, dict[str, str]] = {}
     for short, kind in sorted(endpoints.items()):

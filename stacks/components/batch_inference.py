@@ -144,20 +144,30 @@ class BatchInference(Construct):
         acknowledge(
             self.model_policy,
             {
-                "AwsSolutions-IAM5[Resource::*]": "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to run a "
-                "transform job in the team VPC have no resource-level permissions; image pulls are limited to the "
-                "pinned Deep Learning Container repositories.",
-                f"AwsSolutions-IAM5[Resource::{input_objects}]": f"A batch job reads the JSONL files under the {BATCH_INPUT_PREFIX} prefix the caller names in this "
-                "stage's data bucket; the state machine checks the input lies there before it starts the job.",
-                f"AwsSolutions-IAM5[Resource::{output_objects}]": f"A batch job writes one result object per input file under the {BATCH_OUTPUT_PREFIX} prefix the "
-                "caller names in this stage's data bucket, with names SageMaker derives from the input.",
+                "AwsSolutions-IAM5[Resource::*]": (
+                    "ecr:GetAuthorizationToken and the EC2 Describe*/network-interface actions SageMaker needs to run "
+                    "a transform job in the team VPC have no resource-level permissions; image pulls are limited to "
+                    "the pinned Deep Learning Container repositories."
+                ),
+                f"AwsSolutions-IAM5[Resource::{input_objects}]": (
+                    f"A batch job reads the JSONL files under the {BATCH_INPUT_PREFIX} prefix the caller names in "
+                    "this stage's data bucket; the state machine checks the input lies there before it starts the job."
+                ),
+                f"AwsSolutions-IAM5[Resource::{output_objects}]": (
+                    f"A batch job writes one result object per input file under the {BATCH_OUTPUT_PREFIX} prefix the "
+                    "caller names in this stage's data bucket, with names SageMaker derives from the input."
+                ),
                 **{
-                    f"AwsSolutions-IAM5[Resource::{arn}]": "Model artifacts (model.tar.gz) staged under models/ or written by FineTune under "
-                    "training-output/ of this stage's artifacts bucket; their keys are chosen at training time."
+                    f"AwsSolutions-IAM5[Resource::{arn}]": (
+                        "Model artifacts (model.tar.gz) staged under models/ or written by FineTune under "
+                        "training-output/ of this stage's artifacts bucket; their keys are chosen at training time."
+                    )
                     for arn in model_objects
                 },
-                f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]": "SageMaker writes one log stream per transform job instance, named after the job; jobs started by "
-                f"this machine are named {qualified_name}-<uuid>.",
+                f"AwsSolutions-IAM5[Resource::{transform_logs}:log-stream:{qualified_name}-*]": (
+                    "SageMaker writes one log stream per transform job instance, named after the job; jobs started "
+                    f"by this machine are named {qualified_name}-<uuid>."
+                ),
             },
         )
 

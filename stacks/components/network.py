@@ -198,8 +198,10 @@ class TeamNetwork(Construct):
         acknowledge(
             lookup_policy,
             {
-                "AwsSolutions-IAM5[Resource::*]": "ec2:DescribeManagedPrefixLists has no resource-level permissions (IAM service authorization "
-                "reference); it is read-only and the only action on '*'."
+                "AwsSolutions-IAM5[Resource::*]": (
+                    "ec2:DescribeManagedPrefixLists has no resource-level permissions (IAM service authorization "
+                    "reference); it is read-only and the only action on '*'."
+                )
             },
         )
         self.s3_prefix_list_lookup = cr.AwsCustomResource(

@@ -13,7 +13,8 @@ class TeamKey(Construct):
     """One KMS key per team stage, rotated yearly, encrypting its buckets, logs, topics and volumes.
 
     The key policy gives the account's administrators (through IAM) control of the key, as AWS recommends so the
-    key never becomes unmanageable, and lets CloudWatch Logs use it only for this stage's log groups (kms:EncryptionContext:aws:logs:arn).
+    key never becomes unmanageable, and lets CloudWatch Logs use it only for this stage's log groups
+    (kms:EncryptionContext:aws:logs:arn).
     """
 
     def __init__(self, scope: Construct, id_: str, *, qualified_name: str, removal_policy: RemovalPolicy) -> None:

@@ -235,7 +235,7 @@ def test_synthesis_without_the_pipeline_loads_no_pipeline_code():
 def test_a_bad_delivery_section_names_the_key_and_the_problem(line, message):
     key = line.split(":")[0]
     lines = [existing for existing in DELIVERY.splitlines() if not existing.startswith(key + ":")]
-    config = CONFIG.replace(DELIVERY, "\n".join(lines + [line]) + "\n")
+    config = CONFIG.replace(DELIVERY, "\n".join([*lines, line]) + "\n")
     with pytest.raises(ConfigError) as error:
         parse_settings(config)
     assert any(problem.startswith(message) for problem in error.value.problems), error.value.problems
@@ -256,7 +256,7 @@ def test_make_review_reads_a_new_training_image_as_one_asset_line_not_a_pipeline
     new_digests = [str(index) * 64 for index in range(1, len(images) + 1)]
     for path in edited.rglob("*.json"):
         text = path.read_text()
-        for old, new in zip(images, new_digests):
+        for old, new in zip(images, new_digests, strict=True):
             text = text.replace(old, new)
         path.write_text(text)
     pipeline_text = (edited / "Delivery.template.json").read_text()

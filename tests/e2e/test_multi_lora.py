@@ -3,7 +3,8 @@
 Two SmolLM2 LoRA adapters are fine-tuned here by the training container on different (tiny) data. One
 in-process base model holds both adapters and switches per request, as LMI with LoRA enabled does for the
 adapter inference components of one endpoint. Through the proxy, each `model` name must give exactly the
-greedy output of its own adapter merged into the base, and the base name the base model's. Slow on a shared CPU, so not in `make test`: `make test-multilora`.
+greedy output of its own adapter merged into the base, and the base name the base model's. Slow on a shared CPU,
+so not in `make test`: `make test-multilora`.
 """
 
 from __future__ import annotations

@@ -110,7 +110,9 @@ def test_retrieve_not_deployed_model_has_created_zero(control_plane_stub, call):
     control_plane_stub.add_client_error(
         "describe_endpoint",
         service_error_code="ValidationException",
-        service_message='Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/acme-dev-sentiment".',
+        service_message=(
+            'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/acme-dev-sentiment".'
+        ),
         http_status_code=400,
         expected_params={"EndpointName": "acme-dev-sentiment"},
     )

@@ -86,7 +86,7 @@ def test_an_ingress_rule_is_a_security_group_change():
 
 
 def test_unknown_fail_on_policies_are_named():
-    with pytest.raises(ReviewError, match="unknown policy stateful-replacment .known: stateful-replacement"):
+    with pytest.raises(ReviewError, match=r"unknown policy stateful-replacment \(known: stateful-replacement"):
         parse_policies("stateful-replacment")
     assert parse_policies(" stateful-replacement , iam-widening ") == ["stateful-replacement", "iam-widening"]
 

@@ -162,7 +162,7 @@ def test_a_pickled_scheduler_or_best_weights_are_refused(tmp_path):
         checkpoint.load(path, scheduler, run_fingerprint=checkpoint.fingerprint(config))
     best = checkpoint.save_best(config.checkpoint_dir, 3, 0.5, {"weight": torch.ones(2)})
     torch.save({"weight": _Payload()}, best / "model.pt")
-    with pytest.raises(CheckpointError, match="model.pt holds something other than tensors"):
+    with pytest.raises(CheckpointError, match=r"model\.pt holds something other than tensors"):
         checkpoint.load_best(config.checkpoint_dir)
 
 
@@ -171,7 +171,7 @@ def test_a_checkpoint_without_a_fingerprint_is_refused(tmp_path):
     path = _save(tmp_path, config)
     (path / "fingerprint.json").unlink()
     _, _, scheduler = _training_state()
-    with pytest.raises(CheckpointError, match="records no fingerprint.json"):
+    with pytest.raises(CheckpointError, match=r"records no fingerprint\.json"):
         checkpoint.load(path, scheduler, run_fingerprint=checkpoint.fingerprint(config))
 
 

@@ -252,7 +252,7 @@ def test_overlap_across_teams_is_rejected_too():
         "stages 'search-dev-x' (team 'search', stage 'dev-x') and 'search-dev-x' (team 'search-dev', stage 'x') "
         "have the same name {team}-{stage}; rename one or deploy it to another account"
     ]
-    with pytest.raises(ConfigError, match="'search-dev' .* and 'search-dev-x' .* share account"):
+    with pytest.raises(ConfigError, match=r"'search-dev' .* and 'search-dev-x' .* share account"):
         parse_config(_two_teams("search/dev", "search-dev/x"))
 
 

@@ -84,7 +84,8 @@ class TrainConfig:
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
     """Pack causal-lm examples into rows without attention across examples, where the model supports it (checked
-    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for classification."""
+    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for
+    classification."""
     classifier_pooling: str = "auto"
     """How a classifier reads the encoder: ``cls`` (the model's own head on the first token), ``mean`` (the mean of
     the last hidden states over the text's tokens, for BERT-family encoders) or ``auto``: ``mean`` for sentence

@@ -244,7 +244,8 @@ def collate_padded(examples: list[Example], pad_id: int, classification: bool):
 
 
 class BatchPlan:
-    """Deterministic micro-batches of examples derived from (seed, epoch): resuming at a global step needs no data state.
+    """Deterministic micro-batches of examples derived from (seed, epoch): resuming at a global step needs no data
+    state.
 
     ``batch_size`` counts examples whether or not they are packed: packing changes how a micro-batch's examples are
     laid out in rows (see ``collate_micro_batch``), never how many there are, so the optimizer steps per epoch and the
