@@ -68,7 +68,7 @@ def build_app(
 
     stages, delivery = load_settings(config_path)
     selected = select_stages(stages, teams, stage_names)
-    app = App(context=feature_flags(), **({"outdir": outdir} if outdir else {}))
+    app = App(context=feature_flags(), outdir=outdir or None)
     team_stages = [(stage, TeamStage(app, stage=stage)) for stage in selected]
     if delivery is not None and delivery.enabled and not (teams or stage_names):
         # Imported only when enabled: synthesis without the pipeline loads no CDK Pipelines modules.

@@ -10,13 +10,17 @@ so the pipeline deploys with the bootstrap roles of each account and holds no cr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import Environment, Stack, Stage, pipelines
 from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_ecr as ecr
-from constructs import Construct
+from aws_cdk import aws_s3 as s3
+from constructs import Construct, IConstruct
 
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 from stacks.components.images import pytorch_training, registry_account
 from stacks.settings import Delivery, StageConfig
 
@@ -37,7 +41,13 @@ class DeliveryPipelineStack(Stack):
     """
 
     def __init__(
-        self, scope: Construct, id_: str, *, delivery: Delivery, stages: Sequence[tuple[StageConfig, Stage]], **kwargs
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        delivery: Delivery,
+        stages: Sequence[tuple[StageConfig, Stage]],
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, env=Environment(account=delivery.account, region=delivery.region), **kwargs)
         source = pipelines.CodePipelineSource.connection(
@@ -125,7 +135,7 @@ class DeliveryPipelineStack(Stack):
         # which checks each deploy action's RoleArn and reports its informational "Prefer using Fn::Sub over
         # Fn::Join" (I1022) on aws-cdk-lib's Fn::Join role ARNs under its own error id. A test lints the resource
         # without this metadata and checks that those are the only E3703 findings.
-        self.pipeline.pipeline.node.default_child.add_metadata(
+        cfn_resource(self.pipeline.pipeline, codepipeline.CfnPipeline).add_metadata(
             "cfn-lint", {"config": {"ignore_checks": ["W3005", "E3703"]}}
         )
 
@@ -142,7 +152,7 @@ class DeliveryPipelineStack(Stack):
             },
         )
         # Finding ids name resources as cdk-nag renders them: <LogicalId.Arn> for a GetAtt, <LogicalId> for a Ref.
-        bucket_id = self.get_logical_id(code_pipeline.artifact_bucket.node.default_child)
+        bucket_id = self.get_logical_id(cfn_resource(code_pipeline.artifact_bucket, s3.CfnBucket))
         artifacts = {f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]": _ARTIFACT_OBJECTS}
         read_artifacts = {
             **artifacts,
@@ -164,8 +174,8 @@ class DeliveryPipelineStack(Stack):
         }
         where = f"{self.region}:{self.account}"
 
-        def project_logs(project) -> dict[str, str]:
-            name = f"<{self.get_logical_id(project.node.default_child)}>"
+        def project_logs(project: codebuild.IProject) -> dict[str, str]:
+            name = f"<{self.get_logical_id(cfn_resource(project, codebuild.CfnProject))}>"
             return {
                 f"AwsSolutions-IAM5[Resource::arn:aws:logs:{where}:log-group:/aws/codebuild/{name}:*]": _PROJECT_LOGS,
                 f"AwsSolutions-IAM5[Resource::arn:aws:codebuild:{where}:report-group/{name}-*]": _PROJECT_LOGS,
@@ -184,7 +194,7 @@ class DeliveryPipelineStack(Stack):
             f"AwsSolutions-IAM5[Resource::arn:aws:codebuild:{where}:report-group/*]": _ASSET_PROJECTS,
             "AwsSolutions-IAM5[Resource::*]": _ASSET_PROJECTS,
         }
-        findings_by_role = {
+        findings_by_role: dict[IConstruct, dict[str, str]] = {
             code_pipeline.role: {
                 **write_artifacts,
                 **artifact_key,
@@ -192,13 +202,13 @@ class DeliveryPipelineStack(Stack):
                 "AwsSolutions-IAM5[Resource::*]": _REPLICATION_KEY,
             },
             self._source_action_role(): {**write_artifacts, **artifact_key},
-            self.pipeline.synth_project.role: {
+            _role(self.pipeline.synth_project): {
                 **write_artifacts,
                 **artifact_key,
                 **project_logs(self.pipeline.synth_project),
                 "AwsSolutions-IAM5[Resource::*]": _ECR_LOGIN,
             },
-            self.pipeline.self_mutation_project.role: {
+            _role(self.pipeline.self_mutation_project): {
                 **read_artifacts,
                 **artifact_key,
                 **project_logs(self.pipeline.self_mutation_project),
@@ -213,11 +223,18 @@ class DeliveryPipelineStack(Stack):
         for role, findings in findings_by_role.items():
             acknowledge(role.node.find_child("DefaultPolicy"), findings)
 
-    def _source_action_role(self):
+    def _source_action_role(self) -> IConstruct:
         """The role of the source action (its construct id is the repository name with `/` as `_`)."""
         source_stage = self.pipeline.pipeline.node.find_child("Source")
         [action] = source_stage.node.children
         return action.node.find_child("CodePipelineActionRole")
+
+
+def _role(project: codebuild.IProject) -> IConstruct:
+    """The role of a project CDK Pipelines generated (it always makes one; ``IProject.role`` is optional)."""
+    if project.role is None:
+        raise TypeError(f"{project.node.path}: a generated CodeBuild project without a role")
+    return project.role
 
 
 _ARTIFACT_OBJECTS = (

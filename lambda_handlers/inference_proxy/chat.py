@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,7 +25,7 @@ class _Message(BaseModel):
     model_config = _LAX
     role: str = "assistant"
     content: str | None = None
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[Any, Any]] | None = None
 
 
 class _Choice(BaseModel):
@@ -72,7 +73,7 @@ def complete_chat(
     settings: ProxySettings,
     runtime: RuntimeClient,
     clock: Callable[[], float] = time.time,
-) -> tuple[ResolvedModel, dict]:
+) -> tuple[ResolvedModel, dict[str, Any]]:
     """Run the chat completion on the endpoint `request.model` names; return it and the OpenAI response.
 
     The container's answer is checked for the fields the proxy relies on, then passed on whole: tool
@@ -91,7 +92,7 @@ def complete_chat(
         raise ModelFailed(
             f"Model endpoint '{model.endpoint_name}' returned an answer that is not a chat completion."
         ) from error
-    response: dict = {
+    response: dict[str, Any] = {
         **payload,
         "id": completion.id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -106,7 +107,7 @@ def complete_chat(
     return model, response
 
 
-def _choice(raw: dict, parsed: _Choice) -> dict:
+def _choice(raw: dict[str, Any], parsed: _Choice) -> dict[str, Any]:
     choice = {**raw, "index": parsed.index, "finish_reason": openai_finish_reason(parsed.finish_reason)}
     choice["message"] = {**raw["message"], "role": parsed.message.role, "content": parsed.message.content}
     if not parsed.message.tool_calls:
@@ -115,7 +116,7 @@ def _choice(raw: dict, parsed: _Choice) -> dict:
     return choice
 
 
-def usage_of(raw: dict, usage: _Usage) -> dict:
+def usage_of(raw: dict[str, Any], usage: _Usage) -> dict[str, Any]:
     """OpenAI usage: the container's (details included) with `total_tokens` filled in when it left it out."""
     total = usage.total_tokens if usage.total_tokens is not None else usage.prompt_tokens + usage.completion_tokens
     return {

@@ -63,7 +63,7 @@ PRELUDE_DELIMITER = b"\0" * 8
 
 
 @app.post("/v1/chat/completions")
-def chat_completions() -> Response[dict[str, Any]]:
+def chat_completions() -> Response[dict[str, Any]] | Response[str]:
     """OpenAI chat completion from one of this team stage's LLM endpoints."""
     request = parse_request(ChatCompletionRequest, _body(_dependencies.settings.max_request_bytes))
     if request.stream:
@@ -98,14 +98,14 @@ def models() -> Response[dict[str, Any]]:
 
 
 @app.get("/v1/models/<name>")
-def model(name: str) -> Response:
+def model(name: str) -> Response[dict[str, Any]]:
     """One of this team stage's models (OpenAI `models.retrieve`); 404 `model_not_found` for any other name."""
     control_plane = _dependencies.control_plane or _default_control_plane()
     return _json(200, retrieve_model(name, _dependencies.settings, control_plane))
 
 
-@app.exception_handler(ProxyError)
-def proxy_error(error: ProxyError) -> Response:
+@app.exception_handler(ProxyError)  # type: ignore[untyped-decorator]  # Powertools leaves it unannotated
+def proxy_error(error: ProxyError) -> Response[dict[str, Any]]:
     """Every failure leaves as OpenAI's `{"error": {"message", "type", "param", "code"}}` with its status."""
     if error.status >= 500:
         # The cause (botocore's error, the model's output) goes to the log, never to the caller.

@@ -267,7 +267,7 @@ class ChatCompletionRequest(BaseModel):
         """Whether a streamed answer ends with a usage chunk (`stream_options.include_usage`)."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def endpoint_body(self) -> dict:
+    def endpoint_body(self) -> dict[str, Any]:
         """The body for the LMI (vLLM) container: the caller's request as sent, less the proxy-only fields.
 
         `model` selects the endpoint here, not in the container; `user` is for the caller's own bookkeeping;

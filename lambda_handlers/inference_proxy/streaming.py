@@ -10,12 +10,13 @@ stream with one OpenAI-shaped `data: {"error": {...}}` event, which the OpenAI S
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -42,7 +43,7 @@ DONE = b"data: [DONE]\n\n"
 MAX_LINE_BYTES = 1024 * 1024
 
 
-def sse_event(payload: dict) -> bytes:
+def sse_event(payload: dict[str, Any]) -> bytes:
     """One server-sent event carrying `payload` as compact JSON."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -59,8 +60,8 @@ class ChatStream:
         *,
         model: ResolvedModel,
         request: ChatCompletionRequest,
-        chunks: Iterator[dict],
-        first: dict | None,
+        chunks: Iterator[dict[str, Any]],
+        first: dict[str, Any] | None,
         clock: Callable[[], float],
     ) -> None:
         self.model = model
@@ -94,7 +95,7 @@ class ChatStream:
         self.completed = True
         yield DONE
 
-    def _rewrite(self, chunk: dict) -> dict:
+    def _rewrite(self, chunk: dict[str, Any]) -> dict[str, Any]:
         # The container's chunk, passed on whole (tool-call deltas, logprobs, usage, system_fingerprint), with
         # what the proxy owns set the same on every chunk: one id, the model name the caller used.
         out = {
@@ -134,7 +135,7 @@ def open_chat_stream(
     return ChatStream(model=model, request=request, chunks=chunks, first=first, clock=clock)
 
 
-def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
+def _chunks(events: Any, endpoint_name: str) -> Iterator[dict[str, Any]]:
     """The container's chunks, whole and decoded, from SageMaker's PayloadPart events."""
     buffer = b""
     try:
@@ -161,10 +162,15 @@ def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
         raise _mapped(error, endpoint_name) from error
 
 
-_END: Any = object()
+class _Marker(enum.Enum):
+    END = "[DONE]"
 
 
-def _decode(line: bytes, endpoint_name: str) -> dict | None:
+_END: Final = _Marker.END
+"""What `_decode` returns for the stream's end (a one-member enum, so `is _END` narrows the type)."""
+
+
+def _decode(line: bytes, endpoint_name: str) -> dict[str, Any] | _Marker | None:
     # SSE (`data: {...}`, blank separators, `: comments`) or JSON lines; both end at [DONE] or the stream's end.
     text = line.strip()
     if not text or text.startswith(b":") or text.startswith(b"event:"):

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Re-exported (`as` makes that explicit) for the handler and the tests; the asset ships finetune/.
+from finetune.contract import BASE_MODELS_PREFIX as BASE_MODELS_PREFIX
+from finetune.contract import DATASETS_PREFIX as DATASETS_PREFIX
+
 if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
     from stacks.settings import StageConfig
 
@@ -59,8 +63,6 @@ _PLAIN_VARIABLES = {
 #: IAM actions the function's role needs: read the dataset and the staged base models (bucket-level
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
-
-from finetune.contract import BASE_MODELS_PREFIX, DATASETS_PREFIX  # noqa: E402,F401  (the asset ships finetune/)
 
 _NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -71,7 +73,7 @@ class BatchInference(Construct):
         stage_name: str,
         instance_types: list[str],
         max_instance_count: int,
-        network_conditions: dict,
+        network_conditions: dict[str, Any],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Duration, Stack, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
@@ -93,7 +94,7 @@ class ModelExecutionRole(Construct):
         key: kms.IKey,
         artifacts_bucket_name: str,
         data_capture: bool,
-        network_conditions: dict,
+        network_conditions: dict[str, Any],
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)

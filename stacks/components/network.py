@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Fn, RemovalPolicy, Stack
+from typing import Any
+
+from aws_cdk import CfnResource, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -11,6 +13,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from stacks.components.acknowledgements import acknowledge
+from stacks.components.cfn import cfn_resource
 from stacks.settings import ExistingVpc, NewVpc
 
 # What a training job in an isolated subnet talks to: ECR to pull the image, CloudWatch Logs, STS for
@@ -221,9 +224,11 @@ class TeamNetwork(Construct):
         assert self.s3_prefix_list_lookup.node.try_remove_child("CustomResourcePolicy")
         # ...and so is the custom resource's DependsOn on it. The handler's GetAtt of the role, whose managed policy
         # holds the action, already orders the lookup after its permissions.
-        self.s3_prefix_list_lookup.node.find_child("Resource").node.default_child.add_deletion_override("DependsOn")
+        cfn_resource(self.s3_prefix_list_lookup.node.find_child("Resource"), CfnResource).add_deletion_override(
+            "DependsOn"
+        )
         self.s3_prefix_list_id = self.s3_prefix_list_lookup.get_response_field("PrefixLists.0.PrefixListId")
-        handler = stack.node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON).node.default_child
+        handler = cfn_resource(stack.node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON), CfnResource)
         # The CDK's singleton handler carries a DependsOn on its role that its GetAtt of the role already implies
         # (cfn-lint W3005): harmless and not ours to change, so cfn-lint is told so on exactly that function.
         handler.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
@@ -294,7 +299,7 @@ def interface_endpoint_statement(*, account: str, resource_accounts: list[str] |
     xray:PutTraceSegments, sts:GetCallerIdentity) carry no resource account; they are still held to this
     account's principals.
     """
-    conditions: dict = {"StringEquals": {"aws:PrincipalAccount": account}}
+    conditions: dict[str, Any] = {"StringEquals": {"aws:PrincipalAccount": account}}
     if resource_accounts is not None:
         conditions["StringEqualsIfExists"] = {"aws:ResourceAccount": resource_accounts}
     return iam.PolicyStatement(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 
@@ -21,7 +23,7 @@ VPC_NETWORK_INTERFACE_ACTIONS = [
 ]
 
 
-def vpc_conditions(stack: Stack, *, vpc_id: str, subnet_ids: list[str]) -> dict:
+def vpc_conditions(stack: Stack, *, vpc_id: str, subnet_ids: list[str]) -> dict[str, Any]:
     """The conditions that hold network-interface actions to one VPC and its subnets.
 
     ``ec2:Vpc`` and ``ec2:Subnet`` are present on the actions that create or attach an interface (the
@@ -39,7 +41,7 @@ def vpc_conditions(stack: Stack, *, vpc_id: str, subnet_ids: list[str]) -> dict:
     }
 
 
-def vpc_network_interfaces(*, conditions: dict) -> iam.PolicyStatement:
+def vpc_network_interfaces(*, conditions: dict[str, Any]) -> iam.PolicyStatement:
     """The VPC network-interface actions on "*", limited by :func:`vpc_conditions`."""
     return iam.PolicyStatement(
         sid="VpcNetworkInterfaces", actions=VPC_NETWORK_INTERFACE_ACTIONS, resources=["*"], conditions=conditions

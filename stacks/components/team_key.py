@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsii
 from aws_cdk import Aspects, Duration, IAspect, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct, IConstruct
+
+from stacks.components.cfn import cfn_resource
 
 
 class TeamKey(Construct):
@@ -72,11 +76,11 @@ class _ConditionLogDelivery:
     key's resolved policy with the conditions on that one statement.
     """
 
-    def __init__(self, key: kms.Key, conditions: dict) -> None:
+    def __init__(self, key: kms.Key, conditions: dict[str, Any]) -> None:
         self._key, self._conditions = key, conditions
 
     def visit(self, node: IConstruct) -> None:
-        if node.node.path != self._key.node.default_child.node.path:
+        if not isinstance(node, kms.CfnKey) or node.node.path != cfn_resource(self._key, kms.CfnKey).node.path:
             return
         document = Stack.of(node).resolve(node.key_policy)
         changed = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jsii
 from aws_cdk import Stack
 from aws_cdk import aws_events as events
@@ -10,6 +12,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
+
+if TYPE_CHECKING:
+    from aws_cdk.interfaces.aws_events import IRuleRef
 
 
 class TeamTopic(Construct):
@@ -83,5 +88,5 @@ class TeamTopicTarget:
     def __init__(self, topic: sns.ITopic, *, message: events.RuleTargetInput) -> None:
         self._topic, self._message = topic, message
 
-    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, _rule: IRuleRef, _id: str | None = None) -> events.RuleTargetConfig:
         return events.RuleTargetConfig(arn=self._topic.topic_arn, input=self._message)

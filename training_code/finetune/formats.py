@@ -53,7 +53,7 @@ def check_json_value(
     string holding a lone UTF-16 surrogate, which no UTF-8 file or tokenizer can hold), naming where; or None.
 
     Iterative, so a deep value cannot exhaust the stack here."""
-    stack = [(value, [], 0)]
+    stack: list[tuple[Any, list[str | int], int]] = [(value, [], 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, (dict, list)):
