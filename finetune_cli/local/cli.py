@@ -9,11 +9,14 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.contract import TASKS
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # the stage (moto, the assembly) loads only when a local command runs
+    from .stage import LocalStage
 
 #: The run's dataset version when none is given: a new prefix per run, as `prepare --upload` requires.
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -74,7 +77,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def _stage(args: argparse.Namespace, out: Any):
+def _stage(args: argparse.Namespace, out: Any) -> LocalStage:
     from .stage import LocalStage, state_dir
 
     return LocalStage(

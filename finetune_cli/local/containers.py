@@ -8,14 +8,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import Protocol
 from unittest import mock
+
+
+class Container(Protocol):
+    """What serve and transform jobs call: one request in, the answer and its content type out."""
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]: ...
 
 
 class ContainerError(Exception):
@@ -26,7 +36,7 @@ class ContainerError(Exception):
         self.status = status
 
 
-def _handler_service():
+def _handler_service() -> ModuleType:
     """The toolkit's handler_service module. The toolkit (2.6.0) imports `is_tf_available` from
     `transformers.file_utils`, which transformers 5 removed; the image's transformers 4.x answers False there."""
     try:
@@ -41,15 +51,14 @@ def _handler_service():
         ) from None
     import transformers.file_utils as file_utils
 
-    missing = not hasattr(file_utils, "is_tf_available")
-    if missing:
-        file_utils.is_tf_available = lambda: False
-    try:
-        from sagemaker_huggingface_inference_toolkit import handler_service
-    finally:
-        if missing:
-            del file_utils.is_tf_available
-    return handler_service
+    # Only while the toolkit imports, and only where it is missing (create=True removes it again afterwards).
+    shim = (
+        contextlib.nullcontext()
+        if hasattr(file_utils, "is_tf_available")
+        else mock.patch.object(file_utils, "is_tf_available", lambda: False, create=True)
+    )
+    with shim:
+        return importlib.import_module("sagemaker_huggingface_inference_toolkit.handler_service")
 
 
 class HuggingFaceContainer:
@@ -122,7 +131,10 @@ class ChatContainer:
             }
             for m in request["messages"]
         ]
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        if not isinstance(encoded, Mapping):  # return_dict=True: a BatchEncoding
+            raise TypeError(f"apply_chat_template(return_dict=True) returned {type(encoded).__name__}")
+        prompt = encoded["input_ids"]
         temperature = float(request.get("temperature", 1.0))
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": float(request.get("top_p", 1.0))}
@@ -165,7 +177,7 @@ class ChatContainer:
         return json.dumps(answer).encode(), "application/json"
 
 
-def container_for(image: str, model_dir: Path, environment: dict[str, str]):
+def container_for(image: str, model_dir: Path, environment: dict[str, str]) -> Container:
     """The local stand-in for the image a model runs in."""
     if "huggingface-pytorch-inference" in image:
         return HuggingFaceContainer(model_dir, environment)

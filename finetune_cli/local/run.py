@@ -140,7 +140,8 @@ def _exited_output(history: list[dict[str, Any]], state: str) -> dict[str, Any] 
     for event in reversed(history):
         details = event.get("stateExitedEventDetails")
         if details and details["name"] == state and details.get("output"):
-            return json.loads(details["output"])
+            output: dict[str, Any] = json.loads(details["output"])
+            return output
     return None
 
 

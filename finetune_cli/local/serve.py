@@ -16,16 +16,22 @@ import re
 import tarfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .assembly import LambdaFunction
 from .containers import ContainerError, container_for
 from .integrations import LambdaContext, _asset_on_path, _environment
 from .stage import LocalStage
 from .training_job import split_s3
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest
+    from moto.core.common_types import TYPE_RESPONSE
 
 _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
@@ -83,7 +89,7 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
 
     original = botocore_stubber.process_request
 
-    def process(request):
+    def process(request: AWSPreparedRequest) -> TYPE_RESPONSE | None:
         url = urlsplit(request.url)
         match = _INVOCATIONS.match(url.path) if url.netloc.startswith("runtime.sagemaker.") else None
         if not match:
@@ -118,11 +124,8 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
             )
         return 200, {"Content-Type": content_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, answer
 
-    botocore_stubber.process_request = process
-    try:
+    with mock.patch.object(botocore_stubber, "process_request", process):
         yield
-    finally:
-        botocore_stubber.process_request = original
 
 
 def rest_event(method: str, target: str, headers: dict[str, str], body: bytes, stage_name: str) -> dict[str, Any]:
@@ -208,7 +211,9 @@ class LocalApi:
                     server.server_close()
 
 
-def _request_handler(handler, function, log: Path) -> type[BaseHTTPRequestHandler]:
+def _request_handler(
+    handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]], function: LambdaFunction, log: Path
+) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):

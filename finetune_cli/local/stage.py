@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from botocore.exceptions import ClientError
 
@@ -70,19 +71,15 @@ def _current_instance_types() -> Iterator[None]:
         botocore.session.get_session().get_service_model("sagemaker").shape_for("ProductionVariantInstanceType").enum
     )
 
-    def validate_instance_type(self, instance_type: str) -> None:
+    def validate_instance_type(self: models.FakeEndpointConfig, instance_type: str) -> None:
         if instance_type not in valid:
             raise ValidationError(
                 message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: "
                 "Member must satisfy enum value set of ProductionVariantInstanceType"
             )
 
-    original = models.FakeEndpointConfig.validate_instance_type
-    models.FakeEndpointConfig.validate_instance_type = validate_instance_type
-    try:
+    with mock.patch.object(models.FakeEndpointConfig, "validate_instance_type", validate_instance_type):
         yield
-    finally:
-        models.FakeEndpointConfig.validate_instance_type = original
 
 
 class LocalStage:

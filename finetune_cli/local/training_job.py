@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
+from botocore.model import ServiceModel
 from botocore.validate import ParamValidator
 
 #: Variables of this process a SageMaker container would not have.
@@ -33,7 +34,7 @@ class RequestInvalid(ValueError):
 
 
 @functools.cache
-def _sagemaker_model():
+def _sagemaker_model() -> ServiceModel:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
@@ -160,8 +161,10 @@ class LocalTrainingJob:
         )
         return env
 
-    def _watch(self, process: subprocess.Popen, log_path: Path) -> str:
+    def _watch(self, process: subprocess.Popen[str], log_path: Path) -> str:
         """Stream the job's log to its file; echo progress and metric lines to the terminal as they come."""
+        if process.stdout is None:
+            raise TypeError("the training process was started without stdout=PIPE")
         lines = []
         with log_path.open("w") as log:
             for line in process.stdout:

@@ -22,7 +22,9 @@ _DEFAULT_PAYLOAD_MB = 6
 def _batches(records: list[bytes], strategy: str, limit: int) -> list[list[bytes]]:
     if strategy != "MultiRecord":
         return [[record] for record in records]
-    batches, current, size = [], [], 0
+    batches: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
     for record in records:
         if current and size + len(record) + 1 > limit:
             batches.append(current)
