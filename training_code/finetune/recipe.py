@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -42,6 +43,22 @@ from .formats import DataError, check_labels, label_mapping
 from .metrics import format_metric
 from .modeling import device_and_dtype, load_model, load_tokenizer, packing_supported, resolve_base_model, save_output
 from .parallel import Parallel
+
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    """A TrainConfig field that ``__post_init__`` fills in (None only before it has run)."""
+    if value is None:
+        raise TrainingError(f"TrainConfig.{name} is unset: the configuration was not resolved")
+    return value
+
+
+def _on_main(value: T | None, what: str) -> T:
+    """A value only rank 0 holds (its evaluation, the gathered weights and RNG states), read where rank 0 runs."""
+    if value is None:
+        raise TrainingError(f"{what} is missing on rank 0")
+    return value
 
 
 class Interrupted(Exception):
@@ -71,7 +88,7 @@ class LoopState:
     base: dict | None = None
     best_eval_loss: float | None = None
     bad_evals: int = 0
-    train_tokens: int = 0
+    train_tokens: float = 0  # summed over ranks: parallel.sum gives a float under torchrun
     train_seconds: float = 0.0
     slot_tokens: int = 0
     resumed_from: list[int] = field(default_factory=list)
@@ -98,7 +115,7 @@ class Setup:
     config: TrainConfig
     parallel: Parallel
     location: str
-    tokenizer: object
+    tokenizer: Any  # whichever tokenizer class AutoTokenizer picks (load_tokenizer)
     model: torch.nn.Module
     dtype: torch.dtype
     autocast_dtype: torch.dtype | None
@@ -110,7 +127,7 @@ class Setup:
     plan: BatchPlan
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
     #: What produces this run's weights (``checkpoint.fingerprint``): a checkpoint of any other run is refused.
     fingerprint: dict = field(default_factory=dict)
@@ -143,8 +160,9 @@ def _emit(is_main: bool, values: dict, step: int) -> None:
             print(format_metric(name, value, step), flush=True)
 
 
-def run(config: TrainConfig) -> dict:
-    """Fine-tune per ``config``; returns the evaluation report. Raises ConfigError/DataError/TrainingError."""
+def run(config: TrainConfig) -> dict | None:
+    """Fine-tune per ``config``; returns the evaluation report (None on ranks other than 0). Raises
+    ConfigError/DataError/TrainingError."""
     parallel, dtype = _start_processes(config)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -179,7 +197,7 @@ def _end_processes(parallel: Parallel) -> None:
 
 def _load_records(config: TrainConfig, is_main: bool) -> tuple[list, list, list | None]:
     """(train records, validation records, class labels or None): validated, the validation split held out."""
-    train_records = load_channel(config.task, config.train_path, "train")
+    train_records = load_channel(config.task, _resolved(config.train_path, "train_path"), "train")
     if config.validation_path:
         val_records = load_channel(config.task, config.validation_path, "validation")
     else:
@@ -198,13 +216,14 @@ def _load_records(config: TrainConfig, is_main: bool) -> tuple[list, list, list 
 
 def _encode(config: TrainConfig, tokenizer, train_records, val_records, labels, is_main: bool):
     """Tokenised (train examples, their EncodeReport, validation examples); empty sides are errors."""
+    max_seq_length = _resolved(config.max_seq_length, "max_seq_length")
     if config.task == "causal-lm":
-        train_examples, report = encode_causal(train_records, tokenizer, config.max_seq_length)
-        val_examples, _ = encode_causal(val_records, tokenizer, config.max_seq_length)
+        train_examples, report = encode_causal(train_records, tokenizer, max_seq_length)
+        val_examples, _ = encode_causal(val_records, tokenizer, max_seq_length)
     else:
         label_to_id = {label: i for i, label in enumerate(labels)}
-        train_examples, report = encode_classification(train_records, tokenizer, config.max_seq_length, label_to_id)
-        val_examples, _ = encode_classification(val_records, tokenizer, config.max_seq_length, label_to_id)
+        train_examples, report = encode_classification(train_records, tokenizer, max_seq_length, label_to_id)
+        val_examples, _ = encode_classification(val_records, tokenizer, max_seq_length, label_to_id)
     if report.dropped_no_target:
         _info(
             is_main,
@@ -237,7 +256,9 @@ def _optimizer(config: TrainConfig, model, device: torch.device, total_steps: in
         {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        groups, lr=_resolved(config.learning_rate, "learning_rate"), fused=device.type == "cuda"
+    )
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return [p for _, p in trainable], optimizer, scheduler
 
@@ -257,7 +278,7 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
     model = parallel.prepare(model, autocast_dtype)
     plan = BatchPlan(
         train_examples,
-        config.batch_size,
+        _resolved(config.batch_size, "batch_size"),
         parallel.world,
         config.seed,
         group_by_length=config.task == "causal-lm" and not packing,
@@ -300,9 +321,11 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
 
 def evaluate(setup: Setup) -> dict:
     """Validation metrics of the model as it is now (call on every rank that ``parallel.evaluates``)."""
-    size = setup.config.batch_size * 2
+    size = _resolved(setup.config.batch_size, "batch_size") * 2
     if setup.causal:
         return evaluate_causal(setup.model, setup.val_examples, setup.pad_id, setup.device, size, setup.autocast_dtype)
+    if setup.labels is None:
+        raise TrainingError("a classification run without its label set")
     return evaluate_classification(
         setup.model,
         setup.val_examples,
@@ -444,8 +467,8 @@ def train_step(setup: Setup, state: LoopState, train_model, window: _Window) -> 
             loss_sum = _loss_sum(setup, train_model, batch)
             (loss_sum * world / global_targets).backward()
         step_loss += loss_sum.item()
-    grad_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, 1.0)
-    grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
+    total_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, 1.0)
+    grad_norm = (total_norm.full_tensor() if hasattr(total_norm, "full_tensor") else total_norm).item()
     setup.optimizer.step()
     setup.scheduler.step()
     setup.optimizer.zero_grad(set_to_none=True)
@@ -492,6 +515,7 @@ def _evaluate_during_training(setup: Setup, state: LoopState) -> bool:
     result = _evaluate_where_needed(setup)
     improved = stop = False
     if parallel.is_main:
+        result = _on_main(result, "the evaluation")
         _emit(True, _scalars(result), step)
         state.evaluations.append({"step": step, **_scalars(result)})
         improved = state.best_eval_loss is None or result["eval_loss"] < state.best_eval_loss
@@ -504,7 +528,12 @@ def _evaluate_during_training(setup: Setup, state: LoopState) -> bool:
     if improved and config.keep_best:
         weights, _ = parallel.full_state(setup.model)
         if parallel.is_main:
-            checkpoint.save_best(config.checkpoint_dir, step, result["eval_loss"], weights)
+            checkpoint.save_best(
+                config.checkpoint_dir,
+                step,
+                _on_main(result, "the evaluation")["eval_loss"],
+                _on_main(weights, "the gathered weights"),
+            )
         del weights
     if stop:
         _info(
@@ -528,10 +557,10 @@ def _checkpoint_if_due(setup: Setup, state: LoopState, stop_flag: _StopFlag) -> 
             checkpoint.save(
                 config.checkpoint_dir,
                 step,
-                weights,
-                optim_state,
+                _on_main(weights, "the gathered weights"),
+                _on_main(optim_state, "the gathered optimizer state"),
                 setup.scheduler,
-                rng_states,
+                _on_main(rng_states, "the gathered RNG states"),
                 state.to_checkpoint(),
                 run_fingerprint=setup.fingerprint,
             )
@@ -591,6 +620,7 @@ def final_evaluation(setup: Setup, state: LoopState) -> tuple[dict | None, int]:
     config, parallel = setup.config, setup.parallel
     fine_tuned = _evaluate_where_needed(setup)
     if parallel.is_main:
+        fine_tuned = _on_main(fine_tuned, "the evaluation")
         _emit(True, _scalars(fine_tuned), state.step)
         state.evaluations.append({"step": state.step, **_scalars(fine_tuned)})
     # Rank 0 decides from the best weights it wrote; under FSDP it then sends each rank its shard of them.
@@ -599,7 +629,9 @@ def final_evaluation(setup: Setup, state: LoopState) -> tuple[dict | None, int]:
         if (config.keep_best and config.eval_steps and parallel.is_main)
         else None
     )
-    (use_best,) = parallel.from_main(best is not None and best[0]["eval_loss"] < fine_tuned["eval_loss"])
+    (use_best,) = parallel.from_main(
+        best is not None and best[0]["eval_loss"] < _on_main(fine_tuned, "the evaluation")["eval_loss"]
+    )
     if not use_best:
         return fine_tuned, state.step
     meta, weights = best if best is not None else ({}, None)
@@ -610,7 +642,7 @@ def final_evaluation(setup: Setup, state: LoopState) -> tuple[dict | None, int]:
         _info(
             True,
             f"keeping the weights of step {meta['step']} (eval_loss {meta['eval_loss']:.4f}): better "
-            f"than the last step's {fine_tuned['eval_loss']:.4f}",
+            f"than the last step's {_on_main(fine_tuned, 'the evaluation')['eval_loss']:.4f}",
         )
     return _evaluate_where_needed(setup), meta.get("step", state.step)
 
