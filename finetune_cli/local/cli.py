@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.contract import TASKS
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # the stage (moto, the assembly) loads only when a local command runs
+    from .stage import LocalStage
 
 #: The run's dataset version when none is given: a new prefix per run, as `prepare --upload` requires.
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -58,8 +62,9 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
 
 
 def _local_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path,
-                        help="local state folder (default: $FINETUNE_LOCAL_STATE or ./.finetune-local)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="local state folder (default: $FINETUNE_LOCAL_STATE or ./.finetune-local)"
+    )
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -72,11 +77,12 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def _stage(args: argparse.Namespace, out: Any):
+def _stage(args: argparse.Namespace, out: Any) -> LocalStage:
     from .stage import LocalStage, state_dir
 
-    return LocalStage(config_path=args.config, team=args.team, stage=args.stage, state=state_dir(args.state_dir),
-                      out=out)
+    return LocalStage(
+        config_path=args.config, team=args.team, stage=args.stage, state=state_dir(args.state_dir), out=out
+    )
 
 
 def run(args: argparse.Namespace, out: Any) -> int:
@@ -95,16 +101,35 @@ def run(args: argparse.Namespace, out: Any) -> int:
     run_dir = stage.folder / "runs" / execution
     run_dir.mkdir(parents=True, exist_ok=True)
     with stage.session(run_dir):
-        dataset = upload_dataset(stage, args.input, task=args.task, mapping=_pairs(args.map, "--map"), name=name,
-                                 version=version, work=run_dir, out=out,
-                                 validation_fraction=args.validation_fraction)
-        execution_input: dict[str, Any] = {"dataset": dataset, "task": args.task, "base_model": args.base_model,
-                                           "hyperparameters": _pairs(args.hp, "--hp"), "instance_count": 1}
+        dataset = upload_dataset(
+            stage,
+            args.input,
+            task=args.task,
+            mapping=_pairs(args.map, "--map"),
+            name=name,
+            version=version,
+            work=run_dir,
+            out=out,
+            validation_fraction=args.validation_fraction,
+        )
+        execution_input: dict[str, Any] = {
+            "dataset": dataset,
+            "task": args.task,
+            "base_model": args.base_model,
+            "hyperparameters": _pairs(args.hp, "--hp"),
+            "instance_count": 1,
+        }
         for key in ("method", "deploy_to", "threshold"):
             if getattr(args, key) is not None:
                 execution_input[key] = getattr(args, key)
-        described, history = execute(stage, layer="training", machine="FineTune", execution_name=execution,
-                                     execution_input=execution_input, out=out)
+        described, history = execute(
+            stage,
+            layer="training",
+            machine="FineTune",
+            execution_name=execution,
+            execution_input=execution_input,
+            out=out,
+        )
         result = summarize(stage, described, history, time.monotonic() - started)
     print_result(result, out)
     if args.json:
@@ -120,10 +145,8 @@ def serve(args: argparse.Namespace, out: Any) -> int:
     with api.running(out):
         print(f"serving {api.stage.config.qualified_name} on {api.url} (Ctrl-C stops)", file=out, flush=True)
         print(f"  curl -s {api.url}/models", file=out, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -134,8 +157,11 @@ def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
     count = stage.copy_model(source, target)
     print(f"staged {count} files to s3://{stage.artifacts_bucket}/models/base/{args.name}/ (local: {target})", file=out)
     if args.name not in stage.config.training.base_models:
-        print(f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
-              "Validate rejects base models not listed there", file=out)
+        print(
+            f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
+            "Validate rejects base models not listed there",
+            file=out,
+        )
     return 0
 
 
@@ -154,21 +180,41 @@ def batch(args: argparse.Namespace, out: Any) -> int:
         base = f"s3://{stage.data_bucket}/batch/{execution}/"
         root = args.input if args.input.is_dir() else args.input.parent
         for path in files:
-            stage.client("s3").upload_file(str(path), stage.data_bucket,
-                                           f"batch/{execution}/input/{path.relative_to(root).as_posix()}")
-        execution_input = {key: value for key, value in (("model_name", args.model_name),
-                           ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
-                           if value}
-        execution_input.update({"input": base + "input/", "output": base + "output/",
-                                "instance_type": args.instance_type, "instance_count": 1})
-        described, history = execute(stage, layer="inference", machine="BatchInfer", execution_name=execution,
-                                     execution_input=execution_input, out=out)
+            stage.client("s3").upload_file(
+                str(path), stage.data_bucket, f"batch/{execution}/input/{path.relative_to(root).as_posix()}"
+            )
+        execution_input = {
+            key: value
+            for key, value in (
+                ("model_name", args.model_name),
+                ("model_package_arn", args.model_package_arn),
+                ("model_data_url", args.model_data_url),
+            )
+            if value
+        }
+        execution_input.update(
+            {
+                "input": base + "input/",
+                "output": base + "output/",
+                "instance_type": args.instance_type,
+                "instance_count": 1,
+            }
+        )
+        described, history = execute(
+            stage,
+            layer="inference",
+            machine="BatchInfer",
+            execution_name=execution,
+            execution_input=execution_input,
+            out=out,
+        )
         result = summarize(stage, described, history, time.monotonic() - started)
         s3 = stage.client("s3")
         written = []
         for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=f"batch/{execution}/output/").get(
-                "Contents", []):
-            target = args.output / item["Key"][len(f"batch/{execution}/output/"):]
+            "Contents", []
+        ):
+            target = args.output / item["Key"][len(f"batch/{execution}/output/") :]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(stage.data_bucket, item["Key"], str(target))
             written.append(str(target))

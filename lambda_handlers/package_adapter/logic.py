@@ -76,7 +76,8 @@ def extract_adapter(model_archive: IO[bytes]) -> dict[str, bytes]:
     if missing or not any(name in files for name in WEIGHT_FILES):
         raise AdapterInputError(
             f"the model archive has no loadable adapter under {prefix} (found {sorted(files) or 'nothing'}): only "
-            "LoRA and QLoRA runs save one; a full fine-tune deploys to an endpoint of its own")
+            "LoRA and QLoRA runs save one; a full fine-tune deploys to an endpoint of its own"
+        )
     return files
 
 

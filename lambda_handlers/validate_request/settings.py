@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Re-exported (`as` makes that explicit) for the handler and the tests; the asset ships finetune/.
+from finetune.contract import BASE_MODELS_PREFIX as BASE_MODELS_PREFIX
+from finetune.contract import DATASETS_PREFIX as DATASETS_PREFIX
+
 if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
     from stacks.settings import StageConfig
 
@@ -31,21 +35,36 @@ ENV_SAMPLE_BYTES = "SAMPLE_BYTES"
 ENV_MAX_FILES_CHECKED = "MAX_FILES_CHECKED"
 
 REQUIRED_VARIABLES: tuple[str, ...] = (
-    ENV_TEAM, ENV_STAGE, ENV_DATA_BUCKET, ENV_ARTIFACTS_BUCKET, ENV_ALLOWED_INSTANCE_TYPES,
-    ENV_MAX_INSTANCE_COUNT, ENV_MAX_RUNTIME_HOURS, ENV_ALLOWED_BASE_MODELS,
+    ENV_TEAM,
+    ENV_STAGE,
+    ENV_DATA_BUCKET,
+    ENV_ARTIFACTS_BUCKET,
+    ENV_ALLOWED_INSTANCE_TYPES,
+    ENV_MAX_INSTANCE_COUNT,
+    ENV_MAX_RUNTIME_HOURS,
+    ENV_ALLOWED_BASE_MODELS,
 )
-_JSON_VARIABLES = {ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types", ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
-                   ENV_ENDPOINTS: "endpoints", ENV_ADAPTERS: "adapters"}
-_PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data_bucket",
-                    ENV_ARTIFACTS_BUCKET: "artifacts_bucket", ENV_MAX_INSTANCE_COUNT: "max_instance_count",
-                    ENV_MAX_RUNTIME_HOURS: "max_runtime_hours", ENV_DEFAULT_SPOT: "default_spot",
-                    ENV_SAMPLE_BYTES: "sample_bytes", ENV_MAX_FILES_CHECKED: "max_files_checked"}
+_JSON_VARIABLES = {
+    ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types",
+    ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
+    ENV_ENDPOINTS: "endpoints",
+    ENV_ADAPTERS: "adapters",
+}
+_PLAIN_VARIABLES = {
+    ENV_TEAM: "team",
+    ENV_STAGE: "stage",
+    ENV_DATA_BUCKET: "data_bucket",
+    ENV_ARTIFACTS_BUCKET: "artifacts_bucket",
+    ENV_MAX_INSTANCE_COUNT: "max_instance_count",
+    ENV_MAX_RUNTIME_HOURS: "max_runtime_hours",
+    ENV_DEFAULT_SPOT: "default_spot",
+    ENV_SAMPLE_BYTES: "sample_bytes",
+    ENV_MAX_FILES_CHECKED: "max_files_checked",
+}
 
 #: IAM actions the function's role needs: read the dataset and the staged base models (bucket-level
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
-
-from finetune.contract import BASE_MODELS_PREFIX, DATASETS_PREFIX  # noqa: E402,F401  (the asset ships finetune/)
 
 _NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -171,9 +190,14 @@ def deployable_endpoints(stage_config: StageConfig) -> dict[str, EndpointKind]:
 
 def adapter_targets(stage_config: StageConfig) -> dict[str, AdapterTarget]:
     """Each declared LoRA adapter of the stage, with its endpoint and base model."""
-    return {adapter.name: AdapterTarget(endpoint=endpoint.name, base_model=endpoint.lora.base_model,
-                                        max_lora_rank=endpoint.lora.max_lora_rank)
-            for endpoint in stage_config.endpoints if endpoint.lora is not None for adapter in endpoint.lora.adapters}
+    return {
+        adapter.name: AdapterTarget(
+            endpoint=endpoint.name, base_model=endpoint.lora.base_model, max_lora_rank=endpoint.lora.max_lora_rank
+        )
+        for endpoint in stage_config.endpoints
+        if endpoint.lora is not None
+        for adapter in endpoint.lora.adapters
+    }
 
 
 def lambda_environment(
@@ -202,8 +226,11 @@ def lambda_environment(
         ENV_DEFAULT_SPOT: "true" if limits.spot else "false",
         ENV_ALLOWED_BASE_MODELS: json.dumps(list(allowed_base_models), separators=(",", ":")),
         ENV_ENDPOINTS: json.dumps(deployable_endpoints(stage_config), separators=(",", ":"), sort_keys=True),
-        ENV_ADAPTERS: json.dumps({name: target.model_dump() for name, target in adapter_targets(stage_config).items()},
-                                 separators=(",", ":"), sort_keys=True),
+        ENV_ADAPTERS: json.dumps(
+            {name: target.model_dump() for name, target in adapter_targets(stage_config).items()},
+            separators=(",", ":"),
+            sort_keys=True,
+        ),
     }
     # Bucket names are CDK tokens when they come from the Data stack; they resolve at deploy time, so stand-ins
     # take their place in the check, which still validates every other value at synthesis.

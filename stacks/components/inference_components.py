@@ -11,8 +11,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
-from finetune.contract import ADAPTER_ARCHIVE, adapter_prefix
 
+from finetune.contract import ADAPTER_ARCHIVE, adapter_prefix
 from lambda_handlers.inference_proxy.settings import inference_component_name
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.endpoints import VARIANT_NAME, EndpointNetwork, has_instance_storage, partition_of
@@ -55,9 +55,22 @@ class InferenceComponentEndpoint(Construct):
     pipeline's Deploy step creates it on the adapter's first deployment.
     """
 
-    def __init__(self, scope: Construct, id_: str, *, spec: EndpointSpec, lora: LoraServing, team: str,
-                 stage_name: str, endpoint_name: str, image_uri: str, environment: dict[str, str],
-                 role: iam.IRole, key: kms.IKey, network: EndpointNetwork) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        spec: EndpointSpec,
+        lora: LoraServing,
+        team: str,
+        stage_name: str,
+        endpoint_name: str,
+        image_uri: str,
+        environment: dict[str, str],
+        role: iam.IRole,
+        key: kms.IKey,
+        network: EndpointNetwork,
+    ) -> None:
         super().__init__(scope, id_)
         self.spec = spec
         self.endpoint_name = endpoint_name
@@ -65,69 +78,91 @@ class InferenceComponentEndpoint(Construct):
         volume_key = not has_instance_storage(spec.instance_type)
         scale_to_zero = lora.min_copies == 0
         self.endpoint_config = sagemaker.CfnEndpointConfig(
-            self, "Config",
+            self,
+            "Config",
             # With inference components the role, VPC and isolation belong to the endpoint config, not a model.
             execution_role_arn=role.role_arn,
             enable_network_isolation=True,
             vpc_config=sagemaker.CfnEndpointConfig.VpcConfigProperty(
-                subnets=network.subnet_ids, security_group_ids=network.security_group_ids),
+                subnets=network.subnet_ids, security_group_ids=network.security_group_ids
+            ),
             kms_key_id=key.key_arn if volume_key else None,
-            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=VARIANT_NAME,
-                instance_type=spec.instance_type,
-                initial_instance_count=spec.min_instances,
-                # SageMaker adds and removes instances as the components' copies need them, down to none
-                # when every copy has scaled to zero.
-                managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
-                    status="ENABLED", min_instance_count=0 if scale_to_zero else spec.min_instances,
-                    max_instance_count=spec.max_instances),
-                routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
-                    routing_strategy="LEAST_OUTSTANDING_REQUESTS"),
-            )],
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    instance_type=spec.instance_type,
+                    initial_instance_count=spec.min_instances,
+                    # SageMaker adds and removes instances as the components' copies need them, down to none
+                    # when every copy has scaled to zero.
+                    managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                        status="ENABLED",
+                        min_instance_count=0 if scale_to_zero else spec.min_instances,
+                        max_instance_count=spec.max_instances,
+                    ),
+                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+                    ),
+                )
+            ],
         )
         if not volume_key:
-            reason = (f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
-                      "encrypts (XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types.")
-            acknowledge(self.endpoint_config, {
-                "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-            })
+            reason = (
+                f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
+                "encrypts (XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types."
+            )
+            acknowledge(
+                self.endpoint_config,
+                {
+                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
+                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
+                },
+            )
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_name=endpoint_name,
-            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name)
+            self,
+            "Endpoint",
+            endpoint_name=endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+        )
 
         self.base_component = sagemaker.CfnInferenceComponent(
-            self, "BaseComponent",
+            self,
+            "BaseComponent",
             inference_component_name=self.base_component_name,
             endpoint_name=self.endpoint.attr_endpoint_name,
             variant_name=VARIANT_NAME,
             specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
                 container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
-                    image=image_uri, artifact_url=spec.model_data_url,
-                    environment=lora_environment(environment, lora)),
+                    image=image_uri, artifact_url=spec.model_data_url, environment=lora_environment(environment, lora)
+                ),
                 compute_resource_requirements=(
                     sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
                         number_of_accelerator_devices_required=lora.accelerators_per_copy,
-                        min_memory_required_in_mb=lora.memory_mb_per_copy)),
+                        min_memory_required_in_mb=lora.memory_mb_per_copy,
+                    )
+                ),
             ),
             # Created with one copy even when it may scale to zero: CloudFormation waits for a healthy copy,
             # so a broken image or artifact fails the deployment instead of the first request.
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
-                copy_count=max(lora.min_copies, 1)),
+                copy_count=max(lora.min_copies, 1)
+            ),
         )
         self.adapter_components: dict[str, sagemaker.CfnInferenceComponent] = {}
         for adapter in lora.adapters:
             if adapter.artifact_url is None:
                 continue
             component = sagemaker.CfnInferenceComponent(
-                self, f"Adapter{_pascal(adapter.name)}",
+                self,
+                f"Adapter{_pascal(adapter.name)}",
                 inference_component_name=inference_component_name(team, stage_name, spec.name, adapter.name),
                 endpoint_name=self.endpoint.attr_endpoint_name,
                 # An adapter runs inside the base component's copies: no variant, compute or copy count of its own.
                 specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
                     base_inference_component_name=self.base_component_name,
                     container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
-                        artifact_url=adapter.artifact_url)),
+                        artifact_url=adapter.artifact_url
+                    ),
+                ),
             )
             component.node.add_dependency(self.base_component)  # named by literal, so no implicit dependency
             self.adapter_components[adapter.name] = component
@@ -136,7 +171,8 @@ class InferenceComponentEndpoint(Construct):
     def _copy_scaling(self, spec: EndpointSpec, lora: LoraServing) -> appscaling.ScalableTarget:
         stack = Stack.of(self)
         target = appscaling.ScalableTarget(
-            self, "CopyScaling",
+            self,
+            "CopyScaling",
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"inference-component/{self.base_component_name}",
             scalable_dimension=COPY_COUNT_DIMENSION,
@@ -144,10 +180,12 @@ class InferenceComponentEndpoint(Construct):
             max_capacity=lora.max_copies,
             # Application Auto Scaling acts through its service-linked role for SageMaker; no role of ours.
             role=iam.Role.from_role_arn(
-                self, "AutoScalingServiceRole",
+                self,
+                "AutoScalingServiceRole",
                 f"arn:{partition_of(stack.region)}:iam::{stack.account}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
-                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"),
+                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+            ),
         )
         target.node.add_dependency(self.base_component)
         target.scale_to_track_metric(
@@ -161,20 +199,29 @@ class InferenceComponentEndpoint(Construct):
             # Target tracking never leaves zero copies (no copy, no invocations per copy): a request that found
             # no copy is counted in NoCapacityInvocationFailures, and this step adds the first copy.
             scale_from_zero = appscaling.StepScalingAction(
-                self, "ScaleFromZero", scaling_target=target,
+                self,
+                "ScaleFromZero",
+                scaling_target=target,
                 adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-                cooldown=Duration.minutes(1))
+                cooldown=Duration.minutes(1),
+            )
             scale_from_zero.add_adjustment(adjustment=1, lower_bound=0)
             self.no_capacity_alarm = cloudwatch.Alarm(
-                self, "NoCapacityAlarm",
+                self,
+                "NoCapacityAlarm",
                 alarm_description=f"{self.base_component_name} has no copy and was invoked: add one",
                 metric=cloudwatch.Metric(
-                    namespace="AWS/SageMaker", metric_name=NO_CAPACITY_METRIC,
+                    namespace="AWS/SageMaker",
+                    metric_name=NO_CAPACITY_METRIC,
                     dimensions_map={"InferenceComponentName": self.base_component_name},
-                    statistic=cloudwatch.Stats.MAXIMUM, period=Duration.minutes(1)),
-                threshold=1, evaluation_periods=1,
+                    statistic=cloudwatch.Stats.MAXIMUM,
+                    period=Duration.minutes(1),
+                ),
+                threshold=1,
+                evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
             self.no_capacity_alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(scale_from_zero))
         return target
 

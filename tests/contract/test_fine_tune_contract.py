@@ -24,33 +24,67 @@ VALIDATED_REQUEST = {  # what Validate returns for a LoRA run on a staged SmolLM
     "job_name_prefix": "search-dev-dolly-v1",
     "hyperparameters": {"task": "causal-lm", "method": "lora", "epochs": "1", "learning_rate": "0.0002"},
     "input_data_config": [
-        {"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": "s3://search-dev-data-111111111111-eu-west-1/datasets/dolly/v1/train/",
-            "S3DataDistributionType": "FullyReplicated"}}, "ContentType": "application/jsonlines"},
-        {"ChannelName": "model", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix",
-            "S3Uri": "s3://search-dev-artifacts-111111111111-eu-west-1/models/base/smollm2-135m-instruct/",
-            "S3DataDistributionType": "FullyReplicated"}}},
+        {
+            "ChannelName": "train",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": "s3://search-dev-data-111111111111-eu-west-1/datasets/dolly/v1/train/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": "application/jsonlines",
+        },
+        {
+            "ChannelName": "model",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": "s3://search-dev-artifacts-111111111111-eu-west-1/models/base/smollm2-135m-instruct/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        },
     ],
-    "instance_type": "ml.g5.2xlarge", "instance_count": 2, "volume_size_gb": 100, "spot": True,
+    "instance_type": "ml.g5.2xlarge",
+    "instance_count": 2,
+    "volume_size_gb": 100,
+    "spot": True,
     "stopping_condition": {"MaxRuntimeInSeconds": 86400, "MaxWaitTimeInSeconds": 172800},
-    "deploy_to": "assistant", "threshold": None,
+    "deploy_to": "assistant",
+    "threshold": None,
 }
 JOB = "search-dev-dolly-v1-1a2b3c4d"
 SAMPLE_STATE = {
     "request": VALIDATED_REQUEST,
     "capacity_attempts": 0,
     "run_id": "0f7e6d5c-4b3a-4921-8877-665544332211",
-    "job": {"name": JOB, "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{JOB}/"
-                                            "output/model.tar.gz",
-            "output_archive_uri": "s3://x/y/output.tar.gz", "billable_seconds": 100},
-    "gated": {"gate": {"passed": True, "reason": "fine-tuned eval_loss 1.2 vs base 1.9",
-                       "evaluation_s3_uri": f"s3://search-dev-artifacts-111111111111-eu-west-1/evaluations/{JOB}/"
-                                            "evaluation.json"}},
-    "package": {"arn": "arn:aws:sagemaker:eu-west-1:111111111111:model-package/search-dev-models/3",
-                "approval": "Approved"},
-    "target": {"endpoint_name": "search-dev-assistant", "config_name": f"{JOB}-c", "serverless": False,
-               "instance_type": "ml.g5.xlarge", "instance_count": 1, "memory_mb": 3072, "max_concurrency": 5},
+    "job": {
+        "name": JOB,
+        "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{JOB}/output/model.tar.gz",
+        "output_archive_uri": "s3://x/y/output.tar.gz",
+        "billable_seconds": 100,
+    },
+    "gated": {
+        "gate": {
+            "passed": True,
+            "reason": "fine-tuned eval_loss 1.2 vs base 1.9",
+            "evaluation_s3_uri": f"s3://search-dev-artifacts-111111111111-eu-west-1/evaluations/{JOB}/evaluation.json",
+        }
+    },
+    "package": {
+        "arn": "arn:aws:sagemaker:eu-west-1:111111111111:model-package/search-dev-models/3",
+        "approval": "Approved",
+    },
+    "target": {
+        "endpoint_name": "search-dev-assistant",
+        "config_name": f"{JOB}-c",
+        "serverless": False,
+        "instance_type": "ml.g5.xlarge",
+        "instance_count": 1,
+        "memory_mb": 3072,
+        "max_concurrency": 5,
+    },
 }
 
 
@@ -78,7 +112,9 @@ def test_train_parameters_are_a_valid_create_training_job_request(definition, sa
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", params["TrainingJobName"])
     assert params["EnableManagedSpotTraining"] is True
     assert params["StoppingCondition"]["MaxWaitTimeInSeconds"] >= params["StoppingCondition"]["MaxRuntimeInSeconds"]
-    assert params["CheckpointConfig"]["S3Uri"].startswith("s3://search-dev-artifacts-111111111111-eu-west-1/checkpoints/")
+    assert params["CheckpointConfig"]["S3Uri"].startswith(
+        "s3://search-dev-artifacts-111111111111-eu-west-1/checkpoints/"
+    )
     assert params["EnableInterContainerTrafficEncryption"] is True
     assert params["OutputDataConfig"]["KmsKeyId"] and params["ResourceConfig"]["VolumeKmsKeyId"]
     assert params["VpcConfig"]["Subnets"] and params["VpcConfig"]["SecurityGroupIds"]
@@ -119,15 +155,17 @@ def test_checkpoints_belong_to_one_execution(definition, monkeypatch):
 
 def test_longest_checkpoint_uri_is_valid(definition, sagemaker_model):
     longest = {**SAMPLE_STATE, "request": {**VALIDATED_REQUEST, "job_name_prefix": "x" * 54}}
-    validate_request(sagemaker_model, "CreateTrainingJob", render(_all_states(definition)["Train"]["Parameters"],
-                                                                  longest))
+    validate_request(
+        sagemaker_model, "CreateTrainingJob", render(_all_states(definition)["Train"]["Parameters"], longest)
+    )
     assert len(_checkpoint_uri(definition, longest)) <= 1024  # S3Uri's limit in the API model
 
 
 def test_only_capacity_errors_are_retried(definition):
     train = _all_states(definition)["Train"]
     assert [r["ErrorEquals"] for r in train["Retry"]] == [
-        ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]]
+        ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]
+    ]
     choice = _all_states(definition)["IsCapacityError"]
     assert choice["Choices"][0]["And"][0] == {"Variable": "$.failure.Cause", "StringMatches": "*CapacityError*"}
 
@@ -141,15 +179,18 @@ def test_metric_definitions_come_from_the_training_code_and_match_its_lines(defi
         assert match and float(match.group(1)) == 0.125
 
 
-@pytest.mark.parametrize("state_name,operation", [
-    ("RegisterLlm", "CreateModelPackage"),
-    ("RegisterClassifier", "CreateModelPackage"),
-    ("CreateModel", "CreateModel"),
-    ("CreateEndpointConfig", "CreateEndpointConfig"),
-    ("CreateServerlessEndpointConfig", "CreateEndpointConfig"),
-    ("UpdateEndpoint", "UpdateEndpoint"),
-    ("DescribeEndpoint", "DescribeEndpoint"),
-])
+@pytest.mark.parametrize(
+    "state_name,operation",
+    [
+        ("RegisterLlm", "CreateModelPackage"),
+        ("RegisterClassifier", "CreateModelPackage"),
+        ("CreateModel", "CreateModel"),
+        ("CreateEndpointConfig", "CreateEndpointConfig"),
+        ("CreateServerlessEndpointConfig", "CreateEndpointConfig"),
+        ("UpdateEndpoint", "UpdateEndpoint"),
+        ("DescribeEndpoint", "DescribeEndpoint"),
+    ],
+)
 def test_sagemaker_calls_validate_against_botocore(definition, sagemaker_model, state_name, operation):
     state = _all_states(definition)[state_name]
     action = state["Resource"].rsplit(":", 1)[-1]
@@ -200,8 +241,13 @@ def test_deploy_branches_exist_for_each_configured_endpoint(definition):
 def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definition):
     # Given a deploy call that failed outright: its Catch leaves $.failure, and no $.endpoint exists yet
     states = definition["States"]
-    for name in ("CreateModel", "CreateEndpointConfig", "CreateServerlessEndpointConfig", "UpdateEndpoint",
-                 "DescribeEndpoint"):
+    for name in (
+        "CreateModel",
+        "CreateEndpointConfig",
+        "CreateServerlessEndpointConfig",
+        "UpdateEndpoint",
+        "DescribeEndpoint",
+    ):
         (catch,) = states[name]["Catch"]
         assert catch["Next"] == "DescribeDeployError", name
     state = {key: value for key, value in SAMPLE_STATE.items() if key != "endpoint"}
@@ -209,9 +255,13 @@ def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definiti
 
     # When the description renders, Then its cause names the endpoint and the call's own error
     described = render(states["DescribeDeployError"]["Parameters"], state)
-    assert described == {"Error": "DeployFailed", "Cause": (
-        "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
-        "SageMaker.ValidationException: Could not find model package")}
+    assert described == {
+        "Error": "DeployFailed",
+        "Cause": (
+            "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
+            "SageMaker.ValidationException: Could not find model package"
+        ),
+    }
     assert states["DescribeDeployError"]["Next"] == states["DescribeDeployFailure"]["Next"]
 
 
@@ -221,12 +271,16 @@ ADAPTER_JOB = "search-dev-sql-v3-5e6f7a8b"
 ADAPTER_STATE = {
     **SAMPLE_STATE,
     "request": {**VALIDATED_REQUEST, "deploy_to": "sql-helper"},
-    "job": {**SAMPLE_STATE["job"], "name": ADAPTER_JOB,
-            "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{ADAPTER_JOB}/"
-                              "output/model.tar.gz"},
+    "job": {
+        **SAMPLE_STATE["job"],
+        "name": ADAPTER_JOB,
+        "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{ADAPTER_JOB}/"
+        "output/model.tar.gz",
+    },
 }
-ADAPTER_ARTIFACT = (f"s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/sql-helper/{ADAPTER_JOB}/"
-                    "adapter.tar.gz")
+ADAPTER_ARTIFACT = (
+    f"s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/sql-helper/{ADAPTER_JOB}/adapter.tar.gz"
+)
 
 
 def _adapter_branch(definition: dict, adapter: str, method: str = "lora") -> str | None:
@@ -249,8 +303,12 @@ def _target(definition: dict) -> dict:
 
 def test_a_lora_run_naming_an_adapter_goes_to_that_adapters_component(definition):
     target = _target(definition)["target"]
-    assert target == {"endpoint_name": "search-dev-chat", "component_name": "search-dev-chat-sql-helper",
-                      "base_component_name": "search-dev-chat-base", "artifact_url": ADAPTER_ARTIFACT}
+    assert target == {
+        "endpoint_name": "search-dev-chat",
+        "component_name": "search-dev-chat-sql-helper",
+        "base_component_name": "search-dev-chat-base",
+        "artifact_url": ADAPTER_ARTIFACT,
+    }
     assert _adapter_branch(definition, "sql-helper", "qlora") is not None
     # A full fine-tune has no adapter to deploy: it is not routed to an adapter component.
     assert _adapter_branch(definition, "sql-helper", "full") is None
@@ -268,12 +326,15 @@ def test_the_adapter_is_packaged_where_its_component_reads_it(definition):
     assert package["Next"] == "DescribeAdapterComponent"
 
 
-@pytest.mark.parametrize(("state_name", "operation"), [
-    ("DescribeAdapterComponent", "DescribeInferenceComponent"),
-    ("CreateAdapterComponent", "CreateInferenceComponent"),
-    ("UpdateAdapterComponent", "UpdateInferenceComponent"),
-    ("DescribeAdapterDeployment", "DescribeInferenceComponent"),
-])
+@pytest.mark.parametrize(
+    ("state_name", "operation"),
+    [
+        ("DescribeAdapterComponent", "DescribeInferenceComponent"),
+        ("CreateAdapterComponent", "CreateInferenceComponent"),
+        ("UpdateAdapterComponent", "UpdateInferenceComponent"),
+        ("DescribeAdapterDeployment", "DescribeInferenceComponent"),
+    ],
+)
 def test_adapter_calls_validate_against_botocore(definition, sagemaker_model, state_name, operation):
     state = _all_states(definition)[state_name]
     action = state["Resource"].rsplit(":", 1)[-1]
@@ -283,8 +344,10 @@ def test_adapter_calls_validate_against_botocore(definition, sagemaker_model, st
     validate_request(sagemaker_model, operation, params)
     assert params["InferenceComponentName"] == "search-dev-chat-sql-helper"
     if operation != "DescribeInferenceComponent":
-        assert params["Specification"] == {"BaseInferenceComponentName": "search-dev-chat-base",
-                                           "Container": {"ArtifactUrl": ADAPTER_ARTIFACT}}
+        assert params["Specification"] == {
+            "BaseInferenceComponentName": "search-dev-chat-base",
+            "Container": {"ArtifactUrl": ADAPTER_ARTIFACT},
+        }
 
 
 def test_an_existing_component_is_updated_and_a_missing_one_created(definition):
@@ -293,7 +356,10 @@ def test_an_existing_component_is_updated_and_a_missing_one_created(definition):
     assert describe["Next"] == "UpdateAdapterComponent"
     (missing, other) = describe["Catch"]
     assert (missing["ErrorEquals"], missing["Next"], missing.get("ResultPath", "absent")) == (
-        ["States.TaskFailed"], "CreateAdapterComponent", None)  # the execution state goes on unchanged
+        ["States.TaskFailed"],
+        "CreateAdapterComponent",
+        None,
+    )  # the execution state goes on unchanged
     assert (other["ErrorEquals"], other["Next"]) == (["States.ALL"], "DescribeAdapterDeployError")
     assert states["CreateAdapterComponent"]["Next"] == states["UpdateAdapterComponent"]["Next"] == "WaitForAdapter"
 
@@ -324,13 +390,14 @@ def _holds(rule: dict, state: dict) -> bool:
 def test_the_run_succeeds_only_once_the_component_serves_the_new_artifact(definition):
     assert _after_describe(definition, "InService", ADAPTER_ARTIFACT) == "NotifySuccess"
     # Still the previous version, or on its way: wait and look again.
-    assert _after_describe(definition, "InService", ADAPTER_ARTIFACT.replace(ADAPTER_JOB, "older")) == \
-        "WaitForAdapter"
+    assert _after_describe(definition, "InService", ADAPTER_ARTIFACT.replace(ADAPTER_JOB, "older")) == "WaitForAdapter"
     assert _after_describe(definition, "Updating", ADAPTER_ARTIFACT) == "WaitForAdapter"
     assert _after_describe(definition, "Creating", ADAPTER_ARTIFACT) == "WaitForAdapter"
     # Failed: described and notified, then a Fail state.
     assert _after_describe(definition, "Failed", ADAPTER_ARTIFACT) == "DescribeAdapterFailure"
-    failure = render(_all_states(definition)["DescribeAdapterFailure"]["Parameters"],
-                     {**_target(definition), "component": {"reason": '{"FailureReason": "bad adapter"}'}})
+    failure = render(
+        _all_states(definition)["DescribeAdapterFailure"]["Parameters"],
+        {**_target(definition), "component": {"reason": '{"FailureReason": "bad adapter"}'}},
+    )
     assert failure["Error"] == "DeployFailed" and "search-dev-chat-sql-helper" in failure["Cause"]
     assert "bad adapter" in failure["Cause"]

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_contract_module_imports_only_the_standard_library():
     tree = ast.parse((ROOT / "training_code" / "finetune" / "contract.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 

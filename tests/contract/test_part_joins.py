@@ -17,7 +17,8 @@ from finetune_cli.resources import OUTPUTS_READ
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import load_settings
 
-from .states import render, resolve_tokens, validate_request as validate_call
+from .states import render, resolve_tokens
+from .states import validate_request as validate_call
 
 pytestmark = pytest.mark.synth
 
@@ -53,12 +54,20 @@ def validate_output(assembly):
         for bucket in (settings.data_bucket, settings.artifacts_bucket):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stage.region})
         for channel in ("train", "validation"):
-            s3.put_object(Bucket=settings.data_bucket, Key=f"datasets/dolly/v1/{channel}/{channel}.jsonl",
-                          Body=(ROOT / "samples" / "dolly" / f"{channel}.jsonl").read_bytes())
+            s3.put_object(
+                Bucket=settings.data_bucket,
+                Key=f"datasets/dolly/v1/{channel}/{channel}.jsonl",
+                Body=(ROOT / "samples" / "dolly" / f"{channel}.jsonl").read_bytes(),
+            )
         s3.put_object(Bucket=settings.artifacts_bucket, Key="models/base/smollm2-135m-instruct/config.json", Body=b"{}")
-        request = {"dataset": "s3://" + settings.data_bucket + "/datasets/dolly/v1/", "task": "causal-lm",
-                   "base_model": "smollm2-135m-instruct", "hyperparameters": {"max_steps": "8"},
-                   "instance_count": 2, "deploy_to": "assistant"}
+        request = {
+            "dataset": "s3://" + settings.data_bucket + "/datasets/dolly/v1/",
+            "task": "causal-lm",
+            "base_model": "smollm2-135m-instruct",
+            "hyperparameters": {"max_steps": "8"},
+            "instance_count": 2,
+            "deploy_to": "assistant",
+        }
         return validate_request(request, settings, s3)
 
 
@@ -67,8 +76,10 @@ def test_validate_output_renders_into_a_valid_create_training_job_request(assemb
     (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
     definition = json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))
     # UseValidatedRequest hands Validate's payload on as $.request
-    unwrapped = render(definition["States"]["UseValidatedRequest"]["Parameters"],
-                       {"validated": {"request": json.loads(json.dumps(validate_output))}})
+    unwrapped = render(
+        definition["States"]["UseValidatedRequest"]["Parameters"],
+        {"validated": {"request": json.loads(json.dumps(validate_output))}},
+    )
     params = render(definition["States"]["Train"]["Parameters"], unwrapped)
 
     validate_call(botocore.session.get_session().get_service_model("sagemaker"), "CreateTrainingJob", params)

@@ -16,8 +16,11 @@ from lambda_handlers.package_adapter.logic import AdapterInputError, package_ada
 BUCKET = "search-dev-artifacts-111111111111-eu-west-1"
 MODEL_KEY = "training-output/search-dev-dolly-v1-1a2b3c4d/output/model.tar.gz"
 ARTIFACT = f"s3://{BUCKET}/adapters/chat/sql-helper/search-dev-dolly-v1-1a2b3c4d/adapter.tar.gz"
-ADAPTER = {"adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8}).encode(),
-           "adapter_model.safetensors": b"\x00" * 4096, "README.md": b"# adapter"}
+ADAPTER = {
+    "adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8}).encode(),
+    "adapter_model.safetensors": b"\x00" * 4096,
+    "README.md": b"# adapter",
+}
 
 
 def _model_archive(members: list[tuple[str, bytes | None]], *, truncate_after: int | None = None) -> bytes:
@@ -37,9 +40,13 @@ def _model_archive(members: list[tuple[str, bytes | None]], *, truncate_after: i
 
 
 def _lora_job(weights: int = 64 * 1024) -> list[tuple[str, bytes | None]]:
-    return [("./config.json", b"{}"), ("./adapter", None),
-            *[(f"./adapter/{name}", data) for name, data in ADAPTER.items()],
-            ("./model.safetensors", bytes(range(256)) * (weights // 256)), ("./tokenizer.json", b"{}")]
+    return [
+        ("./config.json", b"{}"),
+        ("./adapter", None),
+        *[(f"./adapter/{name}", data) for name, data in ADAPTER.items()],
+        ("./model.safetensors", bytes(range(256)) * (weights // 256)),
+        ("./tokenizer.json", b"{}"),
+    ]
 
 
 @pytest.fixture
@@ -81,21 +88,31 @@ def test_reading_stops_after_the_adapter(s3):
     whole = _model_archive(_lora_job(weights=4 * 1024 * 1024))
     s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=whole[: len(whole) // 2])
     # Then packaging still succeeds, because the stream is not read past the adapter's last file
-    assert _members(s3, package_adapter(s3, model_data_url=f"s3://{BUCKET}/{MODEL_KEY}",
-                                        artifact_url=ARTIFACT).artifact_url) == ADAPTER
+    assert (
+        _members(
+            s3, package_adapter(s3, model_data_url=f"s3://{BUCKET}/{MODEL_KEY}", artifact_url=ARTIFACT).artifact_url
+        )
+        == ADAPTER
+    )
 
 
 def test_a_full_fine_tune_has_no_adapter_and_the_step_says_so(s3):
-    s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=_model_archive(
-        [("./config.json", b"{}"), ("./model.safetensors", b"\x01" * 1024)]))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=MODEL_KEY,
+        Body=_model_archive([("./config.json", b"{}"), ("./model.safetensors", b"\x01" * 1024)]),
+    )
     with pytest.raises(AdapterInputError, match="no loadable adapter under adapter/"):
         package_adapter(s3, model_data_url=f"s3://{BUCKET}/{MODEL_KEY}", artifact_url=ARTIFACT)
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="adapters/")["KeyCount"] == 0
 
 
 def test_an_adapter_without_weights_is_refused(s3):
-    s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=_model_archive(
-        [("./adapter/adapter_config.json", b"{}"), ("./model.safetensors", b"\x01")]))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=MODEL_KEY,
+        Body=_model_archive([("./adapter/adapter_config.json", b"{}"), ("./model.safetensors", b"\x01")]),
+    )
     with pytest.raises(AdapterInputError, match=r"found \['adapter_config.json'\]"):
         package_adapter(s3, model_data_url=f"s3://{BUCKET}/{MODEL_KEY}", artifact_url=ARTIFACT)
 

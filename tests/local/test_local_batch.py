@@ -19,15 +19,19 @@ pytestmark = [pytest.mark.local, pytest.mark.synth]
 def artifact_url(local_state, tmp_path_factory) -> str:
     """The packaged MiniLM as a classifier artifact (an untrained head: the labels are arbitrary, the line count
     is not) in the local artifacts bucket."""
-    from finetune_cli.local.assembly import StageAssembly
     import os
+
+    from finetune_cli.local.assembly import StageAssembly
 
     stage = StageAssembly.load(__import__("pathlib").Path(os.environ["FINETUNE_LOCAL_ASSEMBLY"]), "search-dev")
     bucket = stage.outputs("data")["ArtifactsBucketName"]
     model = local_models.minilm()
     config = json.loads((model / "config.json").read_text())
-    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "negative", "1": "positive"},
-                  label2id={"negative": 0, "positive": 1})
+    config.update(
+        architectures=["BertForSequenceClassification"],
+        id2label={"0": "negative", "1": "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     target = local_state / "search-dev" / "s3" / bucket / "models" / "batch-test" / "model.tar.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
     config_file = tmp_path_factory.mktemp("artifact") / "config.json"
@@ -40,18 +44,34 @@ def artifact_url(local_state, tmp_path_factory) -> str:
     return f"s3://{bucket}/models/batch-test/model.tar.gz"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BatchInfer (stacks/components/batch_inference.py) sends MultiRecord batches as application/jsonlines and asks "
-    "for application/jsonlines back; the HF inference toolkit decodes and encodes neither, so every transform of "
-    "a classifier fails. SingleRecord with application/json in and out would serve one line per line."))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "BatchInfer (stacks/components/batch_inference.py) sends MultiRecord batches as application/jsonlines and asks "
+        "for application/jsonlines back; the HF inference toolkit decodes and encodes neither, so every transform of "
+        "a classifier fails. SingleRecord with application/json in and out would serve one line per line."
+    ),
+)
 def test_batch_writes_one_output_line_per_input_line(local_state, artifact_url, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "a.jsonl").write_text("".join(json.dumps({"inputs": t}) + "\n" for t in ["great", "awful", "fine"]))
     (inputs / "b.jsonl").write_text("".join(json.dumps({"inputs": t}) + "\n" for t in ["boring", "moving"]))
 
-    run = run_local(local_state, "batch", str(inputs), *stage_args(), "--model-data-url", artifact_url,
-                    "--instance-type", "ml.m5.xlarge", "--output", str(tmp_path / "out"), "--json")
+    run = run_local(
+        local_state,
+        "batch",
+        str(inputs),
+        *stage_args(),
+        "--model-data-url",
+        artifact_url,
+        "--instance-type",
+        "ml.m5.xlarge",
+        "--output",
+        str(tmp_path / "out"),
+        "--json",
+    )
 
     # The machinery itself must work: anything else is a real failure, not the known defect.
     if run.result is None or not {"TransformJob", "TransformJobOnInstanceStorage"} & set(run.result["states"]):

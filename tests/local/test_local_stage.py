@@ -37,4 +37,5 @@ def test_local_serve_leaves_the_lora_models_out_of_the_proxys_models(assembly):
     local = without_component_models(environment)
     assert sorted(json.loads(local["ENDPOINTS"])) == ["assistant", "sentiment"]
     assert {k: v for k, v in local.items() if k != "ENDPOINTS"} == {
-        k: v for k, v in environment.items() if k != "ENDPOINTS"}
+        k: v for k, v in environment.items() if k != "ENDPOINTS"
+    }

@@ -31,6 +31,7 @@ def _as_list(value):
 
 # --- API ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", [DEV, PROD])
 def test_every_method_uses_iam_authorization(assembly, stage):
     methods = _resources(assembly, stage, "AWS::ApiGateway::Method")
@@ -55,15 +56,24 @@ def test_every_method_streams_from_the_function_with_response_streaming_invocati
 
 @pytest.mark.parametrize("stage", [DEV, PROD])
 def test_every_gateway_response_carries_the_request_id_and_an_openai_error_body(assembly, stage):
-    responses = {r["Properties"]["ResponseType"]: r["Properties"]
-                 for r in _resources(assembly, stage, "AWS::ApiGateway::GatewayResponse").values()}
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in _resources(assembly, stage, "AWS::ApiGateway::GatewayResponse").values()
+    }
     # The defaults cover every refusal API Gateway makes itself (authorizer, WAF, missing route, 5xx faults).
-    assert {"DEFAULT_4XX", "DEFAULT_5XX", "ACCESS_DENIED", "THROTTLED", "BAD_REQUEST_BODY",
-            "INTEGRATION_TIMEOUT"} <= set(responses)
+    assert {
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+        "ACCESS_DENIED",
+        "THROTTLED",
+        "BAD_REQUEST_BODY",
+        "INTEGRATION_TIMEOUT",
+    } <= set(responses)
     for response_type, properties in responses.items():
         # API Gateway's own request id, as the proxy's x-request-id and the access log carry it.
-        assert properties["ResponseParameters"] == {"gatewayresponse.header.x-request-id": "context.requestId"}, \
+        assert properties["ResponseParameters"] == {"gatewayresponse.header.x-request-id": "context.requestId"}, (
             response_type
+        )
         body = properties["ResponseTemplates"]["application/json"]
         assert '"type": "' in body and '"code": "' in body and '"param": null' in body, response_type
     assert responses["DEFAULT_4XX"]["ResponseTemplates"]["application/json"].count("invalid_request_error") == 1
@@ -94,8 +104,11 @@ def test_post_methods_validate_their_body_against_a_schema(assembly):
     validators = {k: r["Properties"] for k, r in template.items() if r["Type"] == "AWS::ApiGateway::RequestValidator"}
     models = {k: r["Properties"] for k, r in template.items() if r["Type"] == "AWS::ApiGateway::Model"}
     assert {m["Name"] for m in models.values()} == {"ChatCompletionRequest", "PredictRequest"}
-    posts = [m["Properties"] for m in _resources(assembly, DEV, "AWS::ApiGateway::Method").values()
-             if m["Properties"]["HttpMethod"] == "POST"]
+    posts = [
+        m["Properties"]
+        for m in _resources(assembly, DEV, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "POST"
+    ]
     assert len(posts) == 2
     for method in posts:
         validator = validators[method["RequestValidatorId"]["Ref"]]
@@ -129,6 +142,7 @@ def test_stack_outputs_the_openai_base_url(assembly):
 
 # --- proxy ----------------------------------------------------------------------------------------------------
 
+
 def test_proxy_function_runtime_layer_and_environment(assembly):
     (function,) = _resources(assembly, DEV, "AWS::Lambda::Function").values()
     props = function["Properties"]
@@ -146,10 +160,16 @@ def test_proxy_function_runtime_layer_and_environment(assembly):
         "sentiment": {"endpoint_name": "search-dev-sentiment", "kind": "classifier"},
         # The LoRA endpoint and its adapters: model names of their own, each invoking its component.
         "chat": {"endpoint_name": "search-dev-chat", "kind": "llm", "inference_component": "search-dev-chat-base"},
-        "support-tone": {"endpoint_name": "search-dev-chat", "kind": "llm",
-                         "inference_component": "search-dev-chat-support-tone"},
-        "sql-helper": {"endpoint_name": "search-dev-chat", "kind": "llm",
-                       "inference_component": "search-dev-chat-sql-helper"},
+        "support-tone": {
+            "endpoint_name": "search-dev-chat",
+            "kind": "llm",
+            "inference_component": "search-dev-chat-support-tone",
+        },
+        "sql-helper": {
+            "endpoint_name": "search-dev-chat",
+            "kind": "llm",
+            "inference_component": "search-dev-chat-sql-helper",
+        },
     }
     assert props["VpcConfig"]["SubnetIds"]
 
@@ -163,25 +183,37 @@ def test_proxy_reserved_concurrency_defaults_to_20_and_a_stage_can_set_it(assemb
 
 
 def test_proxy_can_invoke_only_this_stages_endpoints(assembly):
-    (role_id,) = [k for k, r in _resources(assembly, DEV, "AWS::IAM::Role").items()
-                  if "lambda.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
-    policies = [p for p in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
-                if {"Ref": role_id} in p["Properties"].get("Roles", [])]
+    (role_id,) = [
+        k
+        for k, r in _resources(assembly, DEV, "AWS::IAM::Role").items()
+        if "lambda.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+    ]
+    policies = [
+        p
+        for p in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
+        if {"Ref": role_id} in p["Properties"].get("Roles", [])
+    ]
     (policy,) = policies
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     sagemaker = {s["Sid"]: s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))}
     assert sorted(sagemaker) == ["InvokeThisStagesEndpoints", "InvokeThisStagesInferenceComponents"]
     invoke, components = sagemaker["InvokeThisStagesEndpoints"], sagemaker["InvokeThisStagesInferenceComponents"]
-    assert sorted(_actions(invoke)) == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint",
-                                        "sagemaker:InvokeEndpointWithResponseStream"]
+    assert sorted(_actions(invoke)) == [
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointWithResponseStream",
+    ]
     assert sorted(_as_list(invoke["Resource"])) == [
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-assistant",
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-chat",
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-sentiment",
     ]
     # The LoRA endpoint's components by name: its base and every declared adapter, deployed yet or not.
-    assert sorted(_actions(components)) == ["sagemaker:DescribeInferenceComponent", "sagemaker:InvokeEndpoint",
-                                            "sagemaker:InvokeEndpointWithResponseStream"]
+    assert sorted(_actions(components)) == [
+        "sagemaker:DescribeInferenceComponent",
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointWithResponseStream",
+    ]
     assert sorted(_as_list(components["Resource"])) == [
         "arn:aws:sagemaker:eu-west-1:111111111111:inference-component/search-dev-chat-base",
         "arn:aws:sagemaker:eu-west-1:111111111111:inference-component/search-dev-chat-sql-helper",
@@ -202,6 +234,7 @@ def test_no_sagemaker_action_on_every_resource(assembly, stage):
 
 # --- endpoints ------------------------------------------------------------------------------------------------
 
+
 def test_endpoints_have_stable_names(assembly):
     names = {e["Properties"]["EndpointName"] for e in _resources(assembly, DEV, "AWS::SageMaker::Endpoint").values()}
     assert names == {"search-dev-assistant", "search-dev-chat", "search-dev-sentiment"}
@@ -211,8 +244,11 @@ def test_endpoints_have_stable_names(assembly):
 
 def _model_of(assembly, stage, endpoint_name):
     resources = assembly.stack(stage, "Inference").template["Resources"]
-    (endpoint,) = [r for r in resources.values() if r["Type"] == "AWS::SageMaker::Endpoint"
-                   and r["Properties"]["EndpointName"] == endpoint_name]
+    (endpoint,) = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::SageMaker::Endpoint" and r["Properties"]["EndpointName"] == endpoint_name
+    ]
     config = resources[endpoint["Properties"]["EndpointConfigName"]["Fn::GetAtt"][0]]["Properties"]
     (variant,) = config["ProductionVariants"]
     model = resources[variant["ModelName"]["Fn::GetAtt"][0]]["Properties"]
@@ -235,7 +271,9 @@ def test_llm_endpoint_runs_isolated_in_the_vpc_on_lmi_with_vllm(assembly):
 def test_model_package_endpoint_references_the_package(assembly):
     model, _, variant = _model_of(assembly, PROD, "search-prod-assistant")
     (container,) = model["Containers"]
-    assert container["ModelPackageName"] == "arn:aws:sagemaker:us-east-1:222222222222:model-package/search-prod-models/1"
+    assert (
+        container["ModelPackageName"] == "arn:aws:sagemaker:us-east-1:222222222222:model-package/search-prod-models/1"
+    )
     assert model["EnableNetworkIsolation"] is True and variant["InitialInstanceCount"] == 2
 
 
@@ -243,8 +281,10 @@ def test_data_capture_is_sampled_and_encrypted(assembly):
     _, config, _ = _model_of(assembly, DEV, "search-dev-assistant")
     capture = config["DataCaptureConfig"]
     assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 10
-    assert capture["DestinationS3Uri"] == \
-        "s3://search-dev-artifacts-111111111111-eu-west-1/data-capture/search-dev-assistant/"
+    assert (
+        capture["DestinationS3Uri"]
+        == "s3://search-dev-artifacts-111111111111-eu-west-1/data-capture/search-dev-assistant/"
+    )
     assert "KmsKeyId" in capture
 
 
@@ -272,8 +312,7 @@ def test_autoscaling_on_invocations_per_instance(assembly, stage, minimum, maxim
     assert (props["MinCapacity"], props["MaxCapacity"]) == (minimum, maximum)
     (policy,) = _by_path(assembly, stage, "AWS::ApplicationAutoScaling::ScalingPolicy", "EndpointAssistant").values()
     tracking = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
-    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == \
-        "SageMakerVariantInvocationsPerInstance"
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
     assert tracking["TargetValue"] == 60
     assert "aws-service-role" in json.dumps(props["RoleARN"])
 
@@ -293,6 +332,7 @@ def test_dev_endpoint_scales_down_out_of_hours_and_prod_does_not(assembly):
 
 # --- batch inference ------------------------------------------------------------------------------------------
 
+
 def _definition(assembly, stage):
     (machine,) = _resources(assembly, stage, "AWS::StepFunctions::StateMachine").values()
     props = machine["Properties"]
@@ -311,10 +351,11 @@ def test_batch_infer_state_machine_is_named_logged_and_traced(assembly):
 def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
     _, definition = _definition(assembly, DEV)
     states = definition["States"]
-    transforms = {name: s for name, s in states.items()
-                  if s.get("Resource", "").endswith("sagemaker:createTransformJob.sync")}
+    transforms = {
+        name: s for name, s in states.items() if s.get("Resource", "").endswith("sagemaker:createTransformJob.sync")
+    }
     assert len(transforms) == 2
-    for name, state in transforms.items():
+    for state in transforms.values():
         params = state["Parameters"]
         assert params["TransformInput"]["SplitType"] == "Line"
         assert params["TransformOutput"]["KmsKeyId"]
@@ -343,8 +384,9 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     assert states["UseExistingModel"]["Parameters"]["created"] is False
     for outcome, notify in (("Success", "NotifySuccess"), ("Failure", "NotifyFailure")):
         choice = states[f"CreatedModelAfter{outcome}"]
-        assert choice["Choices"] == [{"Variable": "$.job.created", "BooleanEquals": True,
-                                      "Next": f"DeleteCreatedModelAfter{outcome}"}]
+        assert choice["Choices"] == [
+            {"Variable": "$.job.created", "BooleanEquals": True, "Next": f"DeleteCreatedModelAfter{outcome}"}
+        ]
         assert choice["Default"] == notify  # a model the caller named is never deleted
         delete = states[f"DeleteCreatedModelAfter{outcome}"]
         assert delete["Resource"].endswith(":states:::aws-sdk:sagemaker:deleteModel")
@@ -356,16 +398,23 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
         assert states[name]["Parameters"]["Tags"] == [
             {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"},
-            {"Key": "team", "Value": "search"}, {"Key": "stage", "Value": "dev"}]
-    statements = [st for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
-                  for st in policy["Properties"]["PolicyDocument"]["Statement"]
-                  if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))]
+            {"Key": "team", "Value": "search"},
+            {"Key": "stage", "Value": "dev"},
+        ]
+    statements = [
+        st
+        for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))
+    ]
     assert len(statements) == 1
     assert statements[0]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}}
+        "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}
+    }
 
 
 # --- inference components (a base LLM and its LoRA adapters on one endpoint) -----------------------------------
+
 
 def _by_path(assembly, stage, resource_type, path_part):
     """Resources whose logical id starts with the construct path `path_part` (e.g. EndpointChat, then a child)."""
@@ -391,60 +440,85 @@ def test_lora_endpoint_config_hosts_components_not_a_model(assembly):
 
 def test_base_component_runs_lmi_with_lora_enabled(assembly):
     components = _resources(assembly, DEV, "AWS::SageMaker::InferenceComponent")
-    (base,) = [c["Properties"] for c in components.values() if c["Properties"]["InferenceComponentName"]
-               == "search-dev-chat-base"]
-    assert base["EndpointName"] == {"Fn::GetAtt": [next(iter(_by_path(
-        assembly, DEV, "AWS::SageMaker::Endpoint", "/EndpointChat/"))), "EndpointName"]}
+    (base,) = [
+        c["Properties"]
+        for c in components.values()
+        if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"
+    ]
+    assert base["EndpointName"] == {
+        "Fn::GetAtt": [
+            next(iter(_by_path(assembly, DEV, "AWS::SageMaker::Endpoint", "/EndpointChat/"))),
+            "EndpointName",
+        ]
+    }
     assert base["VariantName"] == "AllTraffic"
     container = base["Specification"]["Container"]
     assert "djl-inference" in container["Image"] and "lmi" in container["Image"]
-    assert container["ArtifactUrl"] == ("s3://search-dev-artifacts-111111111111-eu-west-1/models/base/"
-                                        "smollm2-135m-instruct/model.tar.gz")
+    assert container["ArtifactUrl"] == (
+        "s3://search-dev-artifacts-111111111111-eu-west-1/models/base/smollm2-135m-instruct/model.tar.gz"
+    )
     environment = container["Environment"]
     assert environment["OPTION_ROLLING_BATCH"] == "vllm"
     assert environment["OPTION_ENABLE_LORA"] == "true"
     assert environment["OPTION_MAX_LORAS"] == "4" and environment["OPTION_MAX_LORA_RANK"] == "16"
     assert base["Specification"]["ComputeResourceRequirements"] == {
-        "NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 8192}
+        "NumberOfAcceleratorDevicesRequired": 1,
+        "MinMemoryRequiredInMb": 8192,
+    }
     assert base["RuntimeConfig"] == {"CopyCount": 1}
 
 
 def test_one_adapter_component_per_adapter_with_an_artifact(assembly):
     components = _resources(assembly, DEV, "AWS::SageMaker::InferenceComponent")
-    adapters = {c["Properties"]["InferenceComponentName"]: c for c in components.values()
-                if "BaseInferenceComponentName" in c["Properties"]["Specification"]}
+    adapters = {
+        c["Properties"]["InferenceComponentName"]: c
+        for c in components.values()
+        if "BaseInferenceComponentName" in c["Properties"]["Specification"]
+    }
     # sql-helper has no artifact yet: the FineTune pipeline creates its component on its first deployment.
     assert sorted(adapters) == ["search-dev-chat-support-tone"]
     adapter = adapters["search-dev-chat-support-tone"]
     assert adapter["Properties"]["Specification"] == {
         "BaseInferenceComponentName": "search-dev-chat-base",
-        "Container": {"ArtifactUrl": "s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/support-tone/"
-                                     "v1/adapter.tar.gz"}}
+        "Container": {
+            "ArtifactUrl": "s3://search-dev-artifacts-111111111111-eu-west-1/adapters/chat/support-tone/"
+            "v1/adapter.tar.gz"
+        },
+    }
     # Created after its base (named by literal, so the dependency is explicit); no compute or copies of its own.
-    (base_id,) = [k for k, c in components.items()
-                  if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"]
+    (base_id,) = [
+        k for k, c in components.items() if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"
+    ]
     assert adapter["DependsOn"] == [base_id]
     assert "RuntimeConfig" not in adapter["Properties"] and "VariantName" not in adapter["Properties"]
     assert not _resources(assembly, PROD, "AWS::SageMaker::InferenceComponent"), "prod declares no LoRA endpoint"
 
 
 def test_dev_base_component_scales_to_zero_and_back(assembly):
-    (target_id, target), = _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalableTarget",
-                                    "/EndpointChat/").items()
+    ((target_id, target),) = _by_path(
+        assembly, DEV, "AWS::ApplicationAutoScaling::ScalableTarget", "/EndpointChat/"
+    ).items()
     assert target["Properties"]["ResourceId"] == "inference-component/search-dev-chat-base"
     assert target["Properties"]["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
     assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (0, 2)
-    policies = {p["Properties"]["PolicyType"]: p["Properties"] for p in _by_path(
-        assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy", "/EndpointChat/").values()}
+    policies = {
+        p["Properties"]["PolicyType"]: p["Properties"]
+        for p in _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy", "/EndpointChat/").values()
+    }
     assert policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"][
-        "PredefinedMetricSpecification"] == {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"}
+        "PredefinedMetricSpecification"
+    ] == {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"}
     step = policies["StepScaling"]
     assert step["ScalingTargetId"] == {"Ref": target_id}
     assert step["StepScalingPolicyConfiguration"]["StepAdjustments"] == [
-        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}
+    ]
     (alarm,) = _by_path(assembly, DEV, "AWS::CloudWatch::Alarm", "/EndpointChat/NoCapacityAlarm").values()
-    (step_id,) = [k for k, p in _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy",
-                                         "/EndpointChat/").items() if p["Properties"]["PolicyType"] == "StepScaling"]
+    (step_id,) = [
+        k
+        for k, p in _by_path(assembly, DEV, "AWS::ApplicationAutoScaling::ScalingPolicy", "/EndpointChat/").items()
+        if p["Properties"]["PolicyType"] == "StepScaling"
+    ]
     assert alarm["Properties"]["AlarmActions"] == [{"Ref": step_id}]
     assert alarm["Properties"]["MetricName"] == "NoCapacityInvocationFailures"
     assert alarm["Properties"]["Dimensions"] == [{"Name": "InferenceComponentName", "Value": "search-dev-chat-base"}]
@@ -459,9 +533,9 @@ def test_model_role_reads_the_base_and_this_endpoints_adapters_only(assembly):
     assert f"{bucket}/adapters/chat/*" in resources
     assert not any(r.endswith(("/adapters/*", f"{bucket}/*")) for r in resources), resources
     (logs,) = [s for s in _statements(assembly, DEV) if s.get("Sid") == "EndpointLogs"]
-    assert ("arn:aws:logs:eu-west-1:111111111111:log-group:/aws/sagemaker/InferenceComponents/search-dev-*"
-            in _as_list(logs["Resource"]))
-
+    assert "arn:aws:logs:eu-west-1:111111111111:log-group:/aws/sagemaker/InferenceComponents/search-dev-*" in _as_list(
+        logs["Resource"]
+    )
 
 
 def test_a_stage_that_keeps_copies_has_no_scale_from_zero_and_starts_with_its_minimum(tmp_path):
@@ -474,22 +548,37 @@ def test_a_stage_that_keeps_copies_has_no_scale_from_zero_and_starts_with_its_mi
     text = EXAMPLE_CONFIG.read_text()
     assert "              min_copies: 0\n" in text
     indent = " " * 14
-    config.write_text(text.replace(f"{indent}min_copies: 0\n", f"{indent}min_copies: 2\n{indent}max_copies: 3\n", 1)
-                      .replace(f"{indent}max_copies: 2\n", "", 1))
+    config.write_text(
+        text.replace(f"{indent}min_copies: 0\n", f"{indent}min_copies: 2\n{indent}max_copies: 3\n", 1).replace(
+            f"{indent}max_copies: 2\n", "", 1
+        )
+    )
     outdir = tmp_path / "cdk.out"
     build_app(config, teams="search", stage_names="dev", outdir=str(outdir)).synth()
     stack = read_assembly(outdir).stack(DEV, "Inference")
 
-    (base,) = [c["Properties"] for c in stack.resources_of_type("AWS::SageMaker::InferenceComponent").values()
-               if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"]
+    (base,) = [
+        c["Properties"]
+        for c in stack.resources_of_type("AWS::SageMaker::InferenceComponent").values()
+        if c["Properties"]["InferenceComponentName"] == "search-dev-chat-base"
+    ]
     assert base["RuntimeConfig"] == {"CopyCount": 2}
-    (target,) = [t["Properties"] for k, t in stack.resources_of_type(
-        "AWS::ApplicationAutoScaling::ScalableTarget").items() if k.startswith("EndpointChat")]
+    (target,) = [
+        t["Properties"]
+        for k, t in stack.resources_of_type("AWS::ApplicationAutoScaling::ScalableTarget").items()
+        if k.startswith("EndpointChat")
+    ]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 3)
-    policies = [p["Properties"]["PolicyType"] for k, p in stack.resources_of_type(
-        "AWS::ApplicationAutoScaling::ScalingPolicy").items() if k.startswith("EndpointChat")]
+    policies = [
+        p["Properties"]["PolicyType"]
+        for k, p in stack.resources_of_type("AWS::ApplicationAutoScaling::ScalingPolicy").items()
+        if k.startswith("EndpointChat")
+    ]
     assert policies == ["TargetTrackingScaling"]
     assert not [k for k in stack.resources_of_type("AWS::CloudWatch::Alarm") if k.startswith("EndpointChat")]
-    (config_resource,) = [c["Properties"] for k, c in stack.resources_of_type(
-        "AWS::SageMaker::EndpointConfig").items() if k.startswith("EndpointChat")]
+    (config_resource,) = [
+        c["Properties"]
+        for k, c in stack.resources_of_type("AWS::SageMaker::EndpointConfig").items()
+        if k.startswith("EndpointChat")
+    ]
     assert config_resource["ProductionVariants"][0]["ManagedInstanceScaling"]["MinInstanceCount"] == 1

@@ -20,61 +20,105 @@ def test_training_image_is_built_from_the_regions_dlc(assembly):
 
 def test_model_package_group_is_retained_and_named_for_the_stage(assembly):
     template = assembly.template("search-prod", "Training")
-    template.has_resource("AWS::SageMaker::ModelPackageGroup", {
-        "DeletionPolicy": "Retain", "Properties": {"ModelPackageGroupName": "search-prod-models"}})
+    template.has_resource(
+        "AWS::SageMaker::ModelPackageGroup",
+        {"DeletionPolicy": "Retain", "Properties": {"ModelPackageGroupName": "search-prod-models"}},
+    )
 
 
 @pytest.mark.parametrize("stage", ["search-dev", "search-prod", "support-dev"])
 def test_state_machine_logs_everything_traces_and_encrypts(assembly, stage):
     template = assembly.template(stage, "Training")
-    template.has_resource_properties("AWS::StepFunctions::StateMachine", {
-        "StateMachineName": f"{stage}-FineTune",
-        "TracingConfiguration": {"Enabled": True},
-        "LoggingConfiguration": Match.object_like({"Level": "ALL", "IncludeExecutionData": True}),
-        "EncryptionConfiguration": Match.object_like({"Type": "CUSTOMER_MANAGED_KMS_KEY"}),
-    })
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineName": f"{stage}-FineTune",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": Match.object_like({"Level": "ALL", "IncludeExecutionData": True}),
+            "EncryptionConfiguration": Match.object_like({"Type": "CUSTOMER_MANAGED_KMS_KEY"}),
+        },
+    )
 
 
 def test_execution_role_has_no_aws_managed_policies_and_scoped_s3(assembly):
     stack = assembly.stack("search-dev", "Training")
-    role = next(r for r in stack.resources_of_type("AWS::IAM::Role").values()
-                if r["Properties"].get("RoleName") == "search-dev-sagemaker-execution")
+    role = next(
+        r
+        for r in stack.resources_of_type("AWS::IAM::Role").values()
+        if r["Properties"].get("RoleName") == "search-dev-sagemaker-execution"
+    )
     assert all("arn:aws:iam::aws:policy" not in json.dumps(arn) for arn in role["Properties"]["ManagedPolicyArns"])
-    (policy,) = [p for p in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
-                 if "SageMaker jobs and models" in p["Properties"].get("Description", "")]
-    s3_resources = [r for s in policy["Properties"]["PolicyDocument"]["Statement"]
-                    if any(a.startswith("s3:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
-                    for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
-    assert s3_resources and all(r.startswith(("arn:aws:s3:::search-dev-data-111111111111-eu-west-1",
-                                              "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1"))
-                                for r in s3_resources)
+    (policy,) = [
+        p
+        for p in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
+        if "SageMaker jobs and models" in p["Properties"].get("Description", "")
+    ]
+    s3_resources = [
+        r
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(a.startswith("s3:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    assert s3_resources and all(
+        r.startswith(
+            (
+                "arn:aws:s3:::search-dev-data-111111111111-eu-west-1",
+                "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1",
+            )
+        )
+        for r in s3_resources
+    )
     assert "arn:aws:s3:::search-dev-data-111111111111-eu-west-1/datasets/*" in s3_resources
 
 
 def test_lambdas_run_in_the_vpc_with_reserved_concurrency_and_tracing(assembly):
     template = assembly.template("search-prod", "Training")
     for name in ("search-prod-finetune-validate", "search-prod-finetune-gate"):
-        template.has_resource_properties("AWS::Lambda::Function", {
-            "FunctionName": name, "TracingConfig": {"Mode": "Active"}, "ReservedConcurrentExecutions": 10,
-            "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
-            "Architectures": ["arm64"]})
+        template.has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "FunctionName": name,
+                "TracingConfig": {"Mode": "Active"},
+                "ReservedConcurrentExecutions": 10,
+                "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
+                "Architectures": ["arm64"],
+            },
+        )
 
 
 def test_training_job_state_changes_of_this_stage_go_to_the_team_topic(assembly):
     template = assembly.template("search-dev", "Training")
-    template.has_resource_properties("AWS::Events::Rule", {
-        "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"],
-                         "detail": {"TrainingJobName": [{"prefix": "search-dev-"}],
-                                    "TrainingJobStatus": ["Completed", "Failed", "Stopped"]}},
-        "Targets": [Match.object_like({"Arn": Match.any_value()})]})
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.sagemaker"],
+                "detail-type": ["SageMaker Training Job State Change"],
+                "detail": {
+                    "TrainingJobName": [{"prefix": "search-dev-"}],
+                    "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+                },
+            },
+            "Targets": [Match.object_like({"Arn": Match.any_value()})],
+        },
+    )
 
 
 def test_manifest_upload_starts_a_run_only_where_configured(assembly):
     dev = assembly.template("search-dev", "Training")
-    dev.has_resource_properties("AWS::Events::Rule", {
-        "EventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"],
-                         "detail": {"bucket": {"name": ["search-dev-data-111111111111-eu-west-1"]},
-                                    "object": {"key": [{"wildcard": "datasets/*/*/manifest.json"}]}}}})
+    dev.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {
+                    "bucket": {"name": ["search-dev-data-111111111111-eu-west-1"]},
+                    "object": {"key": [{"wildcard": "datasets/*/*/manifest.json"}]},
+                },
+            }
+        },
+    )
     prod = assembly.stack("search-prod", "Training")
     patterns = [r["Properties"]["EventPattern"] for r in prod.resources_of_type("AWS::Events::Rule").values()]
     assert all(p["source"] != ["aws.s3"] for p in patterns)
@@ -90,20 +134,32 @@ def _as_list(value):
 
 def test_package_adapter_reads_job_outputs_and_writes_adapters_only_where_a_lora_endpoint_exists(assembly):
     stack = assembly.stack("search-dev", "Training")
-    (function,) = [f for f in stack.resources_of_type("AWS::Lambda::Function").values()
-                   if f["Properties"]["FunctionName"] == "search-dev-finetune-package-adapter"]
+    (function,) = [
+        f
+        for f in stack.resources_of_type("AWS::Lambda::Function").values()
+        if f["Properties"]["FunctionName"] == "search-dev-finetune-package-adapter"
+    ]
     assert function["Properties"]["Handler"] == "package_adapter.handler.lambda_handler"
     assert function["Properties"]["Timeout"] == 900  # streams a model archive of several GB
-    (policy,) = [p for p in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
-                 if "search-dev-finetune-package-adapter" in p["Properties"].get("Description", "")]
-    by_action = {action: sorted(_as_list(s["Resource"])) for s in _statements(policy)
-                 for action in _as_list(s["Action"]) if action.startswith("s3:") and action != "s3:ListBucket"}
+    (policy,) = [
+        p
+        for p in stack.resources_of_type("AWS::IAM::ManagedPolicy").values()
+        if "search-dev-finetune-package-adapter" in p["Properties"].get("Description", "")
+    ]
+    by_action = {
+        action: sorted(_as_list(s["Resource"]))
+        for s in _statements(policy)
+        for action in _as_list(s["Action"])
+        if action.startswith("s3:") and action != "s3:ListBucket"
+    }
     artifacts = "arn:aws:s3:::search-dev-artifacts-111111111111-eu-west-1"
     assert by_action["s3:GetObject"] == [f"{artifacts}/training-output/*"]
     assert by_action["s3:PutObject"] == [f"{artifacts}/adapters/*"]
     for stage in ("search-prod", "support-dev"):  # no LoRA endpoint, no packaging step
-        names = [f["Properties"]["FunctionName"] for f in
-                 assembly.stack(stage, "Training").resources_of_type("AWS::Lambda::Function").values()]
+        names = [
+            f["Properties"]["FunctionName"]
+            for f in assembly.stack(stage, "Training").resources_of_type("AWS::Lambda::Function").values()
+        ]
         assert f"{stage}-finetune-package-adapter" not in names
 
 
@@ -111,13 +167,18 @@ def test_pipeline_may_manage_this_stages_inference_components_only(assembly):
     stack = assembly.stack("search-dev", "Training")
     statements = [s for p in stack.resources_of_type("AWS::IAM::Policy").values() for s in _statements(p)]
     component_actions = {a for s in statements for a in _as_list(s["Action"]) if "InferenceComponent" in a}
-    assert component_actions == {"sagemaker:describeInferenceComponent", "sagemaker:createInferenceComponent",
-                                 "sagemaker:updateInferenceComponent"}
+    assert component_actions == {
+        "sagemaker:describeInferenceComponent",
+        "sagemaker:createInferenceComponent",
+        "sagemaker:updateInferenceComponent",
+    }
     for statement in statements:
         if any("InferenceComponent" in a for a in _as_list(statement["Action"])):
             resources = _as_list(statement["Resource"])
             assert "*" not in resources
-            assert all(json.dumps(r).endswith(('inference-component/search-dev-*"', 'endpoint/search-dev-*"'))
-                       for r in resources), resources
+            assert all(
+                json.dumps(r).endswith(('inference-component/search-dev-*"', 'endpoint/search-dev-*"'))
+                for r in resources
+            ), resources
             # Nothing deletes a component: a failed deploy leaves the previous adapter serving.
             assert not any("Delete" in a for a in _as_list(statement["Action"]))

@@ -18,8 +18,10 @@ METHODS: tuple[str, ...] = ("lora", "qlora", "full")
 TASK_OF_ENDPOINT_KIND: dict[str, str] = {"llm": TASK_CAUSAL_LM, "classifier": TASK_CLASSIFICATION}
 
 #: The metric the Gate judges each task by, and whether higher is better.
-MAIN_METRIC: dict[str, tuple[str, bool]] = {TASK_CAUSAL_LM: ("eval_loss", False),
-                                            TASK_CLASSIFICATION: ("accuracy", True)}
+MAIN_METRIC: dict[str, tuple[str, bool]] = {
+    TASK_CAUSAL_LM: ("eval_loss", False),
+    TASK_CLASSIFICATION: ("accuracy", True),
+}
 
 #: S3 prefixes: datasets in the data bucket; base models, job outputs, checkpoints, evaluations in artifacts.
 DATASETS_PREFIX = "datasets/"
