@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from finetune.contract import TASKS, base_model_prefix, dataset_prefix
+from finetune.contract import (
+    BATCH_INPUT_PREFIX,
+    BATCH_OUTPUT_PREFIX,
+    TASKS,
+    base_model_prefix,
+    dataset_prefix,
+)
 
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
@@ -333,14 +339,14 @@ class Cli:
     # --- batch ------------------------------------------------------------------------------------------
     def batch(self) -> int:
         args, res = self.args, self.resources()
-        for flag, uri in (("--input", args.input), ("--output", args.output)):
-            bucket = uri[len("s3://"):].split("/", 1)[0] if uri.startswith("s3://") else None
-            if bucket != res.data_bucket or not uri[len("s3://") + len(bucket or ""):].strip("/"):
-                raise UsageError(f"{flag} {uri!r}: must be a prefix in the team's data bucket, "
-                                 f"s3://{res.data_bucket}/<prefix>/")
+        # BatchInfer's Validate state admits only these prefixes: say so before starting an execution.
+        for flag, uri, root in (("--input", args.input, BATCH_INPUT_PREFIX), ("--output", args.output,
+                                                                            BATCH_OUTPUT_PREFIX)):
+            allowed = f"s3://{res.data_bucket}/{root}"
+            if not uri.startswith(allowed) or not uri[len(allowed):].strip("/"):
+                raise UsageError(f"{flag} {uri!r}: must be a prefix under {allowed} (BatchInfer reads and writes "
+                                 "only there)")
         source, target = args.input.rstrip("/") + "/", args.output.rstrip("/") + "/"
-        if target.startswith(source) or source.startswith(target):
-            raise UsageError("--output must not be inside --input (or the reverse)")
         if args.model_data_url and not args.model_data_url.startswith(f"s3://{res.artifacts_bucket}/"):
             raise UsageError(f"--model-data-url {args.model_data_url!r}: must be in s3://{res.artifacts_bucket}/")
         if args.instance_count < 1:

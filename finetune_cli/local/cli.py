@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finetune.contract import TASKS
+from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX, METHODS, TASKS, base_model_prefix
 
 from ..errors import UsageError
 
@@ -46,7 +46,7 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     model.add_argument("--model-package-arn", help="a model package version a local run registered")
     model.add_argument("--model-data-url", help="s3://<artifacts bucket>/.../model.tar.gz in the local store")
     batch.add_argument("--output", type=Path, required=True, help="local folder for the .out files")
-    batch.add_argument("--instance-type", default="ml.m5.xlarge")
+    batch.add_argument("--instance-type", help="one of the stage's training.instance_types (default: the first)")
     batch.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
     _local_args(batch)
 
@@ -151,24 +151,26 @@ def batch(args: argparse.Namespace, out: Any) -> int:
     execution = execution_name("batch", args.input.stem)
     run_dir = stage.folder / "runs" / execution
     with stage.session(run_dir):
-        base = f"s3://{stage.data_bucket}/batch/{execution}/"
+        # BatchInfer reads and writes only under the data bucket's batch prefixes.
+        input_prefix, output_prefix = f"{BATCH_INPUT_PREFIX}{execution}/", f"{BATCH_OUTPUT_PREFIX}{execution}/"
         root = args.input if args.input.is_dir() else args.input.parent
         for path in files:
             stage.client("s3").upload_file(str(path), stage.data_bucket,
-                                           f"batch/{execution}/input/{path.relative_to(root).as_posix()}")
+                                           f"{input_prefix}{path.relative_to(root).as_posix()}")
         execution_input = {key: value for key, value in (("model_name", args.model_name),
                            ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
                            if value}
-        execution_input.update({"input": base + "input/", "output": base + "output/",
-                                "instance_type": args.instance_type, "instance_count": 1})
+        execution_input.update({"input": f"s3://{stage.data_bucket}/{input_prefix}",
+                                "output": f"s3://{stage.data_bucket}/{output_prefix}",
+                                "instance_type": args.instance_type or stage.config.training.instance_types[0],
+                                "instance_count": 1})
         described, history = execute(stage, layer="inference", machine="BatchInfer", execution_name=execution,
                                      execution_input=execution_input, out=out)
         result = summarize(stage, described, history, time.monotonic() - started)
         s3 = stage.client("s3")
         written = []
-        for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=f"batch/{execution}/output/").get(
-                "Contents", []):
-            target = args.output / item["Key"][len(f"batch/{execution}/output/"):]
+        for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=output_prefix).get("Contents", []):
+            target = args.output / item["Key"][len(output_prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(stage.data_bucket, item["Key"], str(target))
             written.append(str(target))

@@ -27,6 +27,9 @@ BASE_MODELS_PREFIX = "models/base/"
 TRAINING_OUTPUT_PREFIX = "training-output/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 EVALUATIONS_PREFIX = "evaluations/"
+#: BatchInfer reads only under this prefix of the data bucket and writes only under the next one.
+BATCH_INPUT_PREFIX = "batch/input/"
+BATCH_OUTPUT_PREFIX = "batch/output/"
 
 
 def dataset_prefix(name: str, version: str) -> str:
