@@ -24,6 +24,7 @@ from finetune.contract import (
     TASKS,
     base_model_prefix,
     dataset_prefix,
+    stack_name,
 )
 
 from lambda_handlers.validate_request.errors import InvalidRequest
@@ -182,7 +183,8 @@ class Cli:
         if args.dry_run:
             self.print(json.dumps(execution_input, indent=2))
             return 0
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
+                            stack_name(res.config.qualified_name, "training"))
         stepfunctions = self.client("stepfunctions", res)
         name = execution_name(result["dataset_name"], result["dataset_version"])
         started = stepfunctions.start_execution(stateMachineArn=arn, name=name, input=json.dumps(execution_input))
@@ -214,7 +216,8 @@ class Cli:
 
     def status(self) -> int:
         res = self.resources()
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
+                            stack_name(res.config.qualified_name, "training"))
         stepfunctions = self.client("stepfunctions", res)
         if self.args.execution:
             described = stepfunctions.describe_execution(
@@ -237,7 +240,8 @@ class Cli:
         res = self.resources()
         job = self.args.job
         if not job:
-            arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+            arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
+                                stack_name(res.config.qualified_name, "training"))
             job = self._training_job(self.client("stepfunctions", res), self._execution_arn(res, arn, self.args.execution))
         logs = self.client("logs", res)
         streams = logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{job}/")
@@ -356,7 +360,8 @@ class Cli:
         listed = s3.list_objects_v2(Bucket=res.data_bucket, Prefix=prefix).get("Contents", [])
         if not any(item["Key"].endswith(".jsonl") for item in listed):
             raise UsageError(f"--input {source}: holds no .jsonl files")
-        arn = self._machine(res.batch_infer_state_machine_arn, "BatchInfer", f"{res.config.qualified_name}-inference")
+        arn = self._machine(res.batch_infer_state_machine_arn, "BatchInfer",
+                            stack_name(res.config.qualified_name, "inference"))
         execution_input = {key: value for key, value in (("model_name", args.model_name),
                            ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
                            if value}

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from finetune.contract import BATCH_INFER_OUTPUT
 from stacks import naming
 from stacks.components import images
 from stacks.components.batch_inference import BatchInference
@@ -98,7 +99,7 @@ class InferenceStack(Stack):
             max_instance_count=stage.training.max_instance_count, network_conditions=network_conditions,
             log_retention=retention, removal_policy=removal_policy)
         # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
-        CfnOutput(self, "BatchInferStateMachineArn", value=self.batch.state_machine.state_machine_arn,
+        CfnOutput(self, BATCH_INFER_OUTPUT, value=self.batch.state_machine.state_machine_arn,
                   description="Start a batch inference run here (finetune batch)")
 
 

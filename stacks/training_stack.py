@@ -17,6 +17,7 @@ from constructs import Construct
 
 from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
+from finetune.contract import PUBLISHED_OUTPUTS
 from stacks.components import images
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.fine_tune_pipeline import FineTunePipeline
@@ -192,18 +193,17 @@ class TrainingStack(Stack):
                     "manifest": f"s3://{data_bucket}/{events.EventField.from_path('$.detail.object.key')}"}))],
             )
 
-        for output_id, parameter, value, description in (
-            ("FineTuneStateMachineArn", "fine-tune-state-machine-arn", self.state_machine.state_machine_arn,
+        parameters = PUBLISHED_OUTPUTS["training"]  # output name -> SSM parameter, shared with the CLI
+        for output_id, value, description in (
+            ("FineTuneStateMachineArn", self.state_machine.state_machine_arn,
              "Start a fine-tuning run here (finetune submit)"),
-            ("ModelPackageGroupName", "model-package-group", self.model_package_group_name,
-             "Model registry of this stage"),
-            ("TrainingImageUri", "training-image-uri", self.training_image.image_uri,
-             "The training image (also run on GPU hosts)"),
-            ("SageMakerExecutionRoleArn", "sagemaker-execution-role-arn", self.execution_role.role_arn,
-             "Role of training jobs and models"),
+            ("ModelPackageGroupName", self.model_package_group_name, "Model registry of this stage"),
+            ("TrainingImageUri", self.training_image.image_uri, "The training image (also run on GPU hosts)"),
+            ("SageMakerExecutionRoleArn", self.execution_role.role_arn, "Role of training jobs and models"),
         ):
             CfnOutput(self, output_id, value=value, description=description)
-            ssm.StringParameter(self, f"{output_id}Parameter", parameter_name=f"{stage.ssm_prefix}/{parameter}",
+            ssm.StringParameter(self, f"{output_id}Parameter",
+                                parameter_name=f"{stage.ssm_prefix}/{parameters[output_id]}",
                                 string_value=value, description=f"finetune-stack {q}: {description}")
 
     def _execution_role(self, stage: StageConfig, data: DataStack) -> iam.Role:

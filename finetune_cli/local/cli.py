@@ -29,7 +29,7 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--base-model", required=True, help="a name on the stage's training.base_models")
     run.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping (repeatable)")
     run.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter (repeatable)")
-    run.add_argument("--method", choices=["lora", "qlora", "full"])
+    run.add_argument("--method", choices=METHODS)
     run.add_argument("--deploy-to", help="endpoint short name to deploy to when the gate passes")
     run.add_argument("--threshold", type=float, help="gate threshold on the task's main metric")
     run.add_argument("--name", help="dataset name (default: the input's stem)")
@@ -132,7 +132,8 @@ def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
     stage = _stage(args, out)
     target = stage.base_model_folder(args.name)
     count = stage.copy_model(source, target)
-    print(f"staged {count} files to s3://{stage.artifacts_bucket}/models/base/{args.name}/ (local: {target})", file=out)
+    print(f"staged {count} files to s3://{stage.artifacts_bucket}/{base_model_prefix(args.name)} (local: {target})",
+          file=out)
     if args.name not in stage.config.training.base_models:
         print(f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
               "Validate rejects base models not listed there", file=out)

@@ -44,9 +44,13 @@ _PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
 
-from finetune.contract import BASE_MODELS_PREFIX, DATASETS_PREFIX  # noqa: E402,F401  (the asset ships finetune/)
+from finetune.contract import (  # noqa: E402  (the asset ships finetune/)
+    BASE_MODELS_PREFIX,  # noqa: F401
+    DATASETS_PREFIX,  # noqa: F401
+    NAME_PATTERN,
+)
 
-_NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_NAME = NAME_PATTERN  # team and stage names, as config/teams.yaml admits them
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 STAGED_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """A base model staged under ``models/base/<name>/`` (no slash)."""

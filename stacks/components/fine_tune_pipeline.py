@@ -20,6 +20,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from stacks import naming
 from stacks.settings import EndpointSpec
 
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
@@ -414,7 +415,7 @@ class FineTunePipeline(Construct):
 
         for spec in endpoints:
             target: dict[str, Any] = {
-                "endpoint_name": f"{qualified_name}-{spec.name}",
+                "endpoint_name": naming.endpoint(qualified_name, spec.name),
                 "config_name.$": "States.Format('{}-c', $.job.name)",
                 "serverless": spec.serverless is not None,
             }

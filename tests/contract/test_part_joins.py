@@ -40,6 +40,29 @@ def test_every_stack_output_the_cli_reads_exists_in_every_stage_with_that_layer(
     assert checked >= 2 * len(stages) + 2
 
 
+def test_every_published_output_has_its_ssm_parameter_under_the_stage_prefix(assembly):
+    from finetune.contract import PUBLISHED_OUTPUTS, ssm_prefix
+    from stacks.settings import load_config
+
+    from tests.conftest import EXAMPLE_CONFIG
+
+    checked = 0
+    for stage in load_config(EXAMPLE_CONFIG):
+        for layer, published in PUBLISHED_OUTPUTS.items():
+            key = (stage.qualified_name, LAYERS[layer])
+            if key not in assembly.stacks:
+                continue
+            template = assembly.stack(*key).template
+            parameters = {p["Properties"]["Name"]: p["Properties"]["Value"] for p in template["Resources"].values()
+                          if p["Type"] == "AWS::SSM::Parameter"}
+            for output, parameter in published.items():
+                name = f"{ssm_prefix(stage.team, stage.name)}/{parameter}"
+                assert name in parameters, f"{stage.qualified_name}-{layer} publishes no SSM parameter {name}"
+                assert parameters[name] == template["Outputs"][output]["Value"], name  # the same value both ways
+                checked += 1
+    assert checked >= 10 * len(load_config(EXAMPLE_CONFIG))
+
+
 @pytest.fixture(scope="module")
 def validate_output(assembly):
     """Validate's real logic, configured by the environment the synthesized template gives the function,
