@@ -75,7 +75,7 @@ class InferenceStack(Stack):
             self.endpoints[spec.name] = ModelEndpoint(
                 self, f"Endpoint{_pascal(spec.name)}",
                 spec=spec, endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],
-                environment=_container_environment(spec.kind),
+                environment=images.serving_environment(spec.kind),
                 role=self.model_role.role, key=key, network=network, capture_bucket_name=artifacts_bucket_name,
                 data_capture=stage.data_capture.enabled,
                 office_hours=OfficeHours())
@@ -101,22 +101,6 @@ class InferenceStack(Stack):
         # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
         CfnOutput(self, BATCH_INFER_OUTPUT, value=self.batch.state_machine.state_machine_arn,
                   description="Start a batch inference run here (finetune batch)")
-
-
-def _container_environment(kind: str) -> dict[str, str]:
-    """Serving settings of the two containers for the artifact the training container writes (/opt/ml/model)."""
-    if kind == "llm":
-        # LMI (DJL Serving) with the vLLM rolling-batch backend; the artifact is a Hugging Face model directory.
-        return {
-            "HF_MODEL_ID": "/opt/ml/model",
-            "OPTION_ROLLING_BATCH": "vllm",
-            "OPTION_TENSOR_PARALLEL_DEGREE": "max",
-            "OPTION_MAX_ROLLING_BATCH_SIZE": "32",
-            "OPTION_DTYPE": "fp16",
-            "OPTION_TRUST_REMOTE_CODE": "false",
-        }
-    # Hugging Face inference toolkit: a text-classification pipeline over the same directory layout.
-    return {"HF_TASK": "text-classification"}
 
 
 def _pascal(name: str) -> str:

@@ -19,6 +19,10 @@ from typing import Any
 from unittest import mock
 
 
+#: Where SageMaker unpacks a model's model.tar.gz in its container.
+MODEL_DIR = "/opt/ml/model"
+
+
 class ContainerError(Exception):
     """The model container answered with an error status (SageMaker's ModelError)."""
 
@@ -92,6 +96,15 @@ class ChatContainer:
     def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # LMI loads what HF_MODEL_ID names (the artifact is unpacked to /opt/ml/model) and serves the
+        # chat-completions schema only with a rolling-batch backend.
+        if environment.get("HF_MODEL_ID", MODEL_DIR) != MODEL_DIR:
+            raise ContainerError(500, f"HF_MODEL_ID={environment['HF_MODEL_ID']}: LMI would serve that model, not "
+                                      f"the deployed artifact in {MODEL_DIR}")
+        if environment.get("OPTION_ROLLING_BATCH", "auto") == "disable":
+            raise ContainerError(500, "OPTION_ROLLING_BATCH=disable: LMI serves chat completions only with a "
+                                      "rolling-batch backend")
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

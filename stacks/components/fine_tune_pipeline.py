@@ -21,6 +21,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks import naming
+from stacks.components.images import serving_environment
 from stacks.settings import EndpointSpec
 
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
@@ -196,7 +197,7 @@ class FineTunePipeline(Construct):
         # Register: a model package in the team's group, with the evaluation as model-quality statistics.
         approval = "Approved" if auto_approve else "PendingManualApproval"
 
-        def register(name: str, image: str, content_type: str) -> tasks.CallAwsService:
+        def register(name: str, image: str, kind: str) -> tasks.CallAwsService:
             step = tasks.CallAwsService(
                 self, name,
                 service="sagemaker", action="createModelPackage",
@@ -205,8 +206,11 @@ class FineTunePipeline(Construct):
                     "ModelPackageDescription.$": "States.Format('{} from execution {}', $.job.name, $$.Execution.Name)",
                     "ModelApprovalStatus": approval,
                     "InferenceSpecification": {
-                        "Containers": [{"Image": image, "ModelDataUrl.$": "$.job.model_data_url"}],
-                        "SupportedContentTypes": [content_type],
+                        # The serving container's settings travel with the package: a model created from it
+                        # (Deploy, BatchInfer) serves the artifact the way the stage's endpoints do.
+                        "Containers": [{"Image": image, "ModelDataUrl.$": "$.job.model_data_url",
+                                        "Environment": serving_environment(kind)}],
+                        "SupportedContentTypes": ["application/json"],
                         "SupportedResponseMIMETypes": ["application/json"],
                     },
                     "ModelMetrics": {"ModelQuality": {"Statistics": {
@@ -228,8 +232,8 @@ class FineTunePipeline(Construct):
                            errors=["States.ALL"], result_path="$.failure")
             return step
 
-        register_llm = register("RegisterLlm", llm_image_uri, "application/json")
-        register_classifier = register("RegisterClassifier", classifier_image_uri, "application/json")
+        register_llm = register("RegisterLlm", llm_image_uri, "llm")
+        register_classifier = register("RegisterClassifier", classifier_image_uri, "classifier")
         by_task = sfn.Choice(self, "RegisterByTask")
         by_task.when(sfn.Condition.string_equals("$.request.hyperparameters.task", "causal-lm"), register_llm)
         by_task.otherwise(register_classifier)

@@ -99,3 +99,29 @@ def test_validate_output_renders_into_a_valid_create_training_job_request(assemb
     assert params["ResourceConfig"]["InstanceCount"] == 2
     assert params["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
     assert {c["ChannelName"] for c in params["InputDataConfig"]} == {"train", "validation", "model"}
+
+
+def test_registered_packages_carry_the_serving_environment_of_the_stage_endpoints(assembly):
+    # Deploy and BatchInfer create models from a package alone, so the package must carry what the serving
+    # container needs; the endpoints' own models (CfnModel) say what that is for each image.
+    stack = assembly.stack("search-dev", "Training")
+    (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
+    states = json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))["States"]
+    registered = {}
+    for name in ("RegisterLlm", "RegisterClassifier"):
+        (container,) = states[name]["Parameters"]["InferenceSpecification"]["Containers"]
+        registered[container["Image"].split("/", 1)[1].split(":")[0]] = container["Environment"]
+    assert registered["huggingface-pytorch-inference"]["HF_TASK"] == "text-classification"
+    assert registered["djl-inference"]["HF_MODEL_ID"] == "/opt/ml/model"
+    compared = 0
+    for stage in sorted({stage for stage, layer in assembly.stacks if layer == "Inference"}):
+        for model in assembly.stack(stage, "Inference").resources_of_type("AWS::SageMaker::Model").values():
+            container = model["Properties"].get("PrimaryContainer", {})
+            image = container.get("Image")
+            if not isinstance(image, str):  # a model package endpoint, or an image built in the stage
+                continue
+            repository = image.split("/", 1)[1].split(":")[0]
+            if repository in registered:
+                assert container["Environment"] == registered[repository], f"{stage}: {repository}"
+                compared += 1
+    assert compared >= 2
