@@ -35,6 +35,9 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--name", help="dataset name (default: the input's stem)")
     run.add_argument("--version", help="dataset version (default: local-<time>)")
     run.add_argument("--validation-fraction", type=float, default=0.1, help="held out by prepare (data files only)")
+    run.add_argument("--interrupt-after-step", type=int, metavar="N",
+                     help="reclaim the first spot training job's instance after step N (SIGTERM), as a spot "
+                          "interruption would; the Train step's retry resumes from its checkpoint")
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
 
@@ -89,12 +92,15 @@ def run(args: argparse.Namespace, out: Any) -> int:
     for flag, value in (("--name", name), ("--version", version)):
         if not _VERSION.fullmatch(value):
             raise UsageError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-'")
+    if args.interrupt_after_step is not None and args.interrupt_after_step < 1:
+        raise UsageError(f"--interrupt-after-step {args.interrupt_after_step}: must be a step number >= 1")
     stage = _stage(args, out)
     stage.stage_packaged_model(args.base_model)
     execution = execution_name(name, version)
     run_dir = stage.folder / "runs" / execution
     run_dir.mkdir(parents=True, exist_ok=True)
-    with stage.session(run_dir):
+    with stage.session(run_dir) as services:
+        services.interrupt_training_after_step = args.interrupt_after_step
         dataset = upload_dataset(stage, args.input, task=args.task, mapping=_pairs(args.map, "--map"), name=name,
                                  version=version, work=run_dir, out=out,
                                  validation_fraction=args.validation_fraction)

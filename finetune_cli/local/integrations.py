@@ -148,6 +148,8 @@ class LocalServices:
     client: Callable[[str], Any]
     journal: Callable[[str, dict[str, Any]], None]
     wait_scale: float = 0.0
+    #: Reclaim the first spot training job's instance after this step (``finetune local run --interrupt-after-step``).
+    interrupt_training_after_step: int | None = None
 
 
 _SERVICES: LocalServices | None = None
@@ -213,14 +215,19 @@ class LocalSageMaker(StateTaskServiceCallback):
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
             env.stack.append({"TransformJobArn": self._job.arn})
             return
+        # One interruption per run, of a spot job (an on-demand instance is not reclaimed).
+        interrupt = (services.interrupt_training_after_step
+                     if normalised_parameters.get("EnableManagedSpotTraining") else None)
         try:
             self._job = LocalTrainingJob(
                 normalised_parameters, code_dir=services.training_code(
                     normalised_parameters["AlgorithmSpecification"]["TrainingImage"]),
                 work_dir=services.work_dir / "training-jobs", s3=services.client("s3"), account=services.account,
-                region=services.region, out=services.out)
+                region=services.region, out=services.out, interrupt_after_step=interrupt)
         except RequestInvalid as error:
             raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
+        if interrupt is not None:
+            services.interrupt_training_after_step = None
         env.stack.append({"TrainingJobArn": self._job.arn})
 
     def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,8 @@ from typing import Any
 import botocore.session
 from botocore.validate import ParamValidator
 
+#: The step a metric line of the training code reports (``metric <name>=<value> step=<n>``).
+_STEP = re.compile(r"\bstep=(\d+)\b")
 #: Variables of this process a SageMaker container would not have.
 _FOREIGN = ("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "AWS_")
 
@@ -92,13 +95,17 @@ class LocalTrainingJob:
     """One training job: ``run()`` blocks until it ends and returns the DescribeTrainingJob answer."""
 
     def __init__(self, request: dict[str, Any], *, code_dir: Path, work_dir: Path, s3: Any, account: str,
-                 region: str, out: Any, train_command: Path | None = None) -> None:
+                 region: str, out: Any, train_command: Path | None = None,
+                 interrupt_after_step: int | None = None) -> None:
         check_shape("CreateTrainingJob", request)
         self.request, self.code_dir, self.s3, self.out = request, code_dir, s3, out
         self.name = request["TrainingJobName"]
         self.arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{self.name.lower()}"
         self.base = work_dir / self.name
         self.train_command = train_command or Path(sys.executable).parent / "train"
+        #: Reclaim the (spot) instance once the job logs this optimizer step: SIGTERM, as SageMaker sends it.
+        self.interrupt_after_step = interrupt_after_step
+        self.interrupted_at: int | None = None
 
     def _layout(self) -> None:
         """/opt/ml: config files, channels from S3, code from the image's build context, checkpoints to resume."""
@@ -142,9 +149,11 @@ class LocalTrainingJob:
                    TRAINING_JOB_ARN=self.arn)
         return env
 
-    def _watch(self, process: subprocess.Popen, log_path: Path) -> str:
-        """Stream the job's log to its file; echo progress and metric lines to the terminal as they come."""
+    def _watch(self, process: subprocess.Popen[str], log_path: Path) -> str:
+        """Stream the job's log to its file; echo progress and metric lines to the terminal as they come; reclaim
+        the instance when the interruption's step is logged."""
         lines = []
+        assert process.stdout is not None
         with log_path.open("w") as log:
             for line in process.stdout:
                 log.write(line)
@@ -153,17 +162,39 @@ class LocalTrainingJob:
                 text = line.rstrip()
                 if text.startswith("metric ") or "%|" in text or text.startswith(("progress", "step ")):
                     print(f"    [{self.name}] {text}", file=self.out, flush=True)
+                step = _STEP.search(text) if text.startswith("metric ") else None
+                if (step and self.interrupt_after_step is not None and self.interrupted_at is None
+                        and int(step.group(1)) >= self.interrupt_after_step):
+                    self.interrupted_at = int(step.group(1))
+                    print(f"    [{self.name}] spot instance reclaimed after step {self.interrupted_at}: SIGTERM",
+                          file=self.out, flush=True)
+                    # Every process of the container gets it (the toolkit does not forward signals to train.py).
+                    os.killpg(process.pid, signal.SIGTERM)
         return "".join(lines)
+
+    @staticmethod
+    def _wait_for_group(process_group: int, seconds: float = 120.0) -> None:
+        """Until every process of the job has exited (train.py outlives the toolkit while it checkpoints)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process_group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.killpg(process_group, signal.SIGKILL)
 
     def run(self) -> dict[str, Any]:
         created = datetime.datetime.now(datetime.timezone.utc)
         print(f"    [{self.name}] laying out /opt/ml under {self.base}", file=self.out, flush=True)
         self._layout()
         started = time.monotonic()
+        # Its own process group: the job's processes can be signalled together, as a container's are.
         process = subprocess.Popen([str(self.train_command)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=self._environment(), cwd=self.base)
+                                   text=True, env=self._environment(), cwd=self.base, start_new_session=True)
         log = self._watch(process, self.base / "job.log")
         returncode = process.wait()
+        self._wait_for_group(process.pid)
         seconds = max(1, int(time.monotonic() - started))
         ended = datetime.datetime.now(datetime.timezone.utc)
         output_path = self.request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + "/"
@@ -201,7 +232,14 @@ class LocalTrainingJob:
         for key in ("CheckpointConfig", "VpcConfig", "Environment"):
             if key in self.request:
                 described[key] = self.request[key]
-        if failed:
+        if failed and self.interrupted_at is not None:
+            # SageMaker restarts an interrupted spot job itself while capacity comes back within
+            # MaxWaitTimeInSeconds; locally it never comes back, so the job fails with the capacity error the
+            # FineTune state machine retries (IsCapacityError -> WaitForCapacity -> Train, same checkpoints).
+            described["FailureReason"] = (
+                f"CapacityError: the spot instance was reclaimed after step {self.interrupted_at} and no capacity "
+                f"came back (local interruption); checkpoints are in {checkpoint['S3Uri'] if checkpoint else 'none'}")
+        elif failed:
             reason = failure_file.read_text().strip() if failure_file.is_file() else ""
             described["FailureReason"] = (f"AlgorithmError: {reason}" if reason else
                                           f"AlgorithmError: the training process exited with status {returncode}; "
