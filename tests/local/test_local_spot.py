@@ -58,3 +58,17 @@ def test_an_interrupted_spot_job_is_retried_and_resumes_without_training_a_step_
     assert max(before) <= checkpointed[0] and min(after) == checkpointed[0] + 1, (before, after)
     assert sorted(before + after) == list(range(1, MAX_STEPS + 1)), (before, after)
     assert [h["step"] for h in metrics["history"]] == list(range(1, MAX_STEPS + 1))
+
+
+def test_interrupt_after_step_must_name_a_step(tmp_path):
+    import io
+
+    from finetune_cli.main import main
+
+    from .conftest import CONFIG
+
+    out = io.StringIO()
+    code = main(["--config", str(CONFIG), "local", "run", str(tmp_path / "reviews.csv"), *stage_args(), "--task",
+                 "classification", "--base-model", "all-minilm-l6-v2", "--interrupt-after-step", "0",
+                 "--state-dir", str(tmp_path)], out=out, err=out)
+    assert code == 2 and "--interrupt-after-step 0: must be a step number >= 1" in out.getvalue()
