@@ -42,8 +42,8 @@ def test_every_stack_output_the_cli_reads_exists_in_every_stage_with_that_layer(
 
 def test_every_published_output_has_its_ssm_parameter_under_the_stage_prefix(assembly):
     from finetune.contract import PUBLISHED_OUTPUTS, ssm_prefix
-    from stacks.settings import load_config
 
+    from stacks.settings import load_config
     from tests.conftest import EXAMPLE_CONFIG
 
     checked = 0
