@@ -17,7 +17,14 @@ from constructs import Construct
 
 from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
-from finetune.contract import PUBLISHED_OUTPUTS
+from finetune.contract import (
+    BASE_MODELS_PREFIX,
+    CHECKPOINTS_PREFIX,
+    DATASETS_PREFIX,
+    EVALUATIONS_PREFIX,
+    PUBLISHED_OUTPUTS,
+    TRAINING_OUTPUT_PREFIX,
+)
 from stacks.components import images
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.fine_tune_pipeline import FineTunePipeline
@@ -123,14 +130,14 @@ class TrainingStack(Stack):
             data, retention, removal_policy, "Checks a FineTune request and the first lines of its dataset")
         acknowledge(validate.policy.node.default_child, {
             **self.access.grant(
-                validate.policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
+                validate.policy, read=[("data", DATASETS_PREFIX), ("artifacts", BASE_MODELS_PREFIX)]),
             **_lambda_acks(f"{q}-finetune-validate")})
         gate = self._function(
             "Gate", f"{q}-finetune-gate", assembled_code(GATE_LAYOUT), "gate.handler.lambda_handler", {},
             data, retention, removal_policy, "Compares a training job's evaluation with its base model and threshold")
         acknowledge(gate.policy.node.default_child, {
             **self.access.grant(
-                gate.policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]),
+                gate.policy, read=[("artifacts", TRAINING_OUTPUT_PREFIX)], write=[("artifacts", EVALUATIONS_PREFIX)]),
             **_lambda_acks(f"{q}-finetune-gate")})
 
         self.pipeline = FineTunePipeline(
@@ -219,11 +226,11 @@ class TrainingStack(Stack):
         # One customer-managed policy (NIST/HIPAA: no inline policies), every statement listed here.
         policy = iam.ManagedPolicy(self, "SageMakerExecutionPolicy", description=f"{q}: SageMaker jobs and models")
         role.add_managed_policy(policy)
-        acks = self.access.grant(policy, read=[("data", "datasets/"), ("artifacts", "models/"),
-                                        ("artifacts", "training-output/"), ("artifacts", "checkpoints/")],
-                            write=[("artifacts", "training-output/"), ("artifacts", "checkpoints/"),
+        acks = self.access.grant(policy, read=[("data", DATASETS_PREFIX), ("artifacts", "models/"),
+                                        ("artifacts", TRAINING_OUTPUT_PREFIX), ("artifacts", CHECKPOINTS_PREFIX)],
+                            write=[("artifacts", TRAINING_OUTPUT_PREFIX), ("artifacts", CHECKPOINTS_PREFIX),
                                    ("artifacts", "data-capture/")],
-                            delete=[("artifacts", "checkpoints/")])
+                            delete=[("artifacts", CHECKPOINTS_PREFIX)])
         policy.add_statements(iam.PolicyStatement(
             sid="PullTheTrainingImage",
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],

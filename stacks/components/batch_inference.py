@@ -12,7 +12,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX
+from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX, TRAINING_OUTPUT_PREFIX
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.sagemaker_iam import ecr_login, vpc_network_interfaces
@@ -26,7 +26,7 @@ _GPU_PATTERNS = ("ml.g*", "ml.p*")
 # Tag on the models BatchInfer creates; its role may delete only models carrying it.
 _CREATED_BY_TAG = "finetune-stack:created-by"
 
-MODEL_PREFIXES = ("models/", "training-output/")
+MODEL_PREFIXES = ("models/", TRAINING_OUTPUT_PREFIX)
 """Where `model_data_url` may point in the artifacts bucket: staged models and FineTune's job outputs."""
 BATCH_CONTENT_TYPE = "application/json"
 """Each input line's content type, and each answer's, as the serving containers decode and encode them."""

@@ -7,6 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from finetune.contract import CHECKPOINTS_PREFIX
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 
@@ -108,7 +109,7 @@ class DataBuckets(Construct):
             "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True)
         # Checkpoints only matter while a job runs or may resume; keep them a month, not forever.
         self.artifacts_bucket = kms_bucket("ArtifactsBucket", "artifacts", [
-            s3.LifecycleRule(id="ExpireCheckpoints", prefix="checkpoints/", expiration=Duration.days(30)),
+            s3.LifecycleRule(id="ExpireCheckpoints", prefix=CHECKPOINTS_PREFIX, expiration=Duration.days(30)),
             # Captured prompts and completions are personal data: kept only as long as the stage's config says.
             s3.LifecycleRule(id="ExpireDataCapture", prefix=f"{DATA_CAPTURE_PREFIX}/",
                              expiration=Duration.days(data_capture_expire_days),

@@ -28,6 +28,7 @@ _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
 from finetune.contract import CHECKPOINTS_PREFIX  # noqa: E402  (stdlib only; checkpoints/{job_name_prefix}/{run_id}/)
+from finetune.contract import EVALUATIONS_PREFIX, TRAINING_OUTPUT_PREFIX  # noqa: E402  (stdlib only)
 from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
@@ -122,7 +123,7 @@ class FineTunePipeline(Construct):
                 },
                 "HyperParameters.$": "$.request.hyperparameters",
                 "InputDataConfig.$": "$.request.input_data_config",
-                "OutputDataConfig": {"S3OutputPath": f"{artifacts}/training-output/", "KmsKeyId": key.key_arn},
+                "OutputDataConfig": {"S3OutputPath": f"{artifacts}/{TRAINING_OUTPUT_PREFIX}", "KmsKeyId": key.key_arn},
                 "CheckpointConfig": {
                     "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
                                "$.request.job_name_prefix, $.run_id)",
@@ -179,7 +180,7 @@ class FineTunePipeline(Construct):
             lambda_function=gate_function,
             payload=sfn.TaskInput.from_object({
                 "output_archive_uri": sfn.JsonPath.string_at("$.job.output_archive_uri"),
-                "evaluation_s3_uri": sfn.JsonPath.format(f"{artifacts}/evaluations/{{}}/evaluation.json",
+                "evaluation_s3_uri": sfn.JsonPath.format(f"{artifacts}/{EVALUATIONS_PREFIX}{{}}/evaluation.json",
                                                          sfn.JsonPath.string_at("$.job.name")),
                 "threshold": sfn.JsonPath.string_at("$.request.threshold"),
             }),
