@@ -218,6 +218,9 @@ class LocalSageMaker(StateTaskServiceCallback):
         # One interruption per run, of a spot job (an on-demand instance is not reclaimed).
         interrupt = (services.interrupt_training_after_step
                      if normalised_parameters.get("EnableManagedSpotTraining") else None)
+        if services.interrupt_training_after_step is not None and interrupt is None:
+            print(f"    note: {normalised_parameters['TrainingJobName']} is not a spot job; no interruption",
+                  file=services.out, flush=True)
         try:
             self._job = LocalTrainingJob(
                 normalised_parameters, code_dir=services.training_code(
