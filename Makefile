@@ -21,7 +21,7 @@ VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 # make test: the whole suite. make test-fast: no synthesis, no training, no review fixtures (~1-2 minutes).
-.PHONY: help deps synth test test-fast test-local test-multilora check-config schema snapshot-update diagram bench bench-train eval train-local clean review bootstrap-commands
+.PHONY: help deps synth test test-fast test-local lint test-multilora check-config schema snapshot-update diagram bench bench-train eval train-local clean review bootstrap-commands
 
 help:
 	@echo "make synth            set up, synthesize $(CONFIG) with all rule packs, cfn-lint, summary table"
@@ -32,6 +32,7 @@ help:
 	@echo "                      build/review/review.md (PR comment) + review.json; FAIL_ON=stateful-replacement,..."
 	@echo "make bootstrap-commands  the cdk bootstrap --trust commands the delivery pipeline needs"
 	@echo "make test-multilora   fine-tune two LoRA adapters and serve them from one base (slow, CPU)"
+	@echo "make lint             ruff (lint and format check) and mypy, configured in pyproject.toml"
 	@echo "make schema           regenerate config/teams.schema.json from stacks/settings.py"
 	@echo "make snapshot-update  accept intended template changes into the test snapshots"
 	@echo "make diagram          regenerate docs/architecture.png from the synthesized app"
@@ -90,6 +91,12 @@ bootstrap-commands: $(VENV_STAMP)
 # Two LoRA fine-tunes on CPU (minutes each on 2 cores): behind its own target.
 test-multilora: deps
 	$(PY) -m pytest -m multilora tests/e2e/test_multi_lora.py
+
+# Configuration in pyproject.toml: ruff's rules and line length, mypy's files and its strict packages.
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent
 # jsii runs on Node: prefer the supported Node the project installs (make node) over an end-of-life system one.
@@ -25,9 +26,13 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
 
 from stacks.settings import ConfigError, StageConfig, load_config, load_settings  # noqa: E402
 
+if TYPE_CHECKING:  # the CDK (and Node) only load when an app is built, not for --check
+    from aws_cdk import App
+
 
 def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str | None) -> list[StageConfig]:
     """Filter by comma-separated team and stage names; unknown names are an error, not an empty app."""
+
     def wanted(value: str | None) -> set[str] | None:
         return {name.strip() for name in value.split(",") if name.strip()} if value else None
 
@@ -39,17 +44,22 @@ def select_stages(stages: list[StageConfig], teams: str | None, stage_names: str
         problems.append(f"-c stage: no stage named {', '.join(sorted(unknown))}")
     if problems:
         raise ConfigError("context", problems)
-    return [s for s in stages
-            if (team_filter is None or s.team in team_filter) and (stage_filter is None or s.name in stage_filter)]
+    return [
+        s
+        for s in stages
+        if (team_filter is None or s.team in team_filter) and (stage_filter is None or s.name in stage_filter)
+    ]
 
 
 def feature_flags() -> dict[str, object]:
     """The feature flags in cdk.json, so `python app.py` and tests synthesize exactly what `cdk synth` does."""
-    return json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+    flags: dict[str, object] = json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]
+    return flags
 
 
-def build_app(config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None,
-              outdir: str | None = None):
+def build_app(
+    config_path: str | Path, *, teams: str | None = None, stage_names: str | None = None, outdir: str | None = None
+) -> App:
     """Create the App with one TeamStage per selected team stage (raises ConfigError on a bad config), and the
     delivery pipeline stack when the config enables it and no selection narrows the app."""
     from aws_cdk import App
@@ -58,15 +68,16 @@ def build_app(config_path: str | Path, *, teams: str | None = None, stage_names:
 
     stages, delivery = load_settings(config_path)
     selected = select_stages(stages, teams, stage_names)
-    app = App(context=feature_flags(), **({"outdir": outdir} if outdir else {}))
+    app = App(context=feature_flags(), outdir=outdir or None)
     team_stages = [(stage, TeamStage(app, stage=stage)) for stage in selected]
     if delivery is not None and delivery.enabled and not (teams or stage_names):
         # Imported only when enabled: synthesis without the pipeline loads no CDK Pipelines modules.
         from stacks.delivery_stack import DeliveryPipelineStack
         from stacks.rule_packs import register_stack_rule_pack
 
-        pipeline = DeliveryPipelineStack(app, "Delivery", delivery=delivery, stages=team_stages,
-                                         stack_name="finetune-stack-delivery")
+        pipeline = DeliveryPipelineStack(
+            app, "Delivery", delivery=delivery, stages=team_stages, stack_name="finetune-stack-delivery"
+        )
         register_stack_rule_pack(app, pipeline)
         # CodePipeline's replication buckets for stages in other regions live in support stacks of their own.
         for support in pipeline.pipeline.pipeline.cross_region_support.values():
@@ -100,8 +111,9 @@ def main() -> int:
     context = App().node
     config_path = context.try_get_context("config") or str(ROOT / "config" / "teams.yaml")
     try:
-        app = build_app(config_path, teams=context.try_get_context("team"),
-                        stage_names=context.try_get_context("stage"))
+        app = build_app(
+            config_path, teams=context.try_get_context("team"), stage_names=context.try_get_context("stage")
+        )
     except ConfigError as error:
         return report_config_error(error)
     app.synth()

@@ -37,8 +37,7 @@ ENVIRONMENT = {
     "POWERTOOLS_TRACE_DISABLED": "true",
 }
 COLD_INIT_SNIPPET = (
-    "import time; started = time.perf_counter(); import inference_proxy.handler; "
-    "print(time.perf_counter() - started)"
+    "import time; started = time.perf_counter(); import inference_proxy.handler; print(time.perf_counter() - started)"
 )
 
 
@@ -51,8 +50,12 @@ def cold_init(runs: int) -> dict:
     for _ in range(runs):
         done = subprocess.run(command, cwd=REPO / "lambda_handlers", env=environ, check=True, capture_output=True)
         seconds.append(float(done.stdout.decode().strip().splitlines()[-1]))
-    return {"runs": runs, "p50_ms": _ms(statistics.median(seconds)), "min_ms": _ms(min(seconds)),
-            "max_ms": _ms(max(seconds))}
+    return {
+        "runs": runs,
+        "p50_ms": _ms(statistics.median(seconds)),
+        "min_ms": _ms(min(seconds)),
+        "max_ms": _ms(max(seconds)),
+    }
 
 
 def overhead(requests: int) -> dict:
@@ -142,8 +145,13 @@ class _TimedStream:
         for index in range(self.chunks):
             delta = {"role": "assistant", "content": ""} if index == 0 else {"content": " token"}
             finish = "stop" if index == self.chunks - 1 else None
-            event = b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                                  "finish_reason": finish}]}).encode() + b"\n\n"
+            event = (
+                b"data: "
+                + json.dumps(
+                    {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                ).encode()
+                + b"\n\n"
+            )
             self.handed.append(time.perf_counter())
             yield {"PayloadPart": {"Bytes": event[:40]}}
             yield {"PayloadPart": {"Bytes": event[40:]}}
@@ -165,9 +173,9 @@ def streaming(streams: int, chunks: int) -> dict:
     with _stdout_to_devnull():
         for run in range(streams + 20):
             written: list[float] = []
-            handler.stream_handler(event, context, send=lambda data: written.append(time.perf_counter()))
+            handler.stream_handler(event, context, send=_timestamps_into(written))
             # written[0] is the metadata prelude; then one write per chunk, then [DONE].
-            chunk_writes = written[1:1 + chunks]
+            chunk_writes = written[1 : 1 + chunks]
             assert len(chunk_writes) == chunks == len(container.handed), (len(written), len(container.handed))
             if run >= 20:  # warm-up runs left out
                 first.append(chunk_writes[0] - container.handed[0])
@@ -178,8 +186,10 @@ def streaming(streams: int, chunks: int) -> dict:
         "streams": streams,
         "chunks_per_stream": chunks,
         "first_chunk_added_ms": {"p50": _ms(first[len(first) // 2]), "p99": _ms(first[int(len(first) * 0.99) - 1])},
-        "per_chunk_overhead_ms": {"p50": _ms(per_chunk[len(per_chunk) // 2]),
-                                  "p99": _ms(per_chunk[int(len(per_chunk) * 0.99) - 1])},
+        "per_chunk_overhead_ms": {
+            "p50": _ms(per_chunk[len(per_chunk) // 2]),
+            "p99": _ms(per_chunk[int(len(per_chunk) * 0.99) - 1]),
+        },
     }
 
 
@@ -196,6 +206,11 @@ def _stdout_to_devnull():
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+
+
+def _timestamps_into(times: list[float]):
+    """A `send` for the streaming handler that records when each write happens (bound to this run's list)."""
+    return lambda data: times.append(time.perf_counter())
 
 
 def _ms(seconds: float) -> float:
@@ -226,8 +241,9 @@ def main() -> None:
     worst = max(result["p99_ms"] for result in report["overhead_per_request"].values())
     report["meets_target"] = worst < report["target_p99_ms"]
     stream = report["streaming"]
-    report["streaming_meets_targets"] = (stream["first_chunk_added_ms"]["p99"] < 5.0
-                                         and stream["per_chunk_overhead_ms"]["p99"] < 1.0)
+    report["streaming_meets_targets"] = (
+        stream["first_chunk_added_ms"]["p99"] < 5.0 and stream["per_chunk_overhead_ms"]["p99"] < 1.0
+    )
     print(json.dumps(report, indent=2))
 
 

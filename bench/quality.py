@@ -28,29 +28,75 @@ SHARED = REPO.parent / "shared" / "data"
 CASES = {
     "dolly": {
         "data": "dolly",
-        "args": ["--task", "causal-lm", "--base_model", "local:smollm2", "--epochs", "1", "--batch_size", "8",
-                 "--learning_rate", "2e-4", "--max_seq_length", "384"],
-        "metric": "eval_loss", "target": "eval_loss at least 10% below the base model's",
+        "args": [
+            "--task",
+            "causal-lm",
+            "--base_model",
+            "local:smollm2",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "8",
+            "--learning_rate",
+            "2e-4",
+            "--max_seq_length",
+            "384",
+        ],
+        "metric": "eval_loss",
+        "target": "eval_loss at least 10% below the base model's",
     },
     "sst2": {
         "data": "sst2",
-        "args": ["--task", "classification", "--base_model", "local:minilm", "--epochs", "3", "--batch_size", "32",
-                 "--learning_rate", "5e-5"],
-        "metric": "accuracy", "target": "accuracy >= 0.88",
+        "args": [
+            "--task",
+            "classification",
+            "--base_model",
+            "local:minilm",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "32",
+            "--learning_rate",
+            "5e-5",
+        ],
+        "metric": "accuracy",
+        "target": "accuracy >= 0.88",
     },
     # The SST-2 settings on the 800/200-row sample shipped in samples/sst2 (a subset of the shared one): minutes
     # rather than an hour on a loaded CPU.
     "sst2-shipped": {
         "data": "sst2-shipped",
-        "args": ["--task", "classification", "--base_model", "local:minilm", "--epochs", "3", "--batch_size", "32",
-                 "--learning_rate", "5e-5"],
-        "metric": "accuracy", "target": "accuracy >= 0.88",
+        "args": [
+            "--task",
+            "classification",
+            "--base_model",
+            "local:minilm",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "32",
+            "--learning_rate",
+            "5e-5",
+        ],
+        "metric": "accuracy",
+        "target": "accuracy >= 0.88",
     },
     "docs-library": {
         "data": "docs-library",
-        "args": ["--task", "classification", "--base_model", "local:minilm", "--epochs", "3", "--batch_size", "32",
-                 "--learning_rate", "5e-5"],
-        "metric": "accuracy", "target": "accuracy well above the majority class",
+        "args": [
+            "--task",
+            "classification",
+            "--base_model",
+            "local:minilm",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "32",
+            "--learning_rate",
+            "5e-5",
+        ],
+        "metric": "accuracy",
+        "target": "accuracy well above the majority class",
     },
 }
 
@@ -82,10 +128,25 @@ def run_case(name: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         train, validation = _data(case["data"], workdir)
-        command = [sys.executable, str(REPO / "training_code" / "train.py"), *case["args"],
-                   "--train", str(train), "--validation", str(validation), "--save_steps", "0",
-                   "--logging_steps", "10", "--model_dir", str(workdir / "model"),
-                   "--output_dir", str(workdir / "output"), "--checkpoint_dir", str(workdir / "checkpoints")]
+        command = [
+            sys.executable,
+            str(REPO / "training_code" / "train.py"),
+            *case["args"],
+            "--train",
+            str(train),
+            "--validation",
+            str(validation),
+            "--save_steps",
+            "0",
+            "--logging_steps",
+            "10",
+            "--model_dir",
+            str(workdir / "model"),
+            "--output_dir",
+            str(workdir / "output"),
+            "--checkpoint_dir",
+            str(workdir / "checkpoints"),
+        ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         load_before, start = os.getloadavg(), time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
@@ -98,11 +159,20 @@ def run_case(name: str, extra: list[str]) -> dict:
     metric = case["metric"]
     base, tuned = report["base"][metric], report["fine_tuned"][metric]
     result = {
-        "case": name, "command": " ".join(["training_code/train.py", *case["args"]]),
-        "train_rows": rows[0], "validation_rows": report["validation_rows"], "metric": metric,
-        "base": base, "fine_tuned": tuned, "relative_change": (tuned - base) / base,
-        "target": case["target"], "steps": summary["global_step"], "packing": summary["packing"],
-        "seconds": round(seconds, 1), "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0],
+        "case": name,
+        "command": " ".join(["training_code/train.py", *case["args"]]),
+        "train_rows": rows[0],
+        "validation_rows": report["validation_rows"],
+        "metric": metric,
+        "base": base,
+        "fine_tuned": tuned,
+        "relative_change": (tuned - base) / base,
+        "target": case["target"],
+        "steps": summary["global_step"],
+        "packing": summary["packing"],
+        "seconds": round(seconds, 1),
+        "load_average_before": load_before[0],
+        "load_average_after": os.getloadavg()[0],
     }
     if metric == "eval_loss":
         result["met"] = tuned <= 0.9 * base
@@ -119,7 +189,9 @@ def run_case(name: str, extra: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", default=["dolly", "sst2"], choices=sorted(CASES))
-    parser.add_argument("--extra", default="", help="more train.py flags for every case, e.g. '--classifier_pooling cls'")
+    parser.add_argument(
+        "--extra", default="", help="more train.py flags for every case, e.g. '--classifier_pooling cls'"
+    )
     args = parser.parse_args()
     for name in args.cases:
         print(json.dumps(run_case(name, args.extra.split())), flush=True)

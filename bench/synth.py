@@ -26,13 +26,20 @@ def generated_config(stages: int) -> str:
     lines = ["teams:"]
     names = ["dev", "test", "stage", "prod"]
     for team_index in range((stages + 3) // 4):
-        lines += [f"  - name: team{team_index}", "    cost_center: CC-BENCH", "    email: bench@example.com",
-                  "    defaults: {region: eu-west-1}", "    stages:"]
+        lines += [
+            f"  - name: team{team_index}",
+            "    cost_center: CC-BENCH",
+            "    email: bench@example.com",
+            "    defaults: {region: eu-west-1}",
+            "    stages:",
+        ]
         for stage_index in range(min(4, stages - team_index * 4)):
             name = names[stage_index]
             extra = ", compliance: [nist-800-53-r5, hipaa]" if name == "prod" else ", ephemeral: true"
             account = f"{100000000000 + team_index * 4 + stage_index}"
-            lines.append(f'      {name}: {{account: "{account}", new_vpc: {{cidr: 10.{team_index % 250}.0.0/16}}{extra}}}')
+            lines.append(
+                f'      {name}: {{account: "{account}", new_vpc: {{cidr: 10.{team_index % 250}.0.0/16}}{extra}}}'
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -42,8 +49,7 @@ def synth_seconds(stages: int, workdir: Path) -> float:
     outdir = workdir / f"out-{stages}"
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"config": str(config)}), "CDK_OUTDIR": str(outdir)}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"synthesis of {stages} stages failed:\n{result.stderr[-3000:]}")
@@ -66,15 +72,24 @@ def main() -> None:
     xs, ys = list(seconds), list(seconds.values())
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     denominator = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / denominator if denominator else float("nan")
-    print(json.dumps({
-        "benchmark": "synth",
-        "stages": {str(n): round(s, 2) for n, s in seconds.items()},
-        "marginal_seconds_per_stage": round(slope, 3),
-        "fixed_seconds": round(mean_y - slope * mean_x, 2),
-        "repeat": args.repeat,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }, indent=2))
+    slope = (
+        sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator
+        if denominator
+        else float("nan")
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "synth",
+                "stages": {str(n): round(s, 2) for n, s in seconds.items()},
+                "marginal_seconds_per_stage": round(slope, 3),
+                "fixed_seconds": round(mean_y - slope * mean_x, 2),
+                "repeat": args.repeat,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

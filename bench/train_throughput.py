@@ -52,11 +52,23 @@ def _model_dir(name: str) -> Path:
 def _config(args, workdir: Path, **overrides):
     from finetune.config import TrainConfig
 
-    values = dict(task="causal-lm", method="lora", base_model=str(_model_dir(args.model)), train_path=str(args.data),
-                  max_steps=args.steps, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                  learning_rate=2e-4, warmup_ratio=0.0, save_steps=0, max_eval_rows=2, seed=args.seed,
-                  model_dir=str(workdir / "model"), output_dir=str(workdir / "out"),
-                  checkpoint_dir=str(workdir / "ckpt"))
+    values = dict(
+        task="causal-lm",
+        method="lora",
+        base_model=str(_model_dir(args.model)),
+        train_path=str(args.data),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=2e-4,
+        warmup_ratio=0.0,
+        save_steps=0,
+        max_eval_rows=2,
+        seed=args.seed,
+        model_dir=str(workdir / "model"),
+        output_dir=str(workdir / "out"),
+        checkpoint_dir=str(workdir / "ckpt"),
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -76,10 +88,16 @@ def run_ours(args, workdir: Path) -> dict:
     timed = [h for h in state.history if h["step"] >= 2]  # the first step's time includes warm-up
     useful, seconds = sum(h["window_tokens"] for h in timed), sum(h["window_seconds"] for h in timed)
     total_useful = sum(h["window_tokens"] for h in state.history)
-    return {"useful_tokens_per_second": useful / seconds, "useful_tokens": useful, "seconds": seconds,
-            "pad_fraction": 1 - total_useful / state.slot_tokens, "steps": state.step,
-            "useful_tokens_per_step": total_useful / state.step, "slot_tokens_per_step": state.slot_tokens / state.step,
-            "packing": setup.packing}
+    return {
+        "useful_tokens_per_second": useful / seconds,
+        "useful_tokens": useful,
+        "seconds": seconds,
+        "pad_fraction": 1 - total_useful / state.slot_tokens,
+        "steps": state.step,
+        "useful_tokens_per_step": total_useful / state.step,
+        "slot_tokens_per_step": state.slot_tokens / state.step,
+        "packing": setup.packing,
+    }
 
 
 def _hf_common(args, workdir: Path):
@@ -98,12 +116,24 @@ def _hf_common(args, workdir: Path):
 
 
 def _training_args(args, workdir: Path, device, batch_size: int, **extra):
-    from transformers import TrainingArguments
-
-    return dict(output_dir=str(workdir / "trainer"), max_steps=args.steps, per_device_train_batch_size=batch_size,
-                learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0, logging_strategy="no",
-                save_strategy="no", report_to=[], use_cpu=device.type == "cpu", bf16=device.type == "cuda",
-                dataloader_num_workers=0, remove_unused_columns=False, seed=args.seed, max_grad_norm=1.0, **extra)
+    return dict(
+        output_dir=str(workdir / "trainer"),
+        max_steps=args.steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=2e-4,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=args.seed,
+        max_grad_norm=1.0,
+        **extra,
+    )
 
 
 def _timed_trainer(trainer_cls, build_args, counts: dict, **kwargs) -> tuple[object, list[float]]:
@@ -123,10 +153,15 @@ def _trainer_result(args, counts: dict, marks: list[float]) -> dict:
     steps = len(marks)
     useful = sum(counts["useful"][1:steps])
     seconds = marks[-1] - marks[0]
-    return {"useful_tokens_per_second": useful / seconds, "useful_tokens": useful, "seconds": seconds,
-            "pad_fraction": 1 - sum(counts["useful"][:steps]) / sum(counts["slots"][:steps]), "steps": steps,
-            "useful_tokens_per_step": sum(counts["useful"][:steps]) / steps,
-            "slot_tokens_per_step": sum(counts["slots"][:steps]) / steps}
+    return {
+        "useful_tokens_per_second": useful / seconds,
+        "useful_tokens": useful,
+        "seconds": seconds,
+        "pad_fraction": 1 - sum(counts["useful"][:steps]) / sum(counts["slots"][:steps]),
+        "steps": steps,
+        "useful_tokens_per_step": sum(counts["useful"][:steps]) / steps,
+        "slot_tokens_per_step": sum(counts["slots"][:steps]) / steps,
+    }
 
 
 def run_hf(args, workdir: Path, flattening: bool) -> dict:
@@ -146,16 +181,18 @@ def run_hf(args, workdir: Path, flattening: bool) -> dict:
             out = flatten(batch)
             counts["useful"].append(out["input_ids"].numel())
         else:
-            out = collate_padded([Example(b["input_ids"], b["labels"]) for b in batch], tokenizer.pad_token_id,
-                                 classification=False)
+            out = collate_padded(
+                [Example(b["input_ids"], b["labels"]) for b in batch], tokenizer.pad_token_id, classification=False
+            )
             counts["useful"].append(int(out["attention_mask"].sum()))
         counts["slots"].append(out["input_ids"].numel())
         return out
 
     extra = {} if flattening else {"train_sampling_strategy": "group_by_length"}
     training_args = TrainingArguments(**_training_args(args, workdir, device, args.batch_size, **extra))
-    trainer, marks = _timed_trainer(Trainer, training_args, counts, model=model, train_dataset=dataset,
-                                    data_collator=collator)
+    trainer, marks = _timed_trainer(
+        Trainer, training_args, counts, model=model, train_dataset=dataset, data_collator=collator
+    )
     trainer.train()
     return _trainer_result(args, counts, marks)
 
@@ -169,11 +206,16 @@ def run_trl(args, workdir: Path) -> dict:
     # Packed rows of max_seq_length per step closest to the others' tokens per step (batch_size examples).
     rows = max(1, round(args.batch_size * mean_length / args.max_seq_length))
     dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
-    config = SFTConfig(**_training_args(args, workdir, device, rows), packing=True, max_length=args.max_seq_length,
-                       dataset_num_proc=None)
+    config = SFTConfig(
+        **_training_args(args, workdir, device, rows),
+        packing=True,
+        max_length=args.max_seq_length,
+        dataset_num_proc=None,
+    )
     counts: dict = {"useful": [], "slots": []}
-    trainer, marks = _timed_trainer(SFTTrainer, config, counts, model=model, train_dataset=dataset,
-                                    processing_class=tokenizer)
+    trainer, marks = _timed_trainer(
+        SFTTrainer, config, counts, model=model, train_dataset=dataset, processing_class=tokenizer
+    )
     inner = trainer.data_collator
 
     def collator(batch):
@@ -202,8 +244,9 @@ def run_row(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="smollm2 | a local HF directory")
-    parser.add_argument("--data", default=None, type=lambda s: Path(s) if s else None,
-                        help="causal-lm JSONL (default: Dolly sample)")
+    parser.add_argument(
+        "--data", default=None, type=lambda s: Path(s) if s else None, help="causal-lm JSONL (default: Dolly sample)"
+    )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch_size", type=int, default=8, help="examples per optimizer step (all rows)")
     parser.add_argument("--max_seq_length", type=int, default=384)
@@ -220,16 +263,36 @@ def main() -> None:
     import torch
 
     results, load = {}, {}
-    commands = {row: [sys.executable, __file__, "--row", row, "--model", args.model, "--data", str(args.data),
-                      "--steps", str(args.steps), "--batch_size", str(args.batch_size),
-                      "--max_seq_length", str(args.max_seq_length), "--seed", str(args.seed)] for row in args.rows}
+    commands = {
+        row: [
+            sys.executable,
+            __file__,
+            "--row",
+            row,
+            "--model",
+            args.model,
+            "--data",
+            str(args.data),
+            "--steps",
+            str(args.steps),
+            "--batch_size",
+            str(args.batch_size),
+            "--max_seq_length",
+            str(args.max_seq_length),
+            "--seed",
+            str(args.seed),
+        ]
+        for row in args.rows
+    }
     # One after another by default; --concurrent starts every row at once, so on a machine shared with other work
     # all rows see the same load (each still in its own process, so peak RSS stays separable).
     batches = [args.rows] if args.concurrent else [[row] for row in args.rows]
     for batch in batches:
         before = os.getloadavg()[0]
-        procs = {row: subprocess.Popen(commands[row], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       cwd=REPO) for row in batch}
+        procs = {
+            row: subprocess.Popen(commands[row], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+            for row in batch
+        }
         for row, proc in procs.items():
             stdout, stderr = proc.communicate()
             load[row] = {"before": before, "after": os.getloadavg()[0]}
@@ -237,18 +300,27 @@ def main() -> None:
             results[row] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": stderr[-1500:]}
     peers = {k: v for k, v in results.items() if k != "ours" and "useful_tokens_per_second" in v}
     result = {
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"cpu ({torch.get_num_threads()} threads)",
         "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
-        "model": args.model, "method": "lora", "data": str(args.data), "steps": args.steps,
-        "examples_per_step": args.batch_size, "max_seq_length": args.max_seq_length,
-        "rows": results, "rows_run": "concurrently" if args.concurrent else "one after another",
+        "model": args.model,
+        "method": "lora",
+        "data": str(args.data),
+        "steps": args.steps,
+        "examples_per_step": args.batch_size,
+        "max_seq_length": args.max_seq_length,
+        "rows": results,
+        "rows_run": "concurrently" if args.concurrent else "one after another",
         # 1-minute load averages before and after each row: other work on a shared machine skews the comparison.
         "load_average": load,
     }
     if peers and "useful_tokens_per_second" in results.get("ours", {}):
         best = max(peers, key=lambda k: peers[k]["useful_tokens_per_second"])
         result["best_peer"] = best
-        result["ratio_to_best_peer"] = results["ours"]["useful_tokens_per_second"] / peers[best]["useful_tokens_per_second"]
+        result["ratio_to_best_peer"] = (
+            results["ours"]["useful_tokens_per_second"] / peers[best]["useful_tokens_per_second"]
+        )
         result["peak_rss_ratio_to_best_peer"] = results["ours"]["peak_rss_gib"] / peers[best]["peak_rss_gib"]
     print(json.dumps(result, indent=2))
 

@@ -15,9 +15,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
+
 from finetune.contract import (
     BATCH_INPUT_PREFIX,
     BATCH_OUTPUT_PREFIX,
@@ -26,14 +27,13 @@ from finetune.contract import (
     dataset_prefix,
     stack_name,
 )
-
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME, settings_for_stage
 
 from . import prepare as prepare_module
-from .local import cli as local_cli
 from .errors import RuntimeFailure, UsageError
+from .local import cli as local_cli
 from .resources import DEFAULT_CONFIG, StageResources, find_stage, resolve
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -41,7 +41,7 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with usage, as argparse does, via UsageError
+    def error(self, message: str) -> NoReturn:  # exit 2 with usage, as argparse does, via UsageError
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="validate a run locally and start the FineTune pipeline")
     _stage_args(submit)
-    submit.add_argument("--dataset", required=True, help="s3://<data bucket>/datasets/<name>/<version>/ or <name>/<version>")
+    submit.add_argument(
+        "--dataset", required=True, help="s3://<data bucket>/datasets/<name>/<version>/ or <name>/<version>"
+    )
     submit.add_argument("--task", required=True, choices=TASKS)
     submit.add_argument("--base-model", required=True, help="staged base model name or hub id (training.base_models)")
     submit.add_argument("--method", choices=["lora", "qlora", "full"])
@@ -99,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--team")
     prep.add_argument("--stage")
 
-    models = commands.add_parser("models", help="base models").add_subparsers(dest="models_command", required=True,
-                                                                             parser_class=_Parser)
+    models = commands.add_parser("models", help="base models").add_subparsers(
+        dest="models_command", required=True, parser_class=_Parser
+    )
     stage = models.add_parser("stage", help="upload a base model to s3://<artifacts>/models/base/<name>/")
     _stage_args(stage)
     stage.add_argument("--name", required=True, help="name runs refer to as base_model")
@@ -167,9 +170,13 @@ class Cli:
         dataset = args.dataset
         if not dataset.startswith("s3://"):
             dataset = f"s3://{res.data_bucket}/datasets/{dataset.strip('/')}/"
-        execution_input: dict[str, Any] = {"dataset": dataset, "task": args.task, "base_model": args.base_model,
-                                           "hyperparameters": _pairs(args.hp, "--hp"),
-                                           "instance_count": args.instance_count}
+        execution_input: dict[str, Any] = {
+            "dataset": dataset,
+            "task": args.task,
+            "base_model": args.base_model,
+            "hyperparameters": _pairs(args.hp, "--hp"),
+            "instance_count": args.instance_count,
+        }
         for key in ("method", "instance_type", "spot", "deploy_to", "threshold"):
             if getattr(args, key) is not None:
                 execution_input[key] = getattr(args, key)
@@ -177,14 +184,17 @@ class Cli:
         result = validate_request(execution_input, settings, self.client("s3", res))
         for warning in result["warnings"]:
             self.print(f"warning: {warning}")
-        self.print(f"valid: {result['train_files']} train and {result['validation_files']} validation files "
-                   f"({', '.join(result['formats'])}); {result['instance_count']} x {result['instance_type']}"
-                   f"{' (spot)' if result['spot'] else ''}")
+        self.print(
+            f"valid: {result['train_files']} train and {result['validation_files']} validation files "
+            f"({', '.join(result['formats'])}); {result['instance_count']} x {result['instance_type']}"
+            f"{' (spot)' if result['spot'] else ''}"
+        )
         if args.dry_run:
             self.print(json.dumps(execution_input, indent=2))
             return 0
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
-                            stack_name(res.config.qualified_name, "training"))
+        arn = self._machine(
+            res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+        )
         stepfunctions = self.client("stepfunctions", res)
         name = execution_name(result["dataset_name"], result["dataset_version"])
         started = stepfunctions.start_execution(stateMachineArn=arn, name=name, input=json.dumps(execution_input))
@@ -216,13 +226,17 @@ class Cli:
 
     def status(self) -> int:
         res = self.resources()
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
-                            stack_name(res.config.qualified_name, "training"))
+        arn = self._machine(
+            res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+        )
         stepfunctions = self.client("stepfunctions", res)
         if self.args.execution:
             described = stepfunctions.describe_execution(
-                executionArn=self._execution_arn(res, arn, self.args.execution))
-            self.print(f"{described['name']}: {described['status']} (started {described['startDate']:%Y-%m-%d %H:%M:%S})")
+                executionArn=self._execution_arn(res, arn, self.args.execution)
+            )
+            self.print(
+                f"{described['name']}: {described['status']} (started {described['startDate']:%Y-%m-%d %H:%M:%S})"
+            )
             if described.get("error") or described.get("cause"):
                 self.print(f"  {described.get('error', '')}: {described.get('cause', '')}")
             if described.get("output"):
@@ -240,20 +254,24 @@ class Cli:
         res = self.resources()
         job = self.args.job
         if not job:
-            arn = self._machine(res.fine_tune_state_machine_arn, "FineTune",
-                                stack_name(res.config.qualified_name, "training"))
-            job = self._training_job(self.client("stepfunctions", res), self._execution_arn(res, arn, self.args.execution))
+            arn = self._machine(
+                res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+            )
+            job = self._training_job(
+                self.client("stepfunctions", res), self._execution_arn(res, arn, self.args.execution)
+            )
         logs = self.client("logs", res)
         streams = logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{job}/")
         if not streams["logStreams"]:
             raise RuntimeFailure(f"no log streams for training job {job} in {TRAINING_LOG_GROUP} yet")
         for stream in streams["logStreams"]:
             self.print(f"== {stream['logStreamName']}")
-            token = None
+            token: str | None = None
             while True:
-                kwargs = {"nextToken": token} if token else {}
-                page = logs.get_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream["logStreamName"],
-                                           startFromHead=True, **kwargs)
+                kwargs: dict[str, str] = {"nextToken": token} if token else {}
+                page = logs.get_log_events(
+                    logGroupName=TRAINING_LOG_GROUP, logStreamName=stream["logStreamName"], startFromHead=True, **kwargs
+                )
                 for event in page["events"]:
                     self.print(event["message"])
                 if not page["events"] or page.get("nextForwardToken") == token:
@@ -268,7 +286,7 @@ class Cli:
             if details.get("resourceType") == "sagemaker" and "createTrainingJob" in details.get("resource", ""):
                 text = details.get("output") or details.get("parameters") or "{}"
                 name = json.loads(text).get("TrainingJobName")
-                if name:
+                if isinstance(name, str) and name:
                     return name
         raise RuntimeFailure(f"execution {execution_arn} has not started a training job (yet)")
 
@@ -282,9 +300,18 @@ class Cli:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
                 raise UsageError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-'")
         manifest = prepare_module.prepare(
-            source=args.input, task=args.task, output=args.output, mapping=_pairs(args.map, "--map"), name=name,
-            version=args.version, validation_fraction=args.validation_fraction, seed=args.seed,
-            tokenizer=args.tokenizer, max_seq_length=args.max_seq_length, encoding=args.encoding)
+            source=args.input,
+            task=args.task,
+            output=args.output,
+            mapping=_pairs(args.map, "--map"),
+            name=name,
+            version=args.version,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            tokenizer=args.tokenizer,
+            max_seq_length=args.max_seq_length,
+            encoding=args.encoding,
+        )
         for line in prepare_module.summary(manifest):
             self.print(line)
         self.print(f"wrote {args.output}")
@@ -316,14 +343,19 @@ class Cli:
         res = self.resources()
         s3 = self.client("s3", res)
         prefix = base_model_prefix(args.name)
-        files = sorted(p for p in source.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        files = sorted(
+            p
+            for p in source.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        )
         for path in files:
             s3.upload_file(str(path), res.artifacts_bucket, prefix + path.relative_to(source).as_posix())
         self.print(f"uploaded {len(files)} files to s3://{res.artifacts_bucket}/{prefix}")
         if args.name not in res.config.training.base_models:
-            self.print(f"note: add {args.name} to training.base_models for {res.config.qualified_name} in "
-                       "config/teams.yaml; Validate rejects base models not listed there")
+            self.print(
+                f"note: add {args.name} to training.base_models for {res.config.qualified_name} in "
+                "config/teams.yaml; Validate rejects base models not listed there"
+            )
         return 0
 
     def _download(self, hub_id: str) -> Path:
@@ -333,7 +365,7 @@ class Cli:
             raise UsageError(f"{hub_id}: downloading from the hub needs huggingface_hub") from None
         try:
             return Path(snapshot_download(hub_id, local_dir=tempfile.mkdtemp(prefix="finetune-model-")))
-        except Exception as error:  # noqa: BLE001 - network and hub errors of many types
+        except Exception as error:
             raise RuntimeFailure(f"{hub_id}: download failed ({error})") from None
 
     # --- local -----------------------------------------------------------------------------------------
@@ -344,29 +376,45 @@ class Cli:
     def batch(self) -> int:
         args, res = self.args, self.resources()
         # BatchInfer's Validate state admits only these prefixes: say so before starting an execution.
-        for flag, uri, root in (("--input", args.input, BATCH_INPUT_PREFIX), ("--output", args.output,
-                                                                            BATCH_OUTPUT_PREFIX)):
+        for flag, uri, root in (
+            ("--input", args.input, BATCH_INPUT_PREFIX),
+            ("--output", args.output, BATCH_OUTPUT_PREFIX),
+        ):
             allowed = f"s3://{res.data_bucket}/{root}"
-            if not uri.startswith(allowed) or not uri[len(allowed):].strip("/"):
-                raise UsageError(f"{flag} {uri!r}: must be a prefix under {allowed} (BatchInfer reads and writes "
-                                 "only there)")
+            if not uri.startswith(allowed) or not uri[len(allowed) :].strip("/"):
+                raise UsageError(
+                    f"{flag} {uri!r}: must be a prefix under {allowed} (BatchInfer reads and writes only there)"
+                )
         source, target = args.input.rstrip("/") + "/", args.output.rstrip("/") + "/"
         if args.model_data_url and not args.model_data_url.startswith(f"s3://{res.artifacts_bucket}/"):
             raise UsageError(f"--model-data-url {args.model_data_url!r}: must be in s3://{res.artifacts_bucket}/")
         if args.instance_count < 1:
             raise UsageError(f"--instance-count {args.instance_count}: must be >= 1")
         s3 = self.client("s3", res)
-        prefix = source[len(f"s3://{res.data_bucket}/"):]
+        prefix = source[len(f"s3://{res.data_bucket}/") :]
         listed = s3.list_objects_v2(Bucket=res.data_bucket, Prefix=prefix).get("Contents", [])
         if not any(item["Key"].endswith(".jsonl") for item in listed):
             raise UsageError(f"--input {source}: holds no .jsonl files")
-        arn = self._machine(res.batch_infer_state_machine_arn, "BatchInfer",
-                            stack_name(res.config.qualified_name, "inference"))
-        execution_input = {key: value for key, value in (("model_name", args.model_name),
-                           ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
-                           if value}
-        execution_input.update({"input": source, "output": target, "instance_type": args.instance_type,
-                                "instance_count": args.instance_count})
+        arn = self._machine(
+            res.batch_infer_state_machine_arn, "BatchInfer", stack_name(res.config.qualified_name, "inference")
+        )
+        execution_input = {
+            key: value
+            for key, value in (
+                ("model_name", args.model_name),
+                ("model_package_arn", args.model_package_arn),
+                ("model_data_url", args.model_data_url),
+            )
+            if value
+        }
+        execution_input.update(
+            {
+                "input": source,
+                "output": target,
+                "instance_type": args.instance_type,
+                "instance_count": args.instance_count,
+            }
+        )
         stepfunctions = self.client("stepfunctions", res)
         name = execution_name("batch", prefix.strip("/").rsplit("/", 1)[-1])
         started = stepfunctions.start_execution(stateMachineArn=arn, name=name, input=json.dumps(execution_input))
@@ -386,7 +434,8 @@ def main(argv: Sequence[str] | None = None, *, session: Any = None, out: Any = N
             session = boto3.Session(profile_name=args.profile)
         cli = Cli(args, session, out)
         command = "models" if args.command == "models" else args.command
-        return getattr(cli, command)()
+        status: int = getattr(cli, command)()
+        return status
     except UsageError as error:
         print(f"finetune: error: {error}", file=err)
         return 2
@@ -408,4 +457,4 @@ def main(argv: Sequence[str] | None = None, *, session: Any = None, out: Any = N
         return 130
 
 
-__all__ = ["main", "build_parser", "execution_name"]
+__all__ = ["build_parser", "execution_name", "main"]

@@ -70,7 +70,7 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
             import pandas as pd
 
             frame = pd.read_parquet(path)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        except Exception as error:  # pyarrow raises many types for a bad file
             raise UsageError(f"{path}: cannot be read as Parquet ({error})") from None
         frame = frame.astype(object).where(frame.notna(), None)
         rows = [SourceRow(i + 1, row) for i, row in enumerate(frame.to_dict(orient="records"))]
@@ -80,12 +80,12 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
     data = path.read_bytes()
     if encoding:
         try:
-            text, bad = data.decode(encoding), set()
+            text, bad = data.decode(encoding), set[int]()
         except (UnicodeDecodeError, LookupError) as error:
             raise UsageError(f"{path}: cannot be decoded as --encoding {encoding}: {error}") from None
     else:
         text, bad = _decode_lines(data, report)
-    rows: list[SourceRow] = []
+    rows = []
     if suffix == ".csv":
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
@@ -110,10 +110,10 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
                 report.dropped_non_utf8 += 1
                 continue
             if len(record) > len(header):
-                report.dropped_malformed.append(f"line {first}: {len(record)} fields but the header has "
-                                                f"{len(header)}")
+                report.dropped_malformed.append(f"line {first}: {len(record)} fields but the header has {len(header)}")
                 continue
-            rows.append(SourceRow(first, dict(zip(header, record))))
+            # A shorter record is allowed: its trailing columns are simply absent from the row.
+            rows.append(SourceRow(first, dict(zip(header, record, strict=False))))
         report.rows_read = len(rows) + report.dropped_non_utf8 + len(report.dropped_malformed)
         return rows, header
     columns: dict[str, None] = {}
@@ -140,8 +140,10 @@ def read_rows(path: Path, report: PrepareReport, encoding: str | None) -> tuple[
 def _csv_problem(path: Path, line: int, error: csv.Error) -> UsageError:
     why = str(error)
     if "field larger than field limit" in why:
-        why = (f"a field is longer than {csv.field_size_limit():,} characters (the csv module's limit); "
-               "convert the file to JSONL or Parquet to keep such long texts")
+        why = (
+            f"a field is longer than {csv.field_size_limit():,} characters (the csv module's limit); "
+            "convert the file to JSONL or Parquet to keep such long texts"
+        )
     return UsageError(f"{path}, line {line}: cannot be read as CSV: {why}")
 
 
@@ -149,22 +151,27 @@ def resolve_mapping(task: str, columns: list[str], mapping: dict[str, str], sour
     """canonical field -> input column, from ``--map`` and same-named columns; UsageError names what is wrong."""
     for canonical, column in mapping.items():
         if canonical not in FIELDS[task]:
-            raise UsageError(f"--map {canonical}={column}: {canonical!r} is not a field of task={task} "
-                             f"(fields: {', '.join(FIELDS[task])})")
+            raise UsageError(
+                f"--map {canonical}={column}: {canonical!r} is not a field of task={task} "
+                f"(fields: {', '.join(FIELDS[task])})"
+            )
         if column not in columns:
-            raise UsageError(f"--map {canonical}={column}: column {column!r} is not in {source} "
-                             f"(columns: {', '.join(columns) or 'none'})")
+            raise UsageError(
+                f"--map {canonical}={column}: column {column!r} is not in {source} "
+                f"(columns: {', '.join(columns) or 'none'})"
+            )
     resolved = {name: mapping.get(name, name) for name in FIELDS[task] if mapping.get(name, name) in columns}
-    if task == "classification":
-        needed = [("text", "label")]
-    else:
-        needed = [("messages",), ("prompt", "completion"), ("text",)]
+    needed: list[tuple[str, ...]] = (
+        [("text", "label")] if task == "classification" else [("messages",), ("prompt", "completion"), ("text",)]
+    )
     for option in needed:
         if all(name in resolved for name in option):
             return {name: resolved[name] for name in option}
     wanted = " or ".join("+".join(option) for option in needed)
-    raise UsageError(f"{source}: no columns for task={task} (needs {wanted}; columns: {', '.join(columns) or 'none'});"
-                     f" map them with --map FIELD=COLUMN, e.g. --map {needed[0][0]}=<column>")
+    raise UsageError(
+        f"{source}: no columns for task={task} (needs {wanted}; columns: {', '.join(columns) or 'none'});"
+        f" map them with --map FIELD=COLUMN, e.g. --map {needed[0][0]}=<column>"
+    )
 
 
 def _clean(value: Any) -> Any:
@@ -177,8 +184,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str], report: PrepareReport,
-                      source: str) -> list[dict[str, Any]]:
+def canonical_records(
+    task: str, rows: list[SourceRow], mapping: dict[str, str], report: PrepareReport, source: str
+) -> list[dict[str, Any]]:
     """The canonical records: empty and duplicate rows dropped, each checked with ``parse_line``."""
     records: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
@@ -195,18 +203,20 @@ def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str],
         records.append((row.line, record))
     if task == "classification":
         labels = [r["label"] for _, r in records]
-        if labels and all(isinstance(lb, str) and re.fullmatch(r"-?[0-9]+", lb) for lb in labels):
-            for _, record in records:
-                record["label"] = int(record["label"])
-        elif labels and all(isinstance(lb, float) and lb.is_integer() for lb in labels):
+        # Labels that are all integers written as text, or all whole floats, become ints.
+        if labels and (
+            all(isinstance(lb, str) and re.fullmatch(r"-?[0-9]+", lb) for lb in labels)
+            or all(isinstance(lb, float) and lb.is_integer() for lb in labels)
+        ):
             for _, record in records:
                 record["label"] = int(record["label"])
     valid: list[tuple[int, dict[str, Any]]] = []
     for line, record in records:
         if "label" in record and isinstance(record["label"], (list, dict)):
             # A list or object is not one label (multi-label data is not a task here): never its string form.
-            report.dropped_invalid.append(f"line {line}: label is a {type(record['label']).__name__}; "
-                                          "a label is one integer or string")
+            report.dropped_invalid.append(
+                f"line {line}: label is a {type(record['label']).__name__}; a label is one integer or string"
+            )
             continue
         if "label" in record and not isinstance(record["label"], (int, str)):
             record["label"] = str(record["label"])
@@ -225,7 +235,11 @@ def canonical_records(task: str, rows: list[SourceRow], mapping: dict[str, str],
     return [record for _, record in valid]
 
 
-def split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split(
+    records: list[dict[str, Any]],
+    fraction: float,
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A seeded shuffle and split; at least one validation row whenever the fraction is positive."""
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
@@ -238,11 +252,14 @@ def split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[li
 def _token_text(record: dict[str, Any], tokenizer: Any) -> str:
     if "messages" in record:
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(record["messages"], tokenize=False)
+            rendered: str = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+            return rendered
         return "\n".join(m["content"] for m in record["messages"])
     if "prompt" in record:
-        return record["prompt"] + record["completion"]
-    return record["text"]
+        prompt_and_completion: str = record["prompt"] + record["completion"]
+        return prompt_and_completion
+    text: str = record["text"]
+    return text
 
 
 def token_stats(records: list[dict[str, Any]], tokenizer_dir: str, max_seq_length: int) -> dict[str, Any]:
@@ -251,21 +268,29 @@ def token_stats(records: list[dict[str, Any]], tokenizer_dir: str, max_seq_lengt
         from transformers import AutoTokenizer
     except ImportError:
         raise UsageError("--tokenizer needs the transformers package (pip install transformers)") from None
-    if not (Path(tokenizer_dir) / "tokenizer_config.json").is_file() and \
-            not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+    if (
+        not (Path(tokenizer_dir) / "tokenizer_config.json").is_file()
+        and not (Path(tokenizer_dir) / "tokenizer.json").is_file()
+    ):
         raise UsageError(f"--tokenizer {tokenizer_dir}: not a Hugging Face model directory with a tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    lengths = sorted(len(tokenizer(_token_text(r, tokenizer), add_special_tokens=True)["input_ids"])
-                     for r in records)
+    lengths = sorted(len(tokenizer(_token_text(r, tokenizer), add_special_tokens=True)["input_ids"]) for r in records)
     if not lengths:
         return {"rows": 0}
 
     def pct(p: float) -> int:
         return lengths[min(len(lengths) - 1, math.ceil(p / 100 * len(lengths)) - 1)]
 
-    return {"rows": len(lengths), "min": lengths[0], "mean": round(sum(lengths) / len(lengths), 1),
-            "p50": pct(50), "p95": pct(95), "max": lengths[-1], "max_seq_length": max_seq_length,
-            "over_max_seq_length": sum(1 for n in lengths if n > max_seq_length)}
+    return {
+        "rows": len(lengths),
+        "min": lengths[0],
+        "mean": round(sum(lengths) / len(lengths), 1),
+        "p50": pct(50),
+        "p95": pct(95),
+        "max": lengths[-1],
+        "max_seq_length": max_seq_length,
+        "over_max_seq_length": sum(1 for n in lengths if n > max_seq_length),
+    }
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -297,9 +322,20 @@ def _publish(files: dict[str, str | list[dict[str, Any]]], output: Path) -> None
         temporary.replace(final)
 
 
-def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], name: str, version: str,
-            validation_fraction: float, seed: int, tokenizer: str | None, max_seq_length: int | None,
-            encoding: str | None) -> dict[str, Any]:
+def prepare(
+    *,
+    source: Path,
+    task: str,
+    output: Path,
+    mapping: dict[str, str],
+    name: str,
+    version: str,
+    validation_fraction: float,
+    seed: int,
+    tokenizer: str | None,
+    max_seq_length: int | None,
+    encoding: str | None,
+) -> dict[str, Any]:
     """Write ``train/train.jsonl``, ``validation/validation.jsonl`` and ``manifest.json`` under ``output``;
     return the manifest."""
     if not source.is_file():
@@ -312,6 +348,8 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
         raise UsageError(f"--max-seq-length {max_seq_length}: must be >= 8 and <= {MAX_VALUES['max_seq_length']}")
     if max_seq_length is None:
         max_seq_length = TrainConfig(task=task, train_path="-", base_model="-").max_seq_length
+        if max_seq_length is None:
+            raise AssertionError("TrainConfig.__post_init__ left max_seq_length unresolved")
     report = PrepareReport()
     rows, columns = read_rows(source, report, encoding)
     if not rows and (report.dropped_malformed or report.dropped_non_utf8):
@@ -320,19 +358,36 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
     fields = resolve_mapping(task, columns, mapping, str(source))
     records = canonical_records(task, rows, fields, report, str(source))
     if not records:
-        raise UsageError(f"{source}: no usable rows left ({report.rows_read} read, {report.dropped_empty} empty, "
-                         f"{report.dropped_duplicate} duplicate, {report.dropped_non_utf8} not UTF-8, "
-                         f"{len(report.dropped_invalid) + len(report.dropped_malformed)} invalid)")
+        raise UsageError(
+            f"{source}: no usable rows left ({report.rows_read} read, {report.dropped_empty} empty, "
+            f"{report.dropped_duplicate} duplicate, {report.dropped_non_utf8} not UTF-8, "
+            f"{len(report.dropped_invalid) + len(report.dropped_malformed)} invalid)"
+        )
     train, validation = split(records, validation_fraction, seed)
-    fmt = parse_line(task, str(source), 1, json.dumps(records[0]))[0]  # type: ignore[index]
+    parsed = parse_line(task, str(source), 1, json.dumps(records[0]))
+    if parsed is None:  # None means a blank line, and a dumped record never is one
+        raise AssertionError("parse_line returned nothing for a JSON object")
+    fmt = parsed[0]
     manifest = {
-        "name": name, "version": version, "task": task, "format": fmt,
-        "source": source.name, "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-        "columns": fields, "seed": seed, "validation_fraction": validation_fraction,
-        "rows": {"read": report.rows_read, "train": len(train), "validation": len(validation),
-                 "dropped_empty": report.dropped_empty, "dropped_duplicate": report.dropped_duplicate,
-                 "dropped_non_utf8": report.dropped_non_utf8,
-                 "dropped_malformed": len(report.dropped_malformed), "dropped_invalid": len(report.dropped_invalid)},
+        "name": name,
+        "version": version,
+        "task": task,
+        "format": fmt,
+        "source": source.name,
+        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "columns": fields,
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+        "rows": {
+            "read": report.rows_read,
+            "train": len(train),
+            "validation": len(validation),
+            "dropped_empty": report.dropped_empty,
+            "dropped_duplicate": report.dropped_duplicate,
+            "dropped_non_utf8": report.dropped_non_utf8,
+            "dropped_malformed": len(report.dropped_malformed),
+            "dropped_invalid": len(report.dropped_invalid),
+        },
         "non_utf8_lines": report.non_utf8_lines,
         "problems": (report.dropped_malformed + report.dropped_invalid)[:50],
         "token_lengths": token_stats(records, tokenizer, max_seq_length) if tokenizer else None,
@@ -349,20 +404,26 @@ def prepare(*, source: Path, task: str, output: Path, mapping: dict[str, str], n
 def summary(manifest: dict[str, Any]) -> list[str]:
     """Human-readable lines for the terminal."""
     rows = manifest["rows"]
-    lines = [f"read {rows['read']} rows; wrote {rows['train']} train and {rows['validation']} validation "
-             f"({manifest['format']} format)",
-             f"dropped: {rows['dropped_empty']} empty, {rows['dropped_duplicate']} duplicate, "
-             f"{rows['dropped_non_utf8']} with non-UTF-8 bytes, {rows['dropped_malformed']} malformed, "
-             f"{rows['dropped_invalid']} invalid"]
+    lines = [
+        f"read {rows['read']} rows; wrote {rows['train']} train and {rows['validation']} validation "
+        f"({manifest['format']} format)",
+        f"dropped: {rows['dropped_empty']} empty, {rows['dropped_duplicate']} duplicate, "
+        f"{rows['dropped_non_utf8']} with non-UTF-8 bytes, {rows['dropped_malformed']} malformed, "
+        f"{rows['dropped_invalid']} invalid",
+    ]
     if manifest["non_utf8_lines"]:
         shown = ", ".join(map(str, manifest["non_utf8_lines"][:20]))
         more = len(manifest["non_utf8_lines"]) - 20
-        lines.append(f"non-UTF-8 bytes on lines {shown}{f' and {more} more' if more > 0 else ''} "
-                     "(those rows were dropped; pass --encoding if the file is not UTF-8)")
+        lines.append(
+            f"non-UTF-8 bytes on lines {shown}{f' and {more} more' if more > 0 else ''} "
+            "(those rows were dropped; pass --encoding if the file is not UTF-8)"
+        )
     lines += [f"  {problem}" for problem in manifest["problems"][:EXAMPLES_SHOWN]]
     stats = manifest["token_lengths"]
     if stats and stats.get("rows"):
-        lines.append(f"tokens per example: min {stats['min']}, mean {stats['mean']}, p50 {stats['p50']}, "
-                     f"p95 {stats['p95']}, max {stats['max']}; {stats['over_max_seq_length']} rows exceed "
-                     f"max_seq_length={stats['max_seq_length']} (truncated in training)")
+        lines.append(
+            f"tokens per example: min {stats['min']}, mean {stats['mean']}, p50 {stats['p50']}, "
+            f"p95 {stats['p95']}, max {stats['max']}; {stats['over_max_seq_length']} rows exceed "
+            f"max_seq_length={stats['max_seq_length']} (truncated in training)"
+        )
     return lines

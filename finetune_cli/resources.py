@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+
 from finetune.contract import (
     ARTIFACTS_BUCKET_OUTPUT,
     BATCH_INFER_OUTPUT,
@@ -58,8 +59,10 @@ def stack_outputs(cloudformation: Any, stack_name: str, *, required: bool) -> di
         if "does not exist" in str(error) and not required:
             return {}
         if "does not exist" in str(error):
-            raise RuntimeFailure(f"stack {stack_name} is not deployed in {cloudformation.meta.region_name} "
-                                 "(run cdk deploy for this team stage first)") from None
+            raise RuntimeFailure(
+                f"stack {stack_name} is not deployed in {cloudformation.meta.region_name} "
+                "(run cdk deploy for this team stage first)"
+            ) from None
         raise
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 

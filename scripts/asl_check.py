@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE_SCRIPT = ROOT / "scripts" / "asl_validate.js"
 
 PARTITION, REGION, ACCOUNT = "aws", "eu-west-1", "111111111111"
-PSEUDO_PARAMETERS = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
-                     "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "stack", "AWS::NoValue": ""}
+PSEUDO_PARAMETERS = {
+    "AWS::Partition": PARTITION,
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": "stack",
+    "AWS::NoValue": "",
+}
 
 # `Fn::GetAtt [X, Arn]` placeholders by resource type: the ARN shape that service really has.
 _ARN_OF_TYPE = {
@@ -46,9 +52,13 @@ _ARN_OF_TYPE = {
 _REF_IS_ARN = {"AWS::SNS::Topic", "AWS::StepFunctions::StateMachine"}
 # The property that names a resource, where the template sets it: the placeholder is then the real name.
 _NAME_PROPERTY = {
-    "AWS::S3::Bucket": "BucketName", "AWS::Lambda::Function": "FunctionName", "AWS::IAM::Role": "RoleName",
-    "AWS::SNS::Topic": "TopicName", "AWS::Logs::LogGroup": "LogGroupName",
-    "AWS::StepFunctions::StateMachine": "StateMachineName", "AWS::SageMaker::Endpoint": "EndpointName",
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::StepFunctions::StateMachine": "StateMachineName",
+    "AWS::SageMaker::Endpoint": "EndpointName",
     "AWS::SageMaker::ModelPackageGroup": "ModelPackageGroupName",
 }
 
@@ -163,8 +173,11 @@ def state_machines(assembly: Assembly) -> list[StateMachine]:
             if resource["Type"] != "AWS::StepFunctions::StateMachine":
                 continue
             properties = resource["Properties"]
-            text = resolve_tokens(properties["DefinitionString"], resources, assembly) \
-                if "DefinitionString" in properties else json.dumps(properties["Definition"])
+            text = (
+                resolve_tokens(properties["DefinitionString"], resources, assembly)
+                if "DefinitionString" in properties
+                else json.dumps(properties["Definition"])
+            )
             machines.append(StateMachine(stage, stack_name, logical_id, json.loads(text)))
     return machines
 
@@ -178,7 +191,8 @@ def _node() -> str:
     node = str(project_node) if project_node.exists() else shutil.which("node")
     if node is None or not (ROOT / "node_modules" / "asl-validator").is_dir():
         raise AslValidatorUnavailable(
-            "asl-validator is not installed: run `make deps` (npm ci installs it from package.json)")
+            "asl-validator is not installed: run `make deps` (npm ci installs it from package.json)"
+        )
     return node
 
 
@@ -187,12 +201,16 @@ def asl_validator_findings(machines: list[StateMachine]) -> list[Finding]:
     if not machines:
         return []
     payload = json.dumps([{"name": m.name, "definition": m.definition} for m in machines])
-    result = subprocess.run([_node(), str(NODE_SCRIPT)], input=payload, capture_output=True, text=True,
-                            cwd=ROOT, check=False, timeout=300)
+    result = subprocess.run(
+        [_node(), str(NODE_SCRIPT)], input=payload, capture_output=True, text=True, cwd=ROOT, check=False, timeout=300
+    )
     if result.returncode != 0:
         raise RuntimeError(f"asl-validator did not run: {result.stderr.strip()[-2000:]}")
-    return [Finding(entry["name"], "asl-validator", f"{error['code']}: {error['message']}")
-            for entry in json.loads(result.stdout) for error in entry["errors"]]
+    return [
+        Finding(entry["name"], "asl-validator", f"{error['code']}: {error['message']}")
+        for entry in json.loads(result.stdout)
+        for error in entry["errors"]
+    ]
 
 
 def _printed_parse_errors(parse, text: str) -> tuple[list[str], Exception | None]:
@@ -206,7 +224,7 @@ def _printed_parse_errors(parse, text: str) -> tuple[list[str], Exception | None
     with contextlib.redirect_stderr(printed):
         try:
             parse(text)
-        except Exception as error:  # noqa: BLE001  (any parser failure is a finding, reported with its type)
+        except Exception as error:  # any parser failure is a finding, reported with its type
             raised = error
     errors = [line.strip() for line in printed.getvalue().splitlines() if re.match(r"\s*line \d+:\d+ ", line)]
     return errors, raised
@@ -214,6 +232,7 @@ def _printed_parse_errors(parse, text: str) -> tuple[list[str], Exception | None
 
 def _intrinsic_fields(states: dict, prefix: str = ""):
     """(state path, field path, expression) for every `.$` field whose value is an intrinsic function call."""
+
     def walk(value: Any, path: str):
         if isinstance(value, dict):
             for key, child in value.items():
@@ -256,8 +275,9 @@ def moto_findings(machines: list[StateMachine]) -> list[Finding]:
                 field_errors.add(error)
                 findings.append(Finding(machine.name, "moto", f"/States/{state}/{field}: {error} in {expression!r}"))
             if raised is not None and not errors:
-                findings.append(Finding(machine.name, "moto",
-                                        f"/States/{state}/{field}: {type(raised).__name__}: {raised}"))
+                findings.append(
+                    Finding(machine.name, "moto", f"/States/{state}/{field}: {type(raised).__name__}: {raised}")
+                )
         errors, raised = _printed_parse_errors(AmazonStateLanguageParser.parse, json.dumps(machine.definition))
         findings.extend(Finding(machine.name, "moto", error) for error in errors if error not in field_errors)
         if raised is not None:

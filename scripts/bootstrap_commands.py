@@ -23,13 +23,15 @@ EXECUTION_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
 
 def bootstrap_commands(delivery: Delivery, stages: list[StageConfig]) -> list[str]:
     """One `cdk bootstrap` per tooling region, then one per stage account and region with the trust flags."""
-    tooling_regions = [delivery.region] + sorted({s.region for s in stages} - {delivery.region})
+    tooling_regions = [delivery.region, *sorted({s.region for s in stages} - {delivery.region})]
     commands = [f"cdk bootstrap aws://{delivery.account}/{region}" for region in tooling_regions]
     for account, region in sorted({(s.account, s.region) for s in stages}):
         if account == delivery.account:
             continue  # the tooling account needs no trust in itself
-        commands.append(f"cdk bootstrap aws://{account}/{region} --trust {delivery.account} "
-                        f"--trust-for-lookup {delivery.account} --cloudformation-execution-policies {EXECUTION_POLICY}")
+        commands.append(
+            f"cdk bootstrap aws://{account}/{region} --trust {delivery.account} "
+            f"--trust-for-lookup {delivery.account} --cloudformation-execution-policies {EXECUTION_POLICY}"
+        )
     return commands
 
 

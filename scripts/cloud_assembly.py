@@ -30,8 +30,11 @@ class SynthesizedStack:
         raise KeyError(f"{self.stage}/{self.name}: no asset uploads as {object_key}")
 
     def resources_of_type(self, resource_type: str) -> dict[str, dict]:
-        return {logical_id: resource for logical_id, resource in self.template["Resources"].items()
-                if resource["Type"] == resource_type}
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == resource_type
+        }
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,12 @@ def read_assembly(outdir: Path) -> Assembly:
             stage, name = display.split("/", 1)
             metadata_file = stage_dir / template_file.replace(".template.json", ".metadata.json")
             stacks[(stage, name)] = SynthesizedStack(
-                stage=stage, name=name,
+                stage=stage,
+                name=name,
                 template=json.loads((stage_dir / template_file).read_text()),
                 metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {},
-                stack_name=artifact["properties"].get("stackName", name), stage_dir=stage_dir,
+                stack_name=artifact["properties"].get("stackName", name),
+                stage_dir=stage_dir,
             )
     return Assembly(outdir=outdir, stacks=stacks)
 
@@ -92,15 +97,18 @@ def read_app_stacks(outdir: Path) -> dict[str, SynthesizedStack]:
         name = artifact.get("displayName", template_file.removesuffix(".template.json"))
         metadata_file = outdir / template_file.replace(".template.json", ".metadata.json")
         stacks[name] = SynthesizedStack(
-            stage="", name=name, template=json.loads((outdir / template_file).read_text()),
-            metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {})
+            stage="",
+            name=name,
+            template=json.loads((outdir / template_file).read_text()),
+            metadata=json.loads(metadata_file.read_text()) if metadata_file.exists() else {},
+        )
     return stacks
 
 
 def acknowledgements(assembly: Assembly) -> list[dict[str, str]]:
     """Every acknowledgement recorded in the assembly (stage, construct path, rule, reason), sorted."""
     rows = []
-    for (stage, stack_name), stack in sorted(assembly.stacks.items()):
+    for (stage, _stack_name), stack in sorted(assembly.stacks.items()):
         for path, entries in sorted(stack.metadata.items()):
             for entry in entries:
                 if entry["type"] != "aws:cdk:acknowledged-rules":

@@ -21,8 +21,13 @@ sys.path.insert(0, str(ROOT))
 
 STAGE = "search-dev"
 SKIP_TYPES = {"AWS::CDK::Metadata"}
-STACK_COLOURS = {"Data": "#e8f1fb", "Training": "#eaf7ea", "Inference": "#fff4e0", "Hosts": "#f6e8f7",
-                 "Monitoring": "#f0f0f0"}
+STACK_COLOURS = {
+    "Data": "#e8f1fb",
+    "Training": "#eaf7ea",
+    "Inference": "#fff4e0",
+    "Hosts": "#f6e8f7",
+    "Monitoring": "#f0f0f0",
+}
 
 
 def group_of(path: str) -> str:
@@ -83,8 +88,14 @@ def build_dot(outdir: Path) -> str:
             for ref in references(resource.get("Properties", {}), set()):
                 if ref.startswith("import:"):
                     # CDK export names embed the exporting stack and logical id.
-                    target = next((o for (s, lid), o in owner.items()
-                                   if s != stack_name and re.search(rf"{re.escape(lid)}", ref)), None)
+                    target = next(
+                        (
+                            o
+                            for (s, lid), o in owner.items()
+                            if s != stack_name and re.search(rf"{re.escape(lid)}", ref)
+                        ),
+                        None,
+                    )
                 else:
                     target = owner.get((stack_name, ref))
                 if target and target != source and target in groups:
@@ -93,16 +104,21 @@ def build_dot(outdir: Path) -> str:
     def node_id(key: tuple[str, str]) -> str:
         return re.sub(r"[^A-Za-z0-9]", "_", f"{key[0]}_{key[1]}")
 
-    lines = ["digraph finetune_stack {", '  rankdir=LR; compound=true; fontname="Helvetica";',
-             '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=10];',
-             '  edge [color="#777777", arrowsize=0.6];',
-             f'  label="finetune-stack: one team stage ({STAGE}), generated from the synthesized app"; labelloc=t;']
+    lines = [
+        "digraph finetune_stack {",
+        '  rankdir=LR; compound=true; fontname="Helvetica";',
+        '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=10];',
+        '  edge [color="#777777", arrowsize=0.6];',
+        f'  label="finetune-stack: one team stage ({STAGE}), generated from the synthesized app"; labelloc=t;',
+    ]
     for stack_name in STACK_COLOURS:
         members = sorted(key for key in groups if key[0] == stack_name)
         if not members:
             continue
-        lines.append(f'  subgraph cluster_{stack_name} {{ label="{stack_name} stack"; style=filled; '
-                     f'color="{STACK_COLOURS[stack_name]}";')
+        lines.append(
+            f'  subgraph cluster_{stack_name} {{ label="{stack_name} stack"; style=filled; '
+            f'color="{STACK_COLOURS[stack_name]}";'
+        )
         for key in members:
             kinds = ", ".join(f"{n}×{k}" if n > 1 else k for k, n in sorted(groups[key].items()))
             lines.append(f'    {node_id(key)} [label="{key[1]}\\n{kinds}"];')
@@ -125,11 +141,14 @@ def main() -> int:
         dot = build_dot(Path(tmp))
     (docs / "architecture.dot").write_text(dot, encoding="utf-8")
     if shutil.which("dot") is None:
-        print("Graphviz `dot` is not installed (apt-get install graphviz); wrote docs/architecture.dot only",
-              file=sys.stderr)
+        print(
+            "Graphviz `dot` is not installed (apt-get install graphviz); wrote docs/architecture.dot only",
+            file=sys.stderr,
+        )
         return 1
-    subprocess.run(["dot", "-Tpng", "-Gdpi=110", "-o", str(docs / "architecture.png"), str(docs / "architecture.dot")],
-                   check=True)
+    subprocess.run(
+        ["dot", "-Tpng", "-Gdpi=110", "-o", str(docs / "architecture.png"), str(docs / "architecture.dot")], check=True
+    )
     print("wrote docs/architecture.dot and docs/architecture.png")
     return 0
 

@@ -37,11 +37,20 @@ from scripts.cloud_assembly import Assembly, acknowledgements, read_app_stacks, 
 
 # Resources whose replacement or removal loses data or identity: a new bucket is empty, a new key cannot decrypt
 # what the old one encrypted, a new log group starts without history, a new model package group has no versions.
-STATEFUL_TYPES = frozenset({
-    "AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Logs::LogGroup", "AWS::SageMaker::ModelPackageGroup",
-    "AWS::DynamoDB::Table", "AWS::EFS::FileSystem", "AWS::ECR::Repository", "AWS::RDS::DBInstance",
-    "AWS::RDS::DBCluster", "AWS::EC2::Volume",
-})
+STATEFUL_TYPES = frozenset(
+    {
+        "AWS::S3::Bucket",
+        "AWS::KMS::Key",
+        "AWS::Logs::LogGroup",
+        "AWS::SageMaker::ModelPackageGroup",
+        "AWS::DynamoDB::Table",
+        "AWS::EFS::FileSystem",
+        "AWS::ECR::Repository",
+        "AWS::RDS::DBInstance",
+        "AWS::RDS::DBCluster",
+        "AWS::EC2::Volume",
+    }
+)
 POLICIES = {
     "stateful-replacement": "a stateful resource (bucket, key, log group, model package group, ...) is replaced",
     "stateful-removal": "a stateful resource is removed",
@@ -62,11 +71,14 @@ class ReviewError(Exception):
 
 # ---------------------------------------------------------------------------------------------------- synthesis
 
+
 def _run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None, what: str | None = None) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise ReviewError(f"{what or '`' + ' '.join(command) + '`'} in {cwd} failed (exit {result.returncode}):\n"
-                          f"{(result.stderr or result.stdout).strip()[-4000:]}")
+        raise ReviewError(
+            f"{what or '`' + ' '.join(command) + '`'} in {cwd} failed (exit {result.returncode}):\n"
+            f"{(result.stderr or result.stdout).strip()[-4000:]}"
+        )
     return result.stdout
 
 
@@ -121,17 +133,28 @@ print(json.dumps([stage.model_dump(mode='json') for stage in stages]))
 """
 
 
-def synthesize(tree: Path, outdir: Path, *, config: str, teams: str | None, stages: str | None,
-               tools: Path = ROOT) -> list[dict[str, Any]]:
+def synthesize(
+    tree: Path, outdir: Path, *, config: str, teams: str | None, stages: str | None, tools: Path = ROOT
+) -> list[dict[str, Any]]:
     """`cdk synth` of TREE into OUTDIR with the given selection; returns the tree's resolved config (stage dicts)."""
     env = _tool_env(tools)
     if not (tree / config).is_file():
         raise ReviewError(f"{tree}: no config file {config}")
-    stage_dicts = json.loads(_run([str(tools / ".venv" / "bin" / "python"), "-c", _CONFIG_DUMP, config],
-                                  cwd=tree, env=env, what=f"reading {config}"))
+    stage_dicts = json.loads(
+        _run(
+            [str(tools / ".venv" / "bin" / "python"), "-c", _CONFIG_DUMP, config],
+            cwd=tree,
+            env=env,
+            what=f"reading {config}",
+        )
+    )
     shutil.rmtree(outdir, ignore_errors=True)
-    _run(["cdk", "--no-notices", "synth", "--quiet", "--output", str(outdir), *_context_args(config, teams, stages)],
-         cwd=tree, env=env, what="cdk synth")
+    _run(
+        ["cdk", "--no-notices", "synth", "--quiet", "--output", str(outdir), *_context_args(config, teams, stages)],
+        cwd=tree,
+        env=env,
+        what="cdk synth",
+    )
     return stage_dicts
 
 
@@ -146,8 +169,9 @@ def _cache_key(commit: str, config: str, teams: str | None, stages: str | None) 
     return f"{commit[:12]}-{digest.hexdigest()[:12]}"
 
 
-def synthesize_base(commit: str, cache: Path, *, repo: Path, config: str, teams: str | None,
-                    stages: str | None) -> tuple[Path, list[dict[str, Any]], bool]:
+def synthesize_base(
+    commit: str, cache: Path, *, repo: Path, config: str, teams: str | None, stages: str | None
+) -> tuple[Path, list[dict[str, Any]], bool]:
     """The base commit's cloud assembly and config, from the cache or from a fresh git worktree (then cached)."""
     entry = cache / f"base-{_cache_key(commit, config, teams, stages)}"
     if (entry / "complete").exists():
@@ -171,6 +195,7 @@ def synthesize_base(commit: str, cache: Path, *, repo: Path, config: str, teams:
 
 
 # ---------------------------------------------------------------------------------------------------- assets
+
 
 @dataclass(frozen=True)
 class Asset:
@@ -245,28 +270,45 @@ def asset_changes(old: list[Asset], new: list[Asset]) -> list[dict[str, Any]]:
             continue
         change = "changes" if before and after else "is added" if after else "is removed"
         grouped.setdefault((describe_asset(after or before), change), set()).add(key[0])
-    return [{"asset": name, "change": change, "stages": sorted(stages)}
-            for (name, change), stages in sorted(grouped.items())]
+    return [
+        {"asset": name, "change": change, "stages": sorted(stages)}
+        for (name, change), stages in sorted(grouped.items())
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- comparison
+
 
 def diff_templates(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the CDK's diff engine (scripts/template_diff.cjs) over [{stage, stack, old, new}]."""
     if not pairs:
         return []
     node = ROOT / "node_modules" / ".bin" / "node"
-    result = subprocess.run([str(node), str(ROOT / "scripts" / "template_diff.cjs")], input=json.dumps(pairs),
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [str(node), str(ROOT / "scripts" / "template_diff.cjs")],
+        input=json.dumps(pairs),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
-        raise ReviewError(f"the CDK diff engine failed (is @aws-cdk/cloudformation-diff installed? "
-                          f"run `npm ci`):\n{result.stderr.strip()[-4000:]}")
+        raise ReviewError(
+            f"the CDK diff engine failed (is @aws-cdk/cloudformation-diff installed? "
+            f"run `npm ci`):\n{result.stderr.strip()[-4000:]}"
+        )
     return json.loads(result.stdout)
 
 
-_CHANGE_OF_IMPACT = {"WILL_CREATE": "added", "WILL_DESTROY": "removed", "WILL_ORPHAN": "removed (retained)",
-                     "WILL_UPDATE": "changed", "WILL_REPLACE": "replaced", "MAY_REPLACE": "may be replaced",
-                     "WILL_IMPORT": "imported", "NO_CHANGE": "changed"}
+_CHANGE_OF_IMPACT = {
+    "WILL_CREATE": "added",
+    "WILL_DESTROY": "removed",
+    "WILL_ORPHAN": "removed (retained)",
+    "WILL_UPDATE": "changed",
+    "WILL_REPLACE": "replaced",
+    "MAY_REPLACE": "may be replaced",
+    "WILL_IMPORT": "imported",
+    "NO_CHANGE": "changed",
+}
 
 
 def classify_stack(result: dict[str, Any]) -> dict[str, Any]:
@@ -276,12 +318,21 @@ def classify_stack(result: dict[str, Any]) -> dict[str, Any]:
         if resource["type"] == "AWS::CDK::Metadata":
             continue  # the CDK's construct-usage analytics: changes with every construct added, deploys nothing
         change = _CHANGE_OF_IMPACT.get(resource["impact"], resource["impact"].lower())
-        rows.append({**resource, "stage": result["stage"], "stack": result["stack"], "change": change,
-                     "stateful": resource["type"] in STATEFUL_TYPES, "renamed_from": None})
+        rows.append(
+            {
+                **resource,
+                "stage": result["stage"],
+                "stack": result["stack"],
+                "change": change,
+                "stateful": resource["type"] in STATEFUL_TYPES,
+                "renamed_from": None,
+            }
+        )
     # A stateful resource whose logical id changed shows as a removal and an addition of the same type: to
     # CloudFormation that is a new, empty resource and the old one deleted (or orphaned), i.e. a replacement.
-    removed = sorted((r for r in rows if r["stateful"] and r["change"].startswith("removed")),
-                     key=lambda r: r["path"] or "")
+    removed = sorted(
+        (r for r in rows if r["stateful"] and r["change"].startswith("removed")), key=lambda r: r["path"] or ""
+    )
     added = [r for r in rows if r["stateful"] and r["change"] == "added"]
     paired = set()
     for gone in removed:
@@ -293,8 +344,14 @@ def classify_stack(result: dict[str, Any]) -> dict[str, Any]:
         match["renamed_from"] = gone["logicalId"]
         gone["paired"] = True
     rows = [r for r in rows if not r.get("paired")]
-    return {"stage": result["stage"], "stack": result["stack"], "resources": rows, "iam": result["iam"],
-            "securityGroups": result["securityGroups"], "outputs": result["outputs"]}
+    return {
+        "stage": result["stage"],
+        "stack": result["stack"],
+        "resources": rows,
+        "iam": result["iam"],
+        "securityGroups": result["securityGroups"],
+        "outputs": result["outputs"],
+    }
 
 
 def _is_replacement(row: dict[str, Any]) -> bool:
@@ -302,6 +359,7 @@ def _is_replacement(row: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- config
+
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
@@ -326,8 +384,9 @@ def _named_changes(what: str, where: str, old: list[dict], new: list[dict], summ
     for name in sorted(old_by_name.keys() - new_by_name.keys()):
         lines.append(f"{what} `{name}` removed from {where}")
     for name in sorted(old_by_name.keys() & new_by_name.keys()):
-        lines += [f"{what} `{name}` of {where}: {text}"
-                  for text in _field_changes(old_by_name[name], new_by_name[name])]
+        lines += [
+            f"{what} `{name}` of {where}: {text}" for text in _field_changes(old_by_name[name], new_by_name[name])
+        ]
     return lines
 
 
@@ -372,15 +431,26 @@ def config_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list
             lines.append(f"stage `{name}` removed")
     for name in sorted(old_stages.keys() & new_stages.keys()):
         before, after = dict(old_stages[name]), dict(new_stages[name])
-        lines += _named_changes("endpoint", f"`{name}`", before.pop("endpoints", []), after.pop("endpoints", []),
-                                ["kind", "instance_type", "min_instances", "max_instances", "serverless"])
-        lines += _named_changes("host", f"`{name}`", before.pop("hosts", []), after.pop("hosts", []),
-                                ["instance_type", "volume_gb", "owner"])
+        lines += _named_changes(
+            "endpoint",
+            f"`{name}`",
+            before.pop("endpoints", []),
+            after.pop("endpoints", []),
+            ["kind", "instance_type", "min_instances", "max_instances", "serverless"],
+        )
+        lines += _named_changes(
+            "host",
+            f"`{name}`",
+            before.pop("hosts", []),
+            after.pop("hosts", []),
+            ["instance_type", "volume_gb", "owner"],
+        )
         lines += [f"`{name}`: {text}" for text in _field_changes(before, after)]
     return lines
 
 
 # ---------------------------------------------------------------------------------------------------- report
+
 
 @dataclass
 class Review:
@@ -410,22 +480,41 @@ class Review:
             "stateful-removal": [_where(r) for r in self.stateful_removals()],
             "replacement": [_where(r) for r in self.rows() if _is_replacement(r)],
             "iam-widening": [f"{s['stage']}/{s['stack']}" for s in self.stacks if s["iam"]["broadened"]],
-            "security-group-widening": [f"{s['stage']}/{s['stack']}" for s in self.stacks
-                                        if s["securityGroups"]["rulesAdded"]],
+            "security-group-widening": [
+                f"{s['stage']}/{s['stack']}" for s in self.stacks if s["securityGroups"]["rulesAdded"]
+            ],
         }
         return [f"{policy}: {', '.join(found[policy])}" for policy in policies if found[policy]]
 
     def summary(self) -> dict[str, Any]:
         per_stage: dict[str, dict[str, Any]] = {}
         for stack in self.stacks:
-            entry = per_stage.setdefault(stack["stage"], {
-                "stacks_added": [], "stacks_removed": [], "stacks_changed": [], "resources_added": 0,
-                "resources_removed": 0, "resources_changed": 0, "replacements": 0, "stateful_replacements": 0,
-                "iam_statements_added": 0, "iam_statements_removed": 0, "iam_broadened": False,
-                "security_group_rules_added": 0, "security_group_rules_removed": 0})
+            entry = per_stage.setdefault(
+                stack["stage"],
+                {
+                    "stacks_added": [],
+                    "stacks_removed": [],
+                    "stacks_changed": [],
+                    "resources_added": 0,
+                    "resources_removed": 0,
+                    "resources_changed": 0,
+                    "replacements": 0,
+                    "stateful_replacements": 0,
+                    "iam_statements_added": 0,
+                    "iam_statements_removed": 0,
+                    "iam_broadened": False,
+                    "security_group_rules_added": 0,
+                    "security_group_rules_removed": 0,
+                },
+            )
             qualified = f"{stack['stage']}/{stack['stack']}"
-            bucket = ("stacks_added" if qualified in self.stacks_added else
-                      "stacks_removed" if qualified in self.stacks_removed else "stacks_changed")
+            bucket = (
+                "stacks_added"
+                if qualified in self.stacks_added
+                else "stacks_removed"
+                if qualified in self.stacks_removed
+                else "stacks_changed"
+            )
             if bucket != "stacks_changed" or stack["resources"] or stack["outputs"]:
                 entry[bucket].append(stack["stack"])
             for row in stack["resources"]:
@@ -444,11 +533,14 @@ class Review:
             entry["security_group_rules_added"] += len(stack["securityGroups"]["rulesAdded"])
             entry["security_group_rules_removed"] += len(stack["securityGroups"]["rulesRemoved"])
         return {
-            "base": self.base, "head": self.head, "stages": per_stage,
+            "base": self.base,
+            "head": self.head,
+            "stages": per_stage,
             "stateful_replacements": [_brief(r) for r in self.stateful_replacements()],
             "stateful_removals": [_brief(r) for r in self.stateful_removals()],
             "replacements": [_brief(r) for r in self.rows() if _is_replacement(r)],
-            "assets": self.assets, "config": self.config,
+            "assets": self.assets,
+            "config": self.config,
             "acknowledgements_added": self.acknowledgements_added,
             "acknowledgements_removed": self.acknowledgements_removed,
             "stacks": self.stacks,
@@ -460,12 +552,15 @@ def _where(row: dict[str, Any]) -> str:
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: row[key] for key in ("stage", "stack", "logicalId", "type", "path", "change", "renamed_from",
-                                      "replacingProperties")}
+    return {
+        key: row[key]
+        for key in ("stage", "stack", "logicalId", "type", "path", "change", "renamed_from", "replacingProperties")
+    }
 
 
-def compare(base: str, head: str, old_dir: Path, new_dir: Path, old_config: list[dict], new_config: list[dict]) \
-        -> Review:
+def compare(
+    base: str, head: str, old_dir: Path, new_dir: Path, old_config: list[dict], new_config: list[dict]
+) -> Review:
     """Compare two synthesized apps: resources by the CDK diff engine, assets, acknowledgements, config."""
     old_assembly, new_assembly = read_assembly(old_dir), read_assembly(new_dir)
     for assembly in (old_assembly, new_assembly):
@@ -480,8 +575,9 @@ def compare(base: str, head: str, old_dir: Path, new_dir: Path, old_config: list
             review.stacks_added.append("/".join(key))
         elif key not in new_templates:
             review.stacks_removed.append("/".join(key))
-        pairs.append({"stage": key[0], "stack": key[1], "old": old_templates.get(key, {}),
-                      "new": new_templates.get(key, {})})
+        pairs.append(
+            {"stage": key[0], "stack": key[1], "old": old_templates.get(key, {}), "new": new_templates.get(key, {})}
+        )
     review.stacks = [classify_stack(result) for result in diff_templates(pairs)]
     review.assets = asset_changes(old_assets, new_assets)
 
@@ -489,6 +585,7 @@ def compare(base: str, head: str, old_dir: Path, new_dir: Path, old_config: list
         # The assembly records "Annotation::AwsSolutions-S1"; reviewers know the rule as AwsSolutions-S1.
         rows = [{**row, "rule": row["rule"].removeprefix("Annotation::")} for row in rows]
         return {(r["stage"], r["path"], r["rule"], r["reason"]): r for r in rows}
+
     old_acks, new_acks = readable(acknowledgements(old_assembly)), readable(acknowledgements(new_assembly))
     review.acknowledgements_added = [new_acks[k] for k in sorted(new_acks.keys() - old_acks.keys())]
     review.acknowledgements_removed = [old_acks[k] for k in sorted(old_acks.keys() - new_acks.keys())]
@@ -506,7 +603,7 @@ def _table(header: list[str], rows: list[list[Any]], more_in: str = "review.json
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows[:MAX_ROWS]]
     if len(rows) > MAX_ROWS:
         lines.append(f"\n… and {len(rows) - MAX_ROWS} more rows in {more_in}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_markdown(review: Review) -> str:
@@ -520,26 +617,48 @@ def render_markdown(review: Review) -> str:
             renamed = f", logical id renamed from `{row['renamed_from']}`" if row["renamed_from"] else ""
             because = ", ".join(p["property"] for p in row["replacingProperties"])
             because = f", because {because} changed" if because else ""
-            out.append(f"- **{row['change']}: {row['stage']}/{row['stack']} `{row['logicalId']}` ({row['type']})"
-                       f"{renamed}{because}**")
+            out.append(
+                f"- **{row['change']}: {row['stage']}/{row['stack']} `{row['logicalId']}` ({row['type']})"
+                f"{renamed}{because}**"
+            )
         out.append("")
-    nothing = not any(s["resources"] or s["outputs"] for s in review.stacks) and not review.assets \
-        and not review.acknowledgements_added and not review.acknowledgements_removed and not review.config
+    nothing = (
+        not any(s["resources"] or s["outputs"] for s in review.stacks)
+        and not review.assets
+        and not review.acknowledgements_added
+        and not review.acknowledgements_removed
+        and not review.config
+    )
     if nothing:
         out += ["No change to any synthesized stack, asset, acknowledgement or configuration.", ""]
         return "\n".join(out)
     if summary["stages"]:
         rows = []
         for stage, entry in sorted(summary["stages"].items()):
-            stacks = ", ".join([f"+{s}" for s in entry["stacks_added"]] + [f"-{s}" for s in entry["stacks_removed"]]
-                               + [f"~{s}" for s in entry["stacks_changed"]]) or "none"
-            rows.append([stage, stacks, entry["resources_added"], entry["resources_removed"],
-                         entry["resources_changed"], entry["replacements"],
-                         f"+{entry['iam_statements_added']} -{entry['iam_statements_removed']}"
-                         + (" (broadened)" if entry["iam_broadened"] else ""),
-                         f"+{entry['security_group_rules_added']} -{entry['security_group_rules_removed']}"])
-        out += _table(["stage", "stacks", "added", "removed", "changed", "replaced", "IAM statements",
-                       "SG rules"], rows)
+            stacks = (
+                ", ".join(
+                    [f"+{s}" for s in entry["stacks_added"]]
+                    + [f"-{s}" for s in entry["stacks_removed"]]
+                    + [f"~{s}" for s in entry["stacks_changed"]]
+                )
+                or "none"
+            )
+            rows.append(
+                [
+                    stage,
+                    stacks,
+                    entry["resources_added"],
+                    entry["resources_removed"],
+                    entry["resources_changed"],
+                    entry["replacements"],
+                    f"+{entry['iam_statements_added']} -{entry['iam_statements_removed']}"
+                    + (" (broadened)" if entry["iam_broadened"] else ""),
+                    f"+{entry['security_group_rules_added']} -{entry['security_group_rules_removed']}",
+                ]
+            )
+        out += _table(
+            ["stage", "stacks", "added", "removed", "changed", "replaced", "IAM statements", "SG rules"], rows
+        )
     if review.config:
         out += ["### Configuration", ""] + [f"- {line}" for line in review.config] + [""]
     if review.assets:
@@ -549,13 +668,17 @@ def render_markdown(review: Review) -> str:
     for stack in review.stacks:
         where = f"{stack['stage']}/{stack['stack']}"
         for sign, key in (("+", "statementsAdded"), ("-", "statementsRemoved")):
-            iam_rows += [[sign, where, s["effect"], s["principal"], s["action"], s["resource"], s["condition"]]
-                         for s in stack["iam"][key]]
+            iam_rows += [
+                [sign, where, s["effect"], s["principal"], s["action"], s["resource"], s["condition"]]
+                for s in stack["iam"][key]
+            ]
         for sign, key in (("+", "managedPoliciesAdded"), ("-", "managedPoliciesRemoved")):
             managed_rows += [[sign, where, p["identity"], p["policy"]] for p in stack["iam"][key]]
         for sign, key in (("+", "rulesAdded"), ("-", "rulesRemoved")):
-            sg_rows += [[sign, where, r["group"], r["direction"], r["protocol"], r["peer"]]
-                        for r in stack["securityGroups"][key]]
+            sg_rows += [
+                [sign, where, r["group"], r["direction"], r["protocol"], r["peer"]]
+                for r in stack["securityGroups"][key]
+            ]
     if iam_rows or managed_rows:
         out += ["### IAM", ""]
         if iam_rows:
@@ -563,32 +686,39 @@ def render_markdown(review: Review) -> str:
         if managed_rows:
             out += _table(["", "stack", "identity", "managed policy"], managed_rows)
     if sg_rows:
-        out += ["### Security groups", ""] + _table(["", "stack", "group", "direction", "protocol", "peer"], sg_rows)
+        out += ["### Security groups", "", *_table(["", "stack", "group", "direction", "protocol", "peer"], sg_rows)]
     if review.acknowledgements_added or review.acknowledgements_removed:
         out += ["### Rule-pack acknowledgements", ""]
-        out += _table(["", "stage", "resource", "rule", "reason"],
-                      [["+", a["stage"], a["path"], a["rule"], a["reason"]] for a in review.acknowledgements_added]
-                      + [["-", a["stage"], a["path"], a["rule"], a["reason"]]
-                         for a in review.acknowledgements_removed])
+        out += _table(
+            ["", "stage", "resource", "rule", "reason"],
+            [["+", a["stage"], a["path"], a["rule"], a["reason"]] for a in review.acknowledgements_added]
+            + [["-", a["stage"], a["path"], a["rule"], a["reason"]] for a in review.acknowledgements_removed],
+        )
     for stage in sorted(summary["stages"]):
-        rows = [[r["change"], r["stack"], r["logicalId"], r["type"],
-                 ", ".join(r["changedProperties"] + r["otherChanges"])]
-                for stack in review.stacks if stack["stage"] == stage for r in stack["resources"]]
+        rows = [
+            [r["change"], r["stack"], r["logicalId"], r["type"], ", ".join(r["changedProperties"] + r["otherChanges"])]
+            for stack in review.stacks
+            if stack["stage"] == stage
+            for r in stack["resources"]
+        ]
         if not rows:
             continue
         out += [f"<details><summary>{stage}: {len(rows)} resource change(s)</summary>", ""]
-        out += _table(["change", "stack", "logical id", "type", "properties"], rows) + ["</details>", ""]
+        out += [*_table(["change", "stack", "logical id", "type", "properties"], rows), "</details>", ""]
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------------- main
 
+
 def parse_policies(text: str | None) -> list[str]:
     policies = [p.strip() for p in (text or "").split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
-        raise ReviewError(f"--fail-on: unknown polic{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
-                          f"(known: {', '.join(POLICIES)})")
+        raise ReviewError(
+            f"--fail-on: unknown polic{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
+            f"(known: {', '.join(POLICIES)})"
+        )
     return policies
 
 
@@ -599,8 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--team", default=None, help="only these teams (comma-separated), as -c team=")
     parser.add_argument("--stage", default=None, help="only these stage names (comma-separated), as -c stage=")
     parser.add_argument("--out", default="build/review", help="where review.md, review.json and the cache go")
-    parser.add_argument("--fail-on", default=None,
-                        help="exit 1 when the change does any of: " + ", ".join(POLICIES))
+    parser.add_argument("--fail-on", default=None, help="exit 1 when the change does any of: " + ", ".join(POLICIES))
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     timings: dict[str, float] = {}
@@ -608,12 +737,12 @@ def main(argv: list[str] | None = None) -> int:
         policies = parse_policies(args.fail_on)
         base = resolve_base(args.base)
         started = time.perf_counter()
-        old_dir, old_config, cached = synthesize_base(base, out / "cache", repo=ROOT, config=args.config,
-                                                      teams=args.team, stages=args.stage)
+        old_dir, old_config, cached = synthesize_base(
+            base, out / "cache", repo=ROOT, config=args.config, teams=args.team, stages=args.stage
+        )
         timings["base_synth_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        new_config = synthesize(ROOT, out / "head" / "cdk.out", config=args.config, teams=args.team,
-                                stages=args.stage)
+        new_config = synthesize(ROOT, out / "head" / "cdk.out", config=args.config, teams=args.team, stages=args.stage)
         timings["head_synth_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         head = "the working tree" + (f" (on `{git('rev-parse', '--short=12', 'HEAD')}`)")
@@ -629,9 +758,12 @@ def main(argv: list[str] | None = None) -> int:
     (out / "review.md").write_text(markdown + "\n", encoding="utf-8")
     (out / "review.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(markdown)
-    print(f"\nmake review: wrote {out / 'review.md'} and {out / 'review.json'} (base synth "
-          f"{'from cache' if cached else 'fresh'}: {timings['base_synth_s']} s, head synth "
-          f"{timings['head_synth_s']} s, compare {timings['compare_s']} s)", file=sys.stderr)
+    print(
+        f"\nmake review: wrote {out / 'review.md'} and {out / 'review.json'} (base synth "
+        f"{'from cache' if cached else 'fresh'}: {timings['base_synth_s']} s, head synth "
+        f"{timings['head_synth_s']} s, compare {timings['compare_s']} s)",
+        file=sys.stderr,
+    )
     for violation in violations:
         print(f"make review: --fail-on {violation}", file=sys.stderr)
     return 1 if violations else 0

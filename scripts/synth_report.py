@@ -33,9 +33,12 @@ def rule_pack_violations(outdir: Path) -> list[tuple[str, str, str, str]]:
     if not report_file.exists():
         return []
     report = json.loads(report_file.read_text(encoding="utf-8"))
-    return [(plugin["pluginName"], violation["ruleName"], violation["description"], construct["constructPath"])
-            for plugin in report.get("pluginReports", []) for violation in plugin.get("violations", [])
-            for construct in violation.get("violatingConstructs", [])]
+    return [
+        (plugin["pluginName"], violation["ruleName"], violation["description"], construct["constructPath"])
+        for plugin in report.get("pluginReports", [])
+        for violation in plugin.get("violations", [])
+        for construct in violation.get("violatingConstructs", [])
+    ]
 
 
 def main(outdir: Path) -> int:
@@ -52,6 +55,7 @@ def main(outdir: Path) -> int:
 
     def findings_of(prefix: str) -> str:
         return str(sum(1 for *_, path in violations if path == prefix or path.startswith(f"{prefix}/")))
+
     machines, asl_findings = asl_check.check(assembly)
     for stage_name in sorted({stage for stage, _ in assembly.stacks}):
         stacks = [stack for (stage, _), stack in assembly.stacks.items() if stage == stage_name]
@@ -64,10 +68,18 @@ def main(outdir: Path) -> int:
         packs = ["AwsSolutions"] + [p.upper() for p in stages[stage_name].compliance] if stage_name in stages else []
         stage_machines = [m for m in machines if m.stage == stage_name]
         invalid = {f.state_machine for f in asl_findings} & {m.name for m in stage_machines}
-        rows.append((stage_name, ", ".join(stack.name for stack in stacks),
-                     str(sum(len(stack.template["Resources"]) for stack in stacks)), "+".join(packs), findings_of(stage_name),
-                     str(acknowledged_by_stage.get(stage_name, 0)), str(lint_findings),
-                     f"{len(stage_machines) - len(invalid)}/{len(stage_machines)} valid"))
+        rows.append(
+            (
+                stage_name,
+                ", ".join(stack.name for stack in stacks),
+                str(sum(len(stack.template["Resources"]) for stack in stacks)),
+                "+".join(packs),
+                findings_of(stage_name),
+                str(acknowledged_by_stage.get(stage_name, 0)),
+                str(lint_findings),
+                f"{len(stage_machines) - len(invalid)}/{len(stage_machines)} valid",
+            )
+        )
     problems.extend(str(finding) for finding in asl_findings)
 
     # The delivery pipeline (when enabled) and its support stacks: AwsSolutions already ran at synth; lint them too.
@@ -77,16 +89,29 @@ def main(outdir: Path) -> int:
         for match in lint(json.dumps(stack.template), config=ManualArgs(regions=[region])):
             lint_findings += 1
             problems.append(f"{name}:{match.linenumber}: {match.rule.id} {match.message}")
-        acknowledged = sum(len(entry["data"]) for entries in stack.metadata.values() for entry in entries
-                           if entry["type"] == "aws:cdk:acknowledged-rules")
-        rows.append((name, "(delivery pipeline)", str(len(stack.template["Resources"])), "AwsSolutions", findings_of(name),
-                     str(acknowledged), str(lint_findings), "none"))
+        acknowledged = sum(
+            len(entry["data"])
+            for entries in stack.metadata.values()
+            for entry in entries
+            if entry["type"] == "aws:cdk:acknowledged-rules"
+        )
+        rows.append(
+            (
+                name,
+                "(delivery pipeline)",
+                str(len(stack.template["Resources"])),
+                "AwsSolutions",
+                findings_of(name),
+                str(acknowledged),
+                str(lint_findings),
+                "none",
+            )
+        )
 
-    header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint",
-              "state machines")
+    header = ("stage", "stacks", "resources", "rule packs", "findings", "acknowledged", "cfn-lint", "state machines")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

@@ -10,8 +10,8 @@ from constructs import Construct
 
 from stacks import naming
 from stacks.components.gpu_host import GpuHost, pinned_ami
-from stacks.components.retention import log_retention
 from stacks.components.network import interface_endpoint_statement
+from stacks.components.retention import log_retention
 from stacks.data_stack import DataStack
 from stacks.settings import ExistingVpc, StageConfig
 from stacks.training_stack import TrainingStack
@@ -29,29 +29,43 @@ HOST_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
 class HostsStack(Stack):
     """One :class:`GpuHost` per host in the stage's config. Exposes ``hosts`` (config name -> GpuHost)."""
 
-    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, training: TrainingStack,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, training: TrainingStack, **kwargs: Any
+    ) -> None:
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: GPU hosts", **kwargs)
         network = data.network
         if not (isinstance(stage.vpc, ExistingVpc) and not stage.vpc.create_endpoints):
             for name, service in HOST_ENDPOINTS.items():
                 endpoint = ec2.InterfaceVpcEndpoint(
-                    self, f"{name}Endpoint", vpc=network.vpc, service=service, subnets=network.subnets,
-                    private_dns_enabled=True, security_groups=[network.endpoint_security_group], open=False)
+                    self,
+                    f"{name}Endpoint",
+                    vpc=network.vpc,
+                    service=service,
+                    subnets=network.subnets,
+                    private_dns_enabled=True,
+                    security_groups=[network.endpoint_security_group],
+                    open=False,
+                )
                 # The host's agents act on this account's resources; SSM also serves AWS-owned documents, so only
                 # the principal is held to this account there.
-                endpoint.add_to_policy(interface_endpoint_statement(
-                    account=self.account, resource_accounts=None if name.startswith(("Ssm", "Ec2")) else [self.account]))
+                endpoint.add_to_policy(
+                    interface_endpoint_statement(
+                        account=self.account,
+                        resource_accounts=None if name.startswith(("Ssm", "Ec2")) else [self.account],
+                    )
+                )
 
         ami_id = pinned_ami(stage.images.dlami_ssm_parameter, stage.region)
         self.hosts: dict[str, GpuHost] = {}
         for spec in stage.hosts:
             host = GpuHost(
-                self, f"Host-{spec.name}",
+                self,
+                f"Host-{spec.name}",
                 spec=spec,
                 qualified_name=stage.qualified_name,
                 ami_id=ami_id,
-                vpc=network.vpc, subnets=network.subnets,
+                vpc=network.vpc,
+                subnets=network.subnets,
                 key=data.team_key,
                 data_bucket_name=naming.bucket(stage.qualified_name, "data", stage.account, stage.region),
                 artifacts_bucket_name=naming.bucket(stage.qualified_name, "artifacts", stage.account, stage.region),
@@ -63,5 +77,9 @@ class HostsStack(Stack):
                 termination_protection=stage.is_prod,
             )
             self.hosts[spec.name] = host
-            CfnOutput(self, f"{spec.name}InstanceId", value=host.instance.instance_id,
-                      description=f"{host.host_name}: aws ssm start-session --target <this>")
+            CfnOutput(
+                self,
+                f"{spec.name}InstanceId",
+                value=host.instance.instance_id,
+                description=f"{host.host_name}: aws ssm start-session --target <this>",
+            )

@@ -28,16 +28,17 @@ class InferenceStack(Stack):
     (the REST API, stage ``api``) and ``batch`` (the BatchInfer state machine).
     """
 
-    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, training: TrainingStack,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack, training: TrainingStack, **kwargs: Any
+    ) -> None:
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: inference", **kwargs)
         q = stage.qualified_name
         removal_policy = RemovalPolicy.DESTROY if stage.ephemeral else RemovalPolicy.RETAIN
         retention = log_retention(stage.log_retention_days)
         key = data.team_key
-        # The buckets' literal names (their CfnBucket property), so ARNs and acknowledgements read as plain text.
-        artifacts_bucket_name = data.artifacts_bucket.node.default_child.bucket_name
-        data_bucket_name = data.data_bucket.node.default_child.bucket_name
+        # The buckets' literal names (as DataBuckets names them), so ARNs and acknowledgements read as plain text.
+        artifacts_bucket_name = naming.bucket(q, "artifacts", stage.account, stage.region)
+        data_bucket_name = naming.bucket(q, "data", stage.account, stage.region)
 
         lmi_image = images.lmi_inference(stage.region, stage.images)
         hf_gpu_image = images.huggingface_inference(stage.region, stage.images, gpu=True)
@@ -45,19 +46,29 @@ class InferenceStack(Stack):
 
         # Models reach nothing (network isolation); the group only gives their interfaces an identity in the VPC.
         self.model_security_group = ec2.SecurityGroup(
-            self, "ModelSecurityGroup", vpc=data.network.vpc, allow_all_outbound=False,
-            description=f"{q}: SageMaker models and batch transform jobs (HTTPS inside the VPC only)")
-        self.model_security_group.add_egress_rule(ec2.Peer.ipv4(stage.vpc.cidr), ec2.Port.tcp(443),
-                                                  "HTTPS to the VPC interface endpoints")
+            self,
+            "ModelSecurityGroup",
+            vpc=data.network.vpc,
+            allow_all_outbound=False,
+            description=f"{q}: SageMaker models and batch transform jobs (HTTPS inside the VPC only)",
+        )
+        self.model_security_group.add_egress_rule(
+            ec2.Peer.ipv4(stage.vpc.cidr), ec2.Port.tcp(443), "HTTPS to the VPC interface endpoints"
+        )
         # SageMaker fetches model artifacts and batch input, and writes capture and batch output, over the models'
         # VPC interfaces: S3 through the gateway endpoint, whose addresses are the region's S3 prefix list.
-        self.model_security_group.add_egress_rule(ec2.Peer.prefix_list(data.network.s3_prefix_list_id),
-                                                  ec2.Port.tcp(443), "HTTPS to S3 through the gateway endpoint")
+        self.model_security_group.add_egress_rule(
+            ec2.Peer.prefix_list(data.network.s3_prefix_list_id),
+            ec2.Port.tcp(443),
+            "HTTPS to S3 through the gateway endpoint",
+        )
         placement = data.network.subnets
         network = EndpointNetwork(
             subnet_ids=data.network.vpc.select_subnets(
-                subnet_type=placement.subnet_type, subnets=placement.subnets).subnet_ids,
-            security_group_ids=[self.model_security_group.security_group_id])
+                subnet_type=placement.subnet_type, subnets=placement.subnets
+            ).subnet_ids,
+            security_group_ids=[self.model_security_group.security_group_id],
+        )
 
         def image_for(kind: str, instance_type: str) -> str:
             if kind == "llm":
@@ -67,40 +78,86 @@ class InferenceStack(Stack):
         network_conditions = vpc_conditions(self, vpc_id=data.network.vpc.vpc_id, subnet_ids=network.subnet_ids)
         endpoint_images = {spec.name: image_for(spec.kind, spec.instance_type) for spec in stage.endpoints}
         self.model_role = ModelExecutionRole(
-            self, "ModelExecutionRole", qualified_name=q, endpoints=stage.endpoints,
-            image_uris=sorted(set(endpoint_images.values())), key=key, artifacts_bucket_name=artifacts_bucket_name,
-            data_capture=stage.data_capture.enabled, network_conditions=network_conditions)
+            self,
+            "ModelExecutionRole",
+            qualified_name=q,
+            endpoints=stage.endpoints,
+            image_uris=sorted(set(endpoint_images.values())),
+            key=key,
+            artifacts_bucket_name=artifacts_bucket_name,
+            data_capture=stage.data_capture.enabled,
+            network_conditions=network_conditions,
+        )
         self.endpoints: dict[str, ModelEndpoint] = {}
         for spec in stage.endpoints:
             self.endpoints[spec.name] = ModelEndpoint(
-                self, f"Endpoint{_pascal(spec.name)}",
-                spec=spec, endpoint_name=naming.endpoint(q, spec.name), image_uri=endpoint_images[spec.name],
+                self,
+                f"Endpoint{_pascal(spec.name)}",
+                spec=spec,
+                endpoint_name=naming.endpoint(q, spec.name),
+                image_uri=endpoint_images[spec.name],
                 environment=images.serving_environment(spec.kind),
-                role=self.model_role.role, key=key, network=network, capture_bucket_name=artifacts_bucket_name,
+                role=self.model_role.role,
+                key=key,
+                network=network,
+                capture_bucket_name=artifacts_bucket_name,
                 data_capture=stage.data_capture.enabled,
-                office_hours=OfficeHours())
+                office_hours=OfficeHours(),
+            )
             self.endpoints[spec.name].model.node.add_dependency(self.model_role.policy)
 
         self.proxy = InferenceProxy(
-            self, "Proxy", qualified_name=q, team=stage.team, stage_name=stage.name, endpoints=stage.endpoints,
-            key=key, vpc=data.network.vpc, subnets=data.network.subnets, vpc_cidr=stage.vpc.cidr,
-            log_retention=retention, removal_policy=removal_policy,
-            reserved_concurrency=stage.proxy_reserved_concurrency)
+            self,
+            "Proxy",
+            qualified_name=q,
+            team=stage.team,
+            stage_name=stage.name,
+            endpoints=stage.endpoints,
+            key=key,
+            vpc=data.network.vpc,
+            subnets=data.network.subnets,
+            vpc_cidr=stage.vpc.cidr,
+            log_retention=retention,
+            removal_policy=removal_policy,
+            reserved_concurrency=stage.proxy_reserved_concurrency,
+        )
         self.api = InferenceApi(
-            self, "Api", qualified_name=q, function=self.proxy.function, key=key, log_retention=retention,
-            removal_policy=removal_policy)
+            self,
+            "Api",
+            qualified_name=q,
+            function=self.proxy.function,
+            key=key,
+            log_retention=retention,
+            removal_policy=removal_policy,
+        )
         self.batch = BatchInference(
-            self, "BatchInfer", qualified_name=q, key=key, topic=data.topic,
-            data_bucket_name=data_bucket_name, artifacts_bucket_name=artifacts_bucket_name,
+            self,
+            "BatchInfer",
+            qualified_name=q,
+            key=key,
+            topic=data.topic,
+            data_bucket_name=data_bucket_name,
+            artifacts_bucket_name=artifacts_bucket_name,
             model_package_group_name=training.model_package_group_name,
-            subnet_ids=network.subnet_ids, security_group_ids=network.security_group_ids,
-            gpu_image_uri=hf_gpu_image, cpu_image_uri=hf_cpu_image,
-            team=stage.team, stage_name=stage.name, instance_types=stage.training.instance_types,
-            max_instance_count=stage.training.max_instance_count, network_conditions=network_conditions,
-            log_retention=retention, removal_policy=removal_policy)
+            subnet_ids=network.subnet_ids,
+            security_group_ids=network.security_group_ids,
+            gpu_image_uri=hf_gpu_image,
+            cpu_image_uri=hf_cpu_image,
+            team=stage.team,
+            stage_name=stage.name,
+            instance_types=stage.training.instance_types,
+            max_instance_count=stage.training.max_instance_count,
+            network_conditions=network_conditions,
+            log_retention=retention,
+            removal_policy=removal_policy,
+        )
         # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
-        CfnOutput(self, BATCH_INFER_OUTPUT, value=self.batch.state_machine.state_machine_arn,
-                  description="Start a batch inference run here (finetune batch)")
+        CfnOutput(
+            self,
+            BATCH_INFER_OUTPUT,
+            value=self.batch.state_machine.state_machine_arn,
+            description="Start a batch inference run here (finetune batch)",
+        )
 
 
 def _pascal(name: str) -> str:

@@ -35,8 +35,16 @@ class MonitoringStack(Stack):
     constructs; only the hosts' instance ids are references (of the Hosts stack, when the stage has hosts).
     """
 
-    def __init__(self, scope: Construct, id_: str, *, stage: StageConfig, data: DataStack,
-                 hosts: HostsStack | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        stage: StageConfig,
+        data: DataStack,
+        hosts: HostsStack | None = None,
+        **kwargs: Any,
+    ) -> None:
         for layer in ("training", "inference"):  # accepted for the stage's uniform wiring; not referenced
             kwargs.pop(layer, None)
         super().__init__(scope, id_, description=f"finetune-stack {stage.qualified_name}: monitoring", **kwargs)
@@ -44,98 +52,198 @@ class MonitoringStack(Stack):
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         notify = cw_actions.SnsAction(data.topic)
 
-        def alarm(construct_id: str, name: str, description: str, metric: cloudwatch.IMetric, threshold: float,
-                  periods: int = 1, comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD):
+        def alarm(
+            construct_id: str,
+            name: str,
+            description: str,
+            metric: cloudwatch.IMetric,
+            threshold: float,
+            periods: int = 1,
+            comparison: cloudwatch.ComparisonOperator = (
+                cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+            ),
+        ) -> cloudwatch.Alarm:
             created = cloudwatch.Alarm(
-                self, construct_id, alarm_name=f"{q}-{name}", alarm_description=description, metric=metric,
-                threshold=threshold, evaluation_periods=periods, datapoints_to_alarm=periods,
-                comparison_operator=comparison, treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+                self,
+                construct_id,
+                alarm_name=f"{q}-{name}",
+                alarm_description=description,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=periods,
+                datapoints_to_alarm=periods,
+                comparison_operator=comparison,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
             created.add_alarm_action(notify)
             created.add_ok_action(notify)
             self.alarms[name] = created
             return created
 
         # The pipeline.
-        executions = [metrics.fine_tune(self, q, name) for name in (
-            "ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted")]
-        alarm("FineTuneFailedAlarm", "finetune-failed",
-              f"A FineTune execution of {q} failed, timed out or was aborted; the team topic has the cause.",
-              cloudwatch.MathExpression(expression="failed + timedOut + aborted", label="FineTune failures",
-                                        period=metrics.FIVE_MINUTES, using_metrics={
-                                            "failed": executions[2], "timedOut": executions[3],
-                                            "aborted": executions[4]}),
-              threshold=1)
+        executions = [
+            metrics.fine_tune(self, q, name)
+            for name in (
+                "ExecutionsStarted",
+                "ExecutionsSucceeded",
+                "ExecutionsFailed",
+                "ExecutionsTimedOut",
+                "ExecutionsAborted",
+            )
+        ]
+        alarm(
+            "FineTuneFailedAlarm",
+            "finetune-failed",
+            f"A FineTune execution of {q} failed, timed out or was aborted; the team topic has the cause.",
+            cloudwatch.MathExpression(
+                expression="failed + timedOut + aborted",
+                label="FineTune failures",
+                period=metrics.FIVE_MINUTES,
+                using_metrics={"failed": executions[2], "timedOut": executions[3], "aborted": executions[4]},
+            ),
+            threshold=1,
+        )
         widgets: list[list[cloudwatch.IWidget]] = [
-            [cloudwatch.TextWidget(markdown=(
-                f"# {q}\nFineTune pipeline `{naming.fine_tune_state_machine(q)}`, training jobs, "
-                f"endpoints, inference API and GPU hosts. Alarms notify `{naming.team_topic(q)}`."),
-                width=24, height=2)],
-            [cloudwatch.GraphWidget(title="FineTune executions", left=executions, width=12, stacked=False),
-             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=[], width=12)],  # filled in below
-            [cloudwatch.GraphWidget(title=f"Training: {name}", left=[metrics.training_search(name)], width=6)
-             for name in TRAINING_WIDGET_METRICS],
+            [
+                cloudwatch.TextWidget(
+                    markdown=(
+                        f"# {q}\nFineTune pipeline `{naming.fine_tune_state_machine(q)}`, training jobs, "
+                        f"endpoints, inference API and GPU hosts. Alarms notify `{naming.team_topic(q)}`."
+                    ),
+                    width=24,
+                    height=2,
+                )
+            ],
+            [
+                cloudwatch.GraphWidget(title="FineTune executions", left=executions, width=12, stacked=False),
+                cloudwatch.AlarmStatusWidget(title="Alarms", alarms=[], width=12),
+            ],  # filled in below
+            [
+                cloudwatch.GraphWidget(title=f"Training: {name}", left=[metrics.training_search(name)], width=6)
+                for name in TRAINING_WIDGET_METRICS
+            ],
         ]
 
         # Endpoints and the inference API (only where the stage has endpoints).
         for spec in stage.endpoints:
-            invocations = [metrics.endpoint(q, spec.name, name) for name in
-                           ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelSetupTime")
-                           if not (name == "ModelSetupTime" and spec.serverless is None)]
-            latency = [metrics.endpoint(q, spec.name, name, cloudwatch.Stats.percentile(90))
-                       for name in ("ModelLatency", "OverheadLatency")]
+            invocations = [
+                metrics.endpoint(q, spec.name, name)
+                for name in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelSetupTime")
+                if not (name == "ModelSetupTime" and spec.serverless is None)
+            ]
+            latency = [
+                metrics.endpoint(q, spec.name, name, cloudwatch.Stats.percentile(90))
+                for name in ("ModelLatency", "OverheadLatency")
+            ]
             row: list[cloudwatch.IWidget] = [
                 cloudwatch.GraphWidget(title=f"{spec.name}: invocations and errors", left=invocations, width=8),
                 cloudwatch.GraphWidget(title=f"{spec.name}: latency p90 (microseconds)", left=latency, width=8),
             ]
             if spec.serverless is None:
-                row.append(cloudwatch.GraphWidget(title=f"{spec.name}: instances",
-                                                  left=[metrics.endpoint_instances(q, spec.name)], width=8))
+                row.append(
+                    cloudwatch.GraphWidget(
+                        title=f"{spec.name}: instances", left=[metrics.endpoint_instances(q, spec.name)], width=8
+                    )
+                )
             widgets.append(row)
-            alarm(f"Endpoint{spec.name.title().replace('-', '')}5xxAlarm", f"{spec.name}-5xx",
-                  f"Endpoint {naming.endpoint(q, spec.name)} returned {ERROR_COUNT_THRESHOLD} or more 5xx errors "
-                  "in 5 minutes.", invocations[2], ERROR_COUNT_THRESHOLD)
-            threshold = (spec.latency_alarm_seconds * 1e6 if spec.latency_alarm_seconds is not None
-                         else LATENCY_P90_MICROSECONDS[spec.kind])
-            alarm(f"Endpoint{spec.name.title().replace('-', '')}LatencyAlarm", f"{spec.name}-latency",
-                  f"Endpoint {naming.endpoint(q, spec.name)}: p90 ModelLatency above {threshold / 1e6:g} s for "
-                  f"{LATENCY_PERIODS * 5} minutes.", latency[0], threshold, periods=LATENCY_PERIODS,
-                  comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD)
+            alarm(
+                f"Endpoint{spec.name.title().replace('-', '')}5xxAlarm",
+                f"{spec.name}-5xx",
+                f"Endpoint {naming.endpoint(q, spec.name)} returned {ERROR_COUNT_THRESHOLD} or more 5xx errors "
+                "in 5 minutes.",
+                invocations[2],
+                ERROR_COUNT_THRESHOLD,
+            )
+            threshold = (
+                spec.latency_alarm_seconds * 1e6
+                if spec.latency_alarm_seconds is not None
+                else LATENCY_P90_MICROSECONDS[spec.kind]
+            )
+            alarm(
+                f"Endpoint{spec.name.title().replace('-', '')}LatencyAlarm",
+                f"{spec.name}-latency",
+                f"Endpoint {naming.endpoint(q, spec.name)}: p90 ModelLatency above {threshold / 1e6:g} s for "
+                f"{LATENCY_PERIODS * 5} minutes.",
+                latency[0],
+                threshold,
+                periods=LATENCY_PERIODS,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            )
         if stage.endpoints:
-            widgets.append([
-                cloudwatch.GraphWidget(title="Inference proxy: errors and throttles", width=8, left=[
-                    metrics.proxy(q, "Invocations"), metrics.proxy(q, "Errors"), metrics.proxy(q, "Throttles")]),
-                cloudwatch.GraphWidget(title="Inference proxy: duration (ms)", width=8, left=[
-                    metrics.proxy(q, "Duration", cloudwatch.Stats.percentile(50)),
-                    metrics.proxy(q, "Duration", cloudwatch.Stats.percentile(99))]),
-                cloudwatch.GraphWidget(title="Inference API: requests, 4xx, 5xx", width=8, left=[
-                    metrics.api(q, "Count"), metrics.api(q, "4XXError"), metrics.api(q, "5XXError")]),
-            ])
-            alarm("ProxyErrorsAlarm", "proxy-errors",
-                  f"The inference proxy {naming.inference_proxy_function(q)} failed {ERROR_COUNT_THRESHOLD} or "
-                  "more times in 5 minutes.", metrics.proxy(q, "Errors"), ERROR_COUNT_THRESHOLD)
-            alarm("Api5xxAlarm", "api-5xx",
-                  f"The inference API {naming.inference_api(q)} returned {ERROR_COUNT_THRESHOLD} or more 5xx "
-                  "responses in 5 minutes.", metrics.api(q, "5XXError"), ERROR_COUNT_THRESHOLD)
+            widgets.append(
+                [
+                    cloudwatch.GraphWidget(
+                        title="Inference proxy: errors and throttles",
+                        width=8,
+                        left=[
+                            metrics.proxy(q, "Invocations"),
+                            metrics.proxy(q, "Errors"),
+                            metrics.proxy(q, "Throttles"),
+                        ],
+                    ),
+                    cloudwatch.GraphWidget(
+                        title="Inference proxy: duration (ms)",
+                        width=8,
+                        left=[
+                            metrics.proxy(q, "Duration", cloudwatch.Stats.percentile(50)),
+                            metrics.proxy(q, "Duration", cloudwatch.Stats.percentile(99)),
+                        ],
+                    ),
+                    cloudwatch.GraphWidget(
+                        title="Inference API: requests, 4xx, 5xx",
+                        width=8,
+                        left=[metrics.api(q, "Count"), metrics.api(q, "4XXError"), metrics.api(q, "5XXError")],
+                    ),
+                ]
+            )
+            alarm(
+                "ProxyErrorsAlarm",
+                "proxy-errors",
+                f"The inference proxy {naming.inference_proxy_function(q)} failed {ERROR_COUNT_THRESHOLD} or "
+                "more times in 5 minutes.",
+                metrics.proxy(q, "Errors"),
+                ERROR_COUNT_THRESHOLD,
+            )
+            alarm(
+                "Api5xxAlarm",
+                "api-5xx",
+                f"The inference API {naming.inference_api(q)} returned {ERROR_COUNT_THRESHOLD} or more 5xx "
+                "responses in 5 minutes.",
+                metrics.api(q, "5XXError"),
+                ERROR_COUNT_THRESHOLD,
+            )
 
         # GPU hosts.
         if hosts is not None:
-            widgets.append([
-                cloudwatch.GraphWidget(
-                    title=f"Host {host.host_name}: GPU utilisation (%)", width=12, left_y_axis=cloudwatch.YAxisProps(
-                        min=0, max=100),
-                    left=[metrics.host_gpu(host.instance.instance_id, host.host_name, GPU_METRIC),
-                          metrics.host_gpu(host.instance.instance_id, host.host_name, GPU_MEMORY_METRIC)],
-                    left_annotations=[cloudwatch.HorizontalAnnotation(
-                        value=spec.idle_gpu_percent, label=f"idle below {spec.idle_gpu_percent:g}%")])
-                for spec in stage.hosts for host in [hosts.hosts[spec.name]]
-            ])
+            widgets.append(
+                [
+                    cloudwatch.GraphWidget(
+                        title=f"Host {host.host_name}: GPU utilisation (%)",
+                        width=12,
+                        left_y_axis=cloudwatch.YAxisProps(min=0, max=100),
+                        left=[
+                            metrics.host_gpu(host.instance.instance_id, host.host_name, GPU_METRIC),
+                            metrics.host_gpu(host.instance.instance_id, host.host_name, GPU_MEMORY_METRIC),
+                        ],
+                        left_annotations=[
+                            cloudwatch.HorizontalAnnotation(
+                                value=spec.idle_gpu_percent, label=f"idle below {spec.idle_gpu_percent:g}%"
+                            )
+                        ],
+                    )
+                    for spec in stage.hosts
+                    for host in [hosts.hosts[spec.name]]
+                ]
+            )
 
         widgets[1][1] = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values()), width=12)
-        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=q, widgets=widgets,
-                                              default_interval=Duration.hours(24))
+        self.dashboard = cloudwatch.Dashboard(
+            self, "Dashboard", dashboard_name=q, widgets=widgets, default_interval=Duration.hours(24)
+        )
 
         self.budget = budgets.CfnBudget(
-            self, "Budget",
+            self,
+            "Budget",
             budget=budgets.CfnBudget.BudgetDataProperty(
                 budget_name=f"{q}-monthly",
                 budget_type="COST",
@@ -145,10 +253,13 @@ class MonitoringStack(Stack):
             notifications_with_subscribers=[
                 budgets.CfnBudget.NotificationWithSubscribersProperty(
                     notification=budgets.CfnBudget.NotificationProperty(
-                        notification_type=kind, comparison_operator="GREATER_THAN", threshold=percent,
-                        threshold_type="PERCENTAGE"),
-                    subscribers=[budgets.CfnBudget.SubscriberProperty(subscription_type="EMAIL",
-                                                                      address=stage.email)])
+                        notification_type=kind,
+                        comparison_operator="GREATER_THAN",
+                        threshold=percent,
+                        threshold_type="PERCENTAGE",
+                    ),
+                    subscribers=[budgets.CfnBudget.SubscriberProperty(subscription_type="EMAIL", address=stage.email)],
+                )
                 for kind, percent in BUDGET_ALERTS
             ],
         )

@@ -10,8 +10,7 @@ still the v3 API: ``Validations.of(stage).add_plugins(...)``; acknowledgements a
 from __future__ import annotations
 
 import jsii
-from aws_cdk import IPolicyValidationContext, IPolicyValidationPlugin, PolicyValidationPluginReport
-from aws_cdk import Stage, Validations
+from aws_cdk import IPolicyValidationContext, IPolicyValidationPlugin, PolicyValidationPluginReport, Stage, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NagPack, NIST80053R5Checks
 from constructs import IConstruct
 

@@ -54,8 +54,30 @@ _SUBNET_ID_RE = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
 _IAM_POLICY_ARN_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::([0-9]{12}|aws):policy/[\w+=,.@/-]{1,512}$")
 _COST_CENTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/=+@-]{0,127}$")
 # CloudWatch Logs accepts only these retention periods.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 
 
 @functools.cache
@@ -67,7 +89,7 @@ def known_regions() -> frozenset[str]:
     return frozenset(region for partition in endpoints["partitions"] for region in partition["regions"])
 
 
-def _check(pattern: re.Pattern[str], message: str):
+def _check(pattern: re.Pattern[str], message: str) -> AfterValidator:
     def validate(value: str) -> str:
         if not pattern.fullmatch(value):
             raise ValueError(message)
@@ -84,21 +106,34 @@ def _check_region(value: str) -> str:
 
 def _check_retention(value: int) -> int:
     if value not in LOG_RETENTION_DAYS:
-        raise ValueError(f"is not a CloudWatch Logs retention period (one of {', '.join(map(str, LOG_RETENTION_DAYS))})")
+        raise ValueError(
+            f"is not a CloudWatch Logs retention period (one of {', '.join(map(str, LOG_RETENTION_DAYS))})"
+        )
     return value
 
 
-TeamName = Annotated[str, Field(max_length=TEAM_NAME_MAX), _check(
-    _NAME_RE, "is not a valid team name (lowercase letters, digits and single hyphens, starting with a letter)")]
-StageName = Annotated[str, Field(max_length=STAGE_NAME_MAX), _check(
-    _NAME_RE, "is not a valid stage name (lowercase letters, digits and single hyphens, starting with a letter)")]
+TeamName = Annotated[
+    str,
+    Field(max_length=TEAM_NAME_MAX),
+    _check(_NAME_RE, "is not a valid team name (lowercase letters, digits and single hyphens, starting with a letter)"),
+]
+StageName = Annotated[
+    str,
+    Field(max_length=STAGE_NAME_MAX),
+    _check(
+        _NAME_RE, "is not a valid stage name (lowercase letters, digits and single hyphens, starting with a letter)"
+    ),
+]
 AccountId = Annotated[str, _check(_ACCOUNT_RE, "is not a 12-digit AWS account id")]
 Region = Annotated[str, AfterValidator(_check_region)]
 Email = Annotated[str, _check(_EMAIL_RE, "is not an email address")]
-SageMakerInstanceType = Annotated[str, _check(
-    _SAGEMAKER_INSTANCE_RE, "is not a SageMaker instance type (format ml.<family>.<size>, e.g. ml.g5.2xlarge)")]
-Ec2InstanceType = Annotated[str, _check(
-    _EC2_INSTANCE_RE, "is not an EC2 instance type (format <family>.<size>, e.g. g5.2xlarge)")]
+SageMakerInstanceType = Annotated[
+    str,
+    _check(_SAGEMAKER_INSTANCE_RE, "is not a SageMaker instance type (format ml.<family>.<size>, e.g. ml.g5.2xlarge)"),
+]
+Ec2InstanceType = Annotated[
+    str, _check(_EC2_INSTANCE_RE, "is not an EC2 instance type (format <family>.<size>, e.g. g5.2xlarge)")
+]
 VpcId = Annotated[str, _check(_VPC_ID_RE, "is not a VPC id (vpc- and 8 or 17 hex digits)")]
 SubnetId = Annotated[str, _check(_SUBNET_ID_RE, "is not a subnet id (subnet- and 8 or 17 hex digits)")]
 PolicyArn = Annotated[str, _check(_IAM_POLICY_ARN_RE, "is not an IAM managed policy ARN")]
@@ -146,8 +181,10 @@ class ExistingVpc(_Strict):
     @model_validator(mode="after")
     def _zones_match_subnets(self) -> ExistingVpc:
         if len(self.availability_zones) != len(self.isolated_subnet_ids):
-            raise ValueError(f"lists {len(self.isolated_subnet_ids)} subnets but {len(self.availability_zones)} "
-                             "availability zones; give one zone per subnet")
+            raise ValueError(
+                f"lists {len(self.isolated_subnet_ids)} subnets but {len(self.availability_zones)} "
+                "availability zones; give one zone per subnet"
+            )
         return self
 
 
@@ -155,29 +192,41 @@ class TrainingLimits(_Strict):
     """What this team's fine-tuning jobs may ask for; the pipeline's Validate step enforces it."""
 
     instance_types: list[SageMakerInstanceType] = Field(
-        default_factory=lambda: ["ml.g5.2xlarge"], min_length=1,
-        description="SageMaker instance types a training job may use.")
+        default_factory=lambda: ["ml.g5.2xlarge"],
+        min_length=1,
+        description="SageMaker instance types a training job may use.",
+    )
     max_instance_count: int = Field(2, ge=1, le=64, description="Most instances one training job may use.")
     max_runtime_hours: int = Field(24, ge=1, le=672, description="Longest a training job may run.")
     spot: bool = Field(True, description="Use managed spot training by default.")
     start_on_manifest: bool = Field(
-        False, description="Start a FineTune run when datasets/<name>/<version>/manifest.json with a `run` object "
-                           "is uploaded to the data bucket.")
+        False,
+        description="Start a FineTune run when datasets/<name>/<version>/manifest.json with a `run` object "
+        "is uploaded to the data bucket.",
+    )
     network_isolation: bool = Field(
-        True, description="Run training jobs with SageMaker network isolation: the container reaches nothing, "
-                          "SageMaker alone moves data in and out. Opt out only with the reason in a comment.")
-    base_models: list[Annotated[str, Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]] = Field(
+        True,
+        description="Run training jobs with SageMaker network isolation: the container reaches nothing, "
+        "SageMaker alone moves data in and out. Opt out only with the reason in a comment.",
+    )
+    base_models: list[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")]
+    ] = Field(
         default_factory=list,
         description="Base models this team may fine-tune: names staged under s3://<artifacts>/models/base/<name>/ "
-                    "(`finetune models stage`) or hub ids. Validate rejects any other.")
+        "(`finetune models stage`) or hub ids. Validate rejects any other.",
+    )
 
 
-ResourceName = Annotated[str, Field(max_length=20), _check(
-    _NAME_RE, "is not a valid name (lowercase letters, digits and single hyphens, starting with a letter)")]
+ResourceName = Annotated[
+    str,
+    Field(max_length=20),
+    _check(_NAME_RE, "is not a valid name (lowercase letters, digits and single hyphens, starting with a letter)"),
+]
 _MODEL_DATA_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
 _MODEL_PACKAGE_RE = re.compile(
-    r"^arn:aws(-cn|-us-gov)?:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/[A-Za-z0-9-]{1,63}/[0-9]+$")
+    r"^arn:aws(-cn|-us-gov)?:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/[A-Za-z0-9-]{1,63}/[0-9]+$"
+)
 _CRON_RE = re.compile(r"^cron\([^()]+\)$")
 
 
@@ -194,20 +243,27 @@ class EndpointSpec(_Strict):
     name: ResourceName = Field(description="Short name; callers use it as `model`.")
     kind: Literal["llm", "classifier"] = Field(description="llm: LMI (vLLM) container; classifier: HF PyTorch.")
     model_data_url: Annotated[str, _check(_MODEL_DATA_RE, "is not an S3 URL of a model.tar.gz")] | None = Field(
-        None, description="Model artifact: s3://<artifacts bucket>/.../model.tar.gz.")
-    model_package_arn: Annotated[str, _check(_MODEL_PACKAGE_RE, "is not a SageMaker model package version ARN")] \
-        | None = Field(None, description="An approved model package version from the team's registry.")
+        None, description="Model artifact: s3://<artifacts bucket>/.../model.tar.gz."
+    )
+    model_package_arn: (
+        Annotated[str, _check(_MODEL_PACKAGE_RE, "is not a SageMaker model package version ARN")] | None
+    ) = Field(None, description="An approved model package version from the team's registry.")
     instance_type: SageMakerInstanceType = Field("ml.g5.xlarge", description="Instance type of each endpoint instance.")
     min_instances: int = Field(1, ge=1, le=100, description="Autoscaling minimum.")
     max_instances: int = Field(2, ge=1, le=100, description="Autoscaling maximum.")
     invocations_per_instance: int = Field(
-        60, ge=1, le=100000, description="Target SageMakerVariantInvocationsPerInstance (per minute).")
+        60, ge=1, le=100000, description="Target SageMakerVariantInvocationsPerInstance (per minute)."
+    )
     scale_down_out_of_hours: bool = Field(False, description="Scale to the minimum outside office hours (dev).")
     serverless: Serverless | None = Field(None, description="Serverless instead of instances (classifiers only).")
     data_capture_percent: int = Field(10, ge=0, le=100, description="Share of requests captured to S3 (0: off).")
     latency_alarm_seconds: float | None = Field(
-        None, gt=0, le=3600, description="Alarm when p90 ModelLatency stays above this many seconds for 15 minutes. "
-                                         "Default: 30 for llm, 1 for classifier.")
+        None,
+        gt=0,
+        le=3600,
+        description="Alarm when p90 ModelLatency stays above this many seconds for 15 minutes. "
+        "Default: 30 for llm, 1 for classifier.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> EndpointSpec:
@@ -227,20 +283,29 @@ DATA_CAPTURE_EXPIRE_DAYS = 30
 class DataCapture(_Strict):
     """Endpoint data capture of a stage: prompts and completions sampled to the artifacts bucket."""
 
-    enabled: bool = Field(True, description="Capture a share of each endpoint's requests and responses "
-                                            "(the share is the endpoint's data_capture_percent). Stages listing "
-                                            "hipaa must set this explicitly.")
-    expire_days: int = Field(DATA_CAPTURE_EXPIRE_DAYS, ge=1, le=3650,
-                             description="Days a captured request or response is kept before S3 deletes it.")
+    enabled: bool = Field(
+        True,
+        description="Capture a share of each endpoint's requests and responses "
+        "(the share is the endpoint's data_capture_percent). Stages listing "
+        "hipaa must set this explicitly.",
+    )
+    expire_days: int = Field(
+        DATA_CAPTURE_EXPIRE_DAYS,
+        ge=1,
+        le=3650,
+        description="Days a captured request or response is kept before S3 deletes it.",
+    )
 
 
 class OfficeHours(_Strict):
     """When a host or dev endpoint runs; outside these hours it is stopped or scaled down."""
 
-    start: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 8 ? * MON-FRI *)")] = \
+    start: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 8 ? * MON-FRI *)")] = (
         Field("cron(0 8 ? * MON-FRI *)", description="When to start (EventBridge Scheduler cron).")
-    stop: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 19 ? * MON-FRI *)")] = \
+    )
+    stop: Annotated[str, _check(_CRON_RE, "is not an EventBridge cron expression, e.g. cron(0 19 ? * MON-FRI *)")] = (
         Field("cron(0 19 ? * MON-FRI *)", description="When to stop.")
+    )
     timezone: str = Field("UTC", pattern=r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$", description="IANA time zone.")
 
 
@@ -268,7 +333,8 @@ class ImageVersions(_Strict):
     dlami_ssm_parameter: str = Field(
         "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
         pattern=r"^/aws/service/deeplearning/ami/.+",
-        description="SSM parameter of the Deep Learning AMI flavour for hosts.")
+        description="SSM parameter of the Deep Learning AMI flavour for hosts.",
+    )
 
 
 class StageSpec(_Strict):
@@ -278,27 +344,36 @@ class StageSpec(_Strict):
     account: AccountId | None = Field(None, description="12-digit AWS account id the stage deploys to.")
     region: Region | None = Field(None, description="AWS region the stage deploys to.")
     ephemeral: bool | None = Field(
-        None, description="Destroy buckets and their objects when the stage is deleted (never on data you keep).")
+        None, description="Destroy buckets and their objects when the stage is deleted (never on data you keep)."
+    )
     compliance: list[ComplianceName] | None = Field(
-        None, description="Extra cdk-nag rule packs for this stage (AwsSolutions always runs).")
+        None, description="Extra cdk-nag rule packs for this stage (AwsSolutions always runs)."
+    )
     budget_usd_monthly: float | None = Field(None, gt=0, le=10_000_000, description="Monthly AWS Budgets limit, USD.")
     permissions_boundary_arn: PolicyArn | None = Field(
-        None, description="Managed policy applied as permissions boundary to every role in the stage.")
+        None, description="Managed policy applied as permissions boundary to every role in the stage."
+    )
     log_retention_days: RetentionDays | None = Field(None, description="Retention of the stage's CloudWatch logs.")
     noncurrent_version_days: int | None = Field(
-        None, ge=1, le=3650, description="Days a replaced or deleted object version is kept in data and artifacts.")
+        None, ge=1, le=3650, description="Days a replaced or deleted object version is kept in data and artifacts."
+    )
     new_vpc: NewVpc | None = Field(None, description="Create a VPC (the default when no VPC is given).")
     existing_vpc: ExistingVpc | None = Field(None, description="Use an existing VPC instead of creating one.")
     training: TrainingLimits | None = Field(None, description="Limits for training jobs.")
     auto_approve_models: bool | None = Field(
-        None, description="Register models that pass the gate as Approved (else PendingManualApproval).")
+        None, description="Register models that pass the gate as Approved (else PendingManualApproval)."
+    )
     images: ImageVersions | None = Field(None, description="Pinned container image versions.")
     proxy_reserved_concurrency: int | None = Field(
-        None, ge=1, le=1000, description="Concurrent executions reserved for (and capping) the inference proxy "
-                                         "Lambda: the most requests the stage's API serves at once. Default 20.")
+        None,
+        ge=1,
+        le=1000,
+        description="Concurrent executions reserved for (and capping) the inference proxy "
+        "Lambda: the most requests the stage's API serves at once. Default 20.",
+    )
     data_capture: DataCapture | None = Field(
-        None, description="Data capture of the stage's endpoints (default on, kept 30 days; required on hipaa "
-                          "stages).")
+        None, description="Data capture of the stage's endpoints (default on, kept 30 days; required on hipaa stages)."
+    )
     endpoints: list[EndpointSpec] | None = Field(None, description="Real-time endpoints of this stage.")
     hosts: list[HostSpec] | None = Field(None, description="GPU hosts of this stage.")
 
@@ -374,7 +449,8 @@ class Team(_Strict):
 
 
 _CONNECTION_ARN_RE = re.compile(
-    r"^arn:aws(-cn|-us-gov)?:(codeconnections|codestar-connections):[a-z0-9-]+:[0-9]{12}:connection/[0-9a-f-]{36}$")
+    r"^arn:aws(-cn|-us-gov)?:(codeconnections|codestar-connections):[a-z0-9-]+:[0-9]{12}:connection/[0-9a-f-]{36}$"
+)
 _REPOSITORY_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 
@@ -386,11 +462,14 @@ class Delivery(_Strict):
     account: AccountId = Field(description="Tooling account the pipeline runs in; stage accounts trust it.")
     region: Region = Field(description="Region of the pipeline.")
     connection_arn: Annotated[str, _check(_CONNECTION_ARN_RE, "is not a CodeConnections connection ARN")] = Field(
-        description="CodeConnections (CodeStar) connection to the repository host, created once in the console.")
+        description="CodeConnections (CodeStar) connection to the repository host, created once in the console."
+    )
     repository: Annotated[str, _check(_REPOSITORY_RE, "is not an owner/name repository")] = Field(
-        description="Repository the pipeline builds, as owner/name.")
+        description="Repository the pipeline builds, as owner/name."
+    )
     branch: Annotated[str, _check(_BRANCH_RE, "is not a branch name")] = Field(
-        "main", description="Branch whose pushes start the pipeline.")
+        "main", description="Branch whose pushes start the pipeline."
+    )
 
 
 class TeamsFile(_Strict):
@@ -458,11 +537,16 @@ def _merged_problems(where: str, team_where: str, values: Mapping[str, Any]) -> 
         problems.append(f"{where}: sets both new_vpc and existing_vpc (after team defaults); keep one")
     compliance = values.get("compliance")
     capture = values.get("data_capture")
-    if isinstance(compliance, list) and "hipaa" in compliance and not (
-            isinstance(capture, Mapping) and "enabled" in capture):
-        problems.append(f"{where}.data_capture.enabled: is required on a stage that lists hipaa (captured prompts "
-                        "and completions may hold protected health information): set true or false on the stage "
-                        f"or in {team_where}.defaults")
+    if (
+        isinstance(compliance, list)
+        and "hipaa" in compliance
+        and not (isinstance(capture, Mapping) and "enabled" in capture)
+    ):
+        problems.append(
+            f"{where}.data_capture.enabled: is required on a stage that lists hipaa (captured prompts "
+            "and completions may hold protected health information): set true or false on the stage "
+            f"or in {team_where}.defaults"
+        )
     for key in ("endpoints", "hosts"):
         items = values.get(key)
         names = [item.get("name") for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
@@ -487,8 +571,8 @@ def _merged_stages(teams: Any, problems: list[str]) -> Iterator[tuple[Mapping[st
             continue
         if isinstance(name, str):
             first_index[name] = index
-        defaults = team.get("defaults") if isinstance(team.get("defaults"), Mapping) else {}
-        stages = team.get("stages") if isinstance(team.get("stages"), Mapping) else {}
+        defaults: Mapping[str, Any] = found if isinstance(found := team.get("defaults"), Mapping) else {}
+        stages: Mapping[str, Any] = found if isinstance(found := team.get("stages"), Mapping) else {}
         for stage_name, spec in stages.items():
             where = f"teams[{index}].stages.{stage_name}"
             values = _merge(_merge(_BUILTIN_DEFAULTS, defaults), spec if isinstance(spec, Mapping) else {})
@@ -507,19 +591,28 @@ def resolve_stages(teams_file: TeamsFile) -> tuple[list[StageConfig], list[str]]
         vpc = values.pop("existing_vpc", None) or values.pop("new_vpc", None) or {}
         values.pop("new_vpc", None)
         if "vpc_id" in vpc and not all(zone.startswith(values["region"]) for zone in vpc["availability_zones"]):
-            problems.append(f"{where}: availability zones {vpc['availability_zones']} are not in region "
-                            f"{values['region']!r}")
+            problems.append(
+                f"{where}: availability zones {vpc['availability_zones']} are not in region {values['region']!r}"
+            )
             continue
-        stages.append(StageConfig(
-            team=team["name"], name=stage_name, cost_center=team["cost_center"], email=team["email"],
-            vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
-            **{key: value for key, value in values.items()
-               if key not in ("compliance", "endpoints", "hosts", "data_capture")},
-            compliance=tuple(dict.fromkeys(values["compliance"])),
-            data_capture=DataCapture(**values.pop("data_capture", None) or {}),
-            endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
-            hosts=tuple(HostSpec(**h) for h in values["hosts"]),
-        ))
+        stages.append(
+            StageConfig(
+                team=team["name"],
+                name=stage_name,
+                cost_center=team["cost_center"],
+                email=team["email"],
+                vpc=ExistingVpc(**vpc) if "vpc_id" in vpc else NewVpc(**vpc),
+                **{
+                    key: value
+                    for key, value in values.items()
+                    if key not in ("compliance", "endpoints", "hosts", "data_capture")
+                },
+                compliance=tuple(dict.fromkeys(values["compliance"])),
+                data_capture=DataCapture(**values.pop("data_capture", None) or {}),
+                endpoints=tuple(EndpointSpec(**e) for e in values["endpoints"]),
+                hosts=tuple(HostSpec(**h) for h in values["hosts"]),
+            )
+        )
     return stages, problems
 
 
@@ -541,17 +634,22 @@ def overlapping_stages(stages: Iterable[StageConfig]) -> list[str]:
     problems = []
     stages = list(stages)
     for index, first in enumerate(stages):
-        for second in stages[index + 1:]:
+        for second in stages[index + 1 :]:
             same_name = first.qualified_name == second.qualified_name
-            if same_name or (first.account == second.account and names_overlap(first.qualified_name,
-                                                                                second.qualified_name)):
+            if same_name or (
+                first.account == second.account and names_overlap(first.qualified_name, second.qualified_name)
+            ):
                 problems.append(
                     f"stages {first.qualified_name!r} (team {first.team!r}, stage {first.name!r}) and "
                     f"{second.qualified_name!r} (team {second.team!r}, stage {second.name!r}) "
-                    + ("have the same name {team}-{stage}" if same_name else
-                       f"share account {first.account} and one name extends the other with '-', so the "
-                       "`{team}-{stage}-*` resource patterns of one would match the other's resources")
-                    + "; rename one or deploy it to another account")
+                    + (
+                        "have the same name {team}-{stage}"
+                        if same_name
+                        else f"share account {first.account} and one name extends the other with '-', so the "
+                        "`{team}-{stage}-*` resource patterns of one would match the other's resources"
+                    )
+                    + "; rename one or deploy it to another account"
+                )
     return problems
 
 
@@ -565,8 +663,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in mapping:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {_first_line(node, key, loader)})",
-                key_node.start_mark)
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {_first_line(node, key, loader)})",
+                key_node.start_mark,
+            )
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
@@ -574,7 +675,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 def _first_line(node: yaml.MappingNode, key: Any, loader: _UniqueKeyLoader) -> int:
     for key_node, _ in node.value:
         if loader.construct_object(key_node) == key:
-            return key_node.start_mark.line + 1
+            line: int = key_node.start_mark.line + 1  # PyYAML's stubs type a mapping node's items as Any
+            return line
     return 0
 
 
@@ -589,7 +691,7 @@ def parse_config(text: str, source: str = "config/teams.yaml") -> list[StageConf
 def parse_settings(text: str, source: str = "config/teams.yaml") -> tuple[list[StageConfig], Delivery | None]:
     """Parse and validate a teams file into its resolved stages and its delivery pipeline settings."""
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: _UniqueKeyLoader is a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

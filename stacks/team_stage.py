@@ -11,9 +11,9 @@ from stacks.data_stack import DataStack
 from stacks.hosts_stack import HostsStack
 from stacks.inference_stack import InferenceStack
 from stacks.monitoring_stack import MonitoringStack
-from stacks.training_stack import TrainingStack
 from stacks.rule_packs import register_rule_packs
 from stacks.settings import StageConfig
+from stacks.training_stack import TrainingStack
 
 
 class TeamStage(Stage):
@@ -31,21 +31,35 @@ class TeamStage(Stage):
         name = stage.qualified_name
         self.data = DataStack(self, "Data", stage=stage, stack_name=f"{name}-data")
         self.training = TrainingStack(self, "Training", stage=stage, data=self.data, stack_name=f"{name}-training")
-        self.inference = InferenceStack(
-            self, "Inference", stage=stage, data=self.data, training=self.training,
-            stack_name=f"{name}-inference") if stage.endpoints else None
-        self.hosts = HostsStack(
-            self, "Hosts", stage=stage, data=self.data, training=self.training,
-            stack_name=f"{name}-hosts") if stage.hosts else None
+        self.inference = (
+            InferenceStack(
+                self, "Inference", stage=stage, data=self.data, training=self.training, stack_name=f"{name}-inference"
+            )
+            if stage.endpoints
+            else None
+        )
+        self.hosts = (
+            HostsStack(self, "Hosts", stage=stage, data=self.data, training=self.training, stack_name=f"{name}-hosts")
+            if stage.hosts
+            else None
+        )
         self.monitoring = MonitoringStack(
-            self, "Monitoring", stage=stage, data=self.data, training=self.training, inference=self.inference,
-            hosts=self.hosts, stack_name=f"{name}-monitoring")
+            self,
+            "Monitoring",
+            stage=stage,
+            data=self.data,
+            training=self.training,
+            inference=self.inference,
+            hosts=self.hosts,
+            stack_name=f"{name}-monitoring",
+        )
 
         for key, value in stage.tags.items():
             Tags.of(self).add(key, value)
         if stage.permissions_boundary_arn:
-            iam.PermissionsBoundary.of(self).apply(iam.ManagedPolicy.from_managed_policy_arn(
-                self, "PermissionsBoundary", stage.permissions_boundary_arn))
+            iam.PermissionsBoundary.of(self).apply(
+                iam.ManagedPolicy.from_managed_policy_arn(self, "PermissionsBoundary", stage.permissions_boundary_arn)
+            )
 
         register_rule_packs(self, stage.compliance)
         Aspects.of(self).add(CdkProviderGovernance(stage.tags))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cloud_assembly import Assembly, read_assembly  # noqa: F401  (read_assembly re-exported for tests)
+from scripts.cloud_assembly import Assembly, read_assembly  # tests also import read_assembly from here
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "config" / "teams.yaml"
@@ -25,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 # Tiers: every test is marked with its folder (unit, handlers, contract, ...). A test that uses a synthesized app
 # or a real fine-tuning run is marked `synth` or `training` from its fixtures, whatever its file says, so
 # `make test-fast` (-m "not synth and not training") can never pick up a slow test by mistake.
-SLOW_FIXTURES = {"synth": {"assembly"},
-                 "training": {"classification_run", "causal_run", "smollm2_dir", "minilm_dir"}}
+SLOW_FIXTURES = {"synth": {"assembly"}, "training": {"classification_run", "causal_run", "smollm2_dir", "minilm_dir"}}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,6 +50,7 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 
 # ---- real fine-tuning runs, once per session, shared by tests/training and tests/e2e ----
+
 
 def _packaged(loader: str) -> Path:
     from finetune import local_models

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from finetune.entry import main  # noqa: E402
+from finetune.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

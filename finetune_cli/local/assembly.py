@@ -30,7 +30,9 @@ def _newest_source(config_path: Path) -> float:
     newest = config_path.stat().st_mtime
     for name in SOURCES:
         path = REPO / name
-        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        files = (
+            [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        )
         for item in files:
             newest = max(newest, item.stat().st_mtime)
     return newest
@@ -71,7 +73,8 @@ class Stack:
 
     @property
     def resources(self) -> dict[str, Any]:
-        return self.template.get("Resources", {})
+        resources: dict[str, Any] = self.template.get("Resources", {})
+        return resources
 
 
 @dataclass
@@ -84,6 +87,12 @@ class LambdaFunction:
     asset_dir: Path
     handler: str
     environment: dict[str, str]
+
+
+def _name(props: dict[str, Any], key: str, default: str) -> str:
+    """A physical-name property of a template resource (a string in the templates this app synthesizes)."""
+    name: str = props.get(key, default)
+    return name
 
 
 @dataclass
@@ -103,7 +112,8 @@ class StageAssembly:
             manifest = json.loads((folder / "manifest.json").read_text())
         except FileNotFoundError:
             raise UsageError(f"{root} holds no assembly for {qualified_name} (run make synth)") from None
-        stacks, environment = {}, None
+        stacks: dict[str, Stack] = {}
+        environment: str | None = None
         for artifact in manifest["artifacts"].values():
             if artifact["type"] != "aws:cloudformation:stack":
                 continue
@@ -111,7 +121,10 @@ class StageAssembly:
             template = json.loads((folder / properties["templateFile"]).read_text())
             stacks[properties["stackName"]] = Stack(properties["stackName"], template)
             environment = artifact["environment"]
-        account, region = re.fullmatch(r"aws://(\d{12})/([a-z0-9-]+)", environment).groups()
+        where = re.fullmatch(r"aws://(\d{12})/([a-z0-9-]+)", environment or "")
+        if where is None:
+            raise RuntimeFailure(f"{folder}: no stack with an aws://<account>/<region> environment ({environment})")
+        account, region = where.groups()
         return cls(root=root, qualified_name=qualified_name, account=account, region=region, stacks=stacks)
 
     def stack(self, layer: str) -> Stack | None:
@@ -139,29 +152,37 @@ class StageAssembly:
         kind, props = resource["Type"], resource.get("Properties", {})
         generated = f"{stack.name}-{logical_id}"[:63]
         if kind == "AWS::S3::Bucket":
-            return props.get("BucketName", generated.lower())
+            return _name(props, "BucketName", generated.lower())
         if kind == "AWS::SNS::Topic":
-            return self._arn("sns", props.get("TopicName", generated))
+            return self._arn("sns", _name(props, "TopicName", generated))
         if kind == "AWS::StepFunctions::StateMachine":
             return self._arn("states", f"stateMachine:{props.get('StateMachineName', generated)}")
         if kind == "AWS::Lambda::Function":
-            return props.get("FunctionName", generated)
+            return _name(props, "FunctionName", generated)
         if kind == "AWS::SSM::Parameter":
-            return props.get("Name", generated)
-        name_keys = {"AWS::SageMaker::ModelPackageGroup": "ModelPackageGroupName",
-                     "AWS::SageMaker::Endpoint": "EndpointName", "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
-                     "AWS::SageMaker::Model": "ModelName", "AWS::IAM::Role": "RoleName"}
+            return _name(props, "Name", generated)
+        name_keys = {
+            "AWS::SageMaker::ModelPackageGroup": "ModelPackageGroupName",
+            "AWS::SageMaker::Endpoint": "EndpointName",
+            "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
+            "AWS::SageMaker::Model": "ModelName",
+            "AWS::IAM::Role": "RoleName",
+        }
         if kind in name_keys:
-            return props.get(name_keys[kind], generated)
+            return _name(props, name_keys[kind], generated)
         return generated
 
     def attribute(self, stack: Stack, logical_id: str, attribute: str) -> str:
         kind = stack.resources.get(logical_id, {}).get("Type", "")
         name = self.physical_name(stack, logical_id)
         if attribute == "Arn":
-            arns = {"AWS::Lambda::Function": ("lambda", f"function:{name}"), "AWS::IAM::Role": ("iam", f"role/{name}"),
-                    "AWS::KMS::Key": ("kms", f"key/{name}"), "AWS::S3::Bucket": ("s3", name),
-                    "AWS::SageMaker::ModelPackageGroup": ("sagemaker", f"model-package-group/{name}")}
+            arns = {
+                "AWS::Lambda::Function": ("lambda", f"function:{name}"),
+                "AWS::IAM::Role": ("iam", f"role/{name}"),
+                "AWS::KMS::Key": ("kms", f"key/{name}"),
+                "AWS::S3::Bucket": ("s3", name),
+                "AWS::SageMaker::ModelPackageGroup": ("sagemaker", f"model-package-group/{name}"),
+            }
             if name.startswith("arn:"):
                 return name
             service, resource = arns.get(kind, ("local", f"{kind}/{name}"))
@@ -190,8 +211,14 @@ class StageAssembly:
         raise RuntimeFailure(f"no stack of {self.qualified_name} exports {export_name}")
 
     def _pseudo(self, name: str, stack: Stack) -> str | None:
-        return {"AWS::Partition": "aws", "AWS::Region": self.region, "AWS::AccountId": self.account,
-                "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack.name, "AWS::NoValue": None}.get(name, "")
+        return {
+            "AWS::Partition": "aws",
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack.name,
+            "AWS::NoValue": None,
+        }.get(name, "")
 
     def resolve(self, value: Any, stack: Stack) -> Any:
         """``value`` with every intrinsic function replaced by its deployed value."""
@@ -200,7 +227,7 @@ class StageAssembly:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, argument), = value.items()
+            ((key, argument),) = value.items()
             if key == "Ref":
                 if argument.startswith("AWS::"):
                     return self._pseudo(argument, stack)
@@ -227,7 +254,7 @@ class StageAssembly:
                 text, variables = (argument, {}) if isinstance(argument, str) else argument
                 variables = {k: self.resolve(v, stack) for k, v in variables.items()}
 
-                def substitute(match: re.Match) -> str:
+                def substitute(match: re.Match[str]) -> str:
                     name = match.group(1)
                     if name in variables:
                         return str(variables[name])
@@ -258,10 +285,16 @@ class StageAssembly:
                 key = str(props["Code"].get("S3Key", ""))
                 name = self.physical_name(stack, logical_id)
                 function = LambdaFunction(
-                    logical_id=logical_id, name=name, arn=self._arn("lambda", f"function:{name}"),
-                    asset_dir=self.asset_dir(key.removesuffix(".zip")), handler=props["Handler"],
-                    environment={k: str(v) for k, v in self.resolve(
-                        props.get("Environment", {}).get("Variables", {}), stack).items()})
+                    logical_id=logical_id,
+                    name=name,
+                    arn=self._arn("lambda", f"function:{name}"),
+                    asset_dir=self.asset_dir(key.removesuffix(".zip")),
+                    handler=props["Handler"],
+                    environment={
+                        k: str(v)
+                        for k, v in self.resolve(props.get("Environment", {}).get("Variables", {}), stack).items()
+                    },
+                )
                 functions[name] = functions[function.arn] = function
         return functions
 
@@ -269,11 +302,12 @@ class StageAssembly:
         """(name, ARN, definition JSON) of the state machine named ``{qualified}-{name_suffix}`` in a layer."""
         stack = self.stack(layer)
         wanted = f"{self.qualified_name}-{name_suffix}"
-        for logical_id, resource in (self.of_type(stack, "AWS::StepFunctions::StateMachine") if stack else {}).items():
-            props = resource["Properties"]
-            if props.get("StateMachineName") == wanted:
-                definition = self.resolve(props.get("DefinitionString"), stack)
-                return wanted, self.physical_name(stack, logical_id), definition
+        if stack is not None:
+            for logical_id, resource in self.of_type(stack, "AWS::StepFunctions::StateMachine").items():
+                props = resource["Properties"]
+                if props.get("StateMachineName") == wanted:
+                    definition = self.resolve(props.get("DefinitionString"), stack)
+                    return wanted, self.physical_name(stack, logical_id), definition
         raise UsageError(f"{self.qualified_name} has no {name_suffix} state machine in its {layer} stack")
 
     def training_code_dir(self, image_uri: str) -> Path:

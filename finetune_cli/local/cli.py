@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX, METHODS, TASKS, base_model_prefix
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # the stage (moto, the assembly) loads only when a local command runs
+    from .stage import LocalStage
 
 #: The run's dataset version when none is given: a new prefix per run, as `prepare --upload` requires.
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -35,9 +39,13 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--name", help="dataset name (default: the input's stem)")
     run.add_argument("--version", help="dataset version (default: local-<time>)")
     run.add_argument("--validation-fraction", type=float, default=0.1, help="held out by prepare (data files only)")
-    run.add_argument("--interrupt-after-step", type=int, metavar="N",
-                     help="reclaim the first spot training job's instance after step N (SIGTERM), as a spot "
-                          "interruption would; the Train step's retry resumes from its checkpoint")
+    run.add_argument(
+        "--interrupt-after-step",
+        type=int,
+        metavar="N",
+        help="reclaim the first spot training job's instance after step N (SIGTERM), as a spot "
+        "interruption would; the Train step's retry resumes from its checkpoint",
+    )
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
 
@@ -61,8 +69,9 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
 
 
 def _local_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path,
-                        help="local state folder (default: $FINETUNE_LOCAL_STATE or ./.finetune-local)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="local state folder (default: $FINETUNE_LOCAL_STATE or ./.finetune-local)"
+    )
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -75,11 +84,12 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def _stage(args: argparse.Namespace, out: Any):
+def _stage(args: argparse.Namespace, out: Any) -> LocalStage:
     from .stage import LocalStage, state_dir
 
-    return LocalStage(config_path=args.config, team=args.team, stage=args.stage, state=state_dir(args.state_dir),
-                      out=out)
+    return LocalStage(
+        config_path=args.config, team=args.team, stage=args.stage, state=state_dir(args.state_dir), out=out
+    )
 
 
 def run(args: argparse.Namespace, out: Any) -> int:
@@ -101,16 +111,35 @@ def run(args: argparse.Namespace, out: Any) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     with stage.session(run_dir) as services:
         services.interrupt_training_after_step = args.interrupt_after_step
-        dataset = upload_dataset(stage, args.input, task=args.task, mapping=_pairs(args.map, "--map"), name=name,
-                                 version=version, work=run_dir, out=out,
-                                 validation_fraction=args.validation_fraction)
-        execution_input: dict[str, Any] = {"dataset": dataset, "task": args.task, "base_model": args.base_model,
-                                           "hyperparameters": _pairs(args.hp, "--hp"), "instance_count": 1}
+        dataset = upload_dataset(
+            stage,
+            args.input,
+            task=args.task,
+            mapping=_pairs(args.map, "--map"),
+            name=name,
+            version=version,
+            work=run_dir,
+            out=out,
+            validation_fraction=args.validation_fraction,
+        )
+        execution_input: dict[str, Any] = {
+            "dataset": dataset,
+            "task": args.task,
+            "base_model": args.base_model,
+            "hyperparameters": _pairs(args.hp, "--hp"),
+            "instance_count": 1,
+        }
         for key in ("method", "deploy_to", "threshold"):
             if getattr(args, key) is not None:
                 execution_input[key] = getattr(args, key)
-        described, history = execute(stage, layer="training", machine="FineTune", execution_name=execution,
-                                     execution_input=execution_input, out=out)
+        described, history = execute(
+            stage,
+            layer="training",
+            machine="FineTune",
+            execution_name=execution,
+            execution_input=execution_input,
+            out=out,
+        )
         result = summarize(stage, described, history, time.monotonic() - started)
     print_result(result, out)
     if args.json:
@@ -126,10 +155,8 @@ def serve(args: argparse.Namespace, out: Any) -> int:
     with api.running(out):
         print(f"serving {api.stage.config.qualified_name} on {api.url} (Ctrl-C stops)", file=out, flush=True)
         print(f"  curl -s {api.url}/models", file=out, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -138,11 +165,16 @@ def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
     stage = _stage(args, out)
     target = stage.base_model_folder(args.name)
     count = stage.copy_model(source, target)
-    print(f"staged {count} files to s3://{stage.artifacts_bucket}/{base_model_prefix(args.name)} (local: {target})",
-          file=out)
+    print(
+        f"staged {count} files to s3://{stage.artifacts_bucket}/{base_model_prefix(args.name)} (local: {target})",
+        file=out,
+    )
     if args.name not in stage.config.training.base_models:
-        print(f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
-              "Validate rejects base models not listed there", file=out)
+        print(
+            f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
+            "Validate rejects base models not listed there",
+            file=out,
+        )
     return 0
 
 
@@ -162,22 +194,39 @@ def batch(args: argparse.Namespace, out: Any) -> int:
         input_prefix, output_prefix = f"{BATCH_INPUT_PREFIX}{execution}/", f"{BATCH_OUTPUT_PREFIX}{execution}/"
         root = args.input if args.input.is_dir() else args.input.parent
         for path in files:
-            stage.client("s3").upload_file(str(path), stage.data_bucket,
-                                           f"{input_prefix}{path.relative_to(root).as_posix()}")
-        execution_input = {key: value for key, value in (("model_name", args.model_name),
-                           ("model_package_arn", args.model_package_arn), ("model_data_url", args.model_data_url))
-                           if value}
-        execution_input.update({"input": f"s3://{stage.data_bucket}/{input_prefix}",
-                                "output": f"s3://{stage.data_bucket}/{output_prefix}",
-                                "instance_type": args.instance_type or stage.config.training.instance_types[0],
-                                "instance_count": 1})
-        described, history = execute(stage, layer="inference", machine="BatchInfer", execution_name=execution,
-                                     execution_input=execution_input, out=out)
+            stage.client("s3").upload_file(
+                str(path), stage.data_bucket, f"{input_prefix}{path.relative_to(root).as_posix()}"
+            )
+        execution_input = {
+            key: value
+            for key, value in (
+                ("model_name", args.model_name),
+                ("model_package_arn", args.model_package_arn),
+                ("model_data_url", args.model_data_url),
+            )
+            if value
+        }
+        execution_input.update(
+            {
+                "input": f"s3://{stage.data_bucket}/{input_prefix}",
+                "output": f"s3://{stage.data_bucket}/{output_prefix}",
+                "instance_type": args.instance_type or stage.config.training.instance_types[0],
+                "instance_count": 1,
+            }
+        )
+        described, history = execute(
+            stage,
+            layer="inference",
+            machine="BatchInfer",
+            execution_name=execution,
+            execution_input=execution_input,
+            out=out,
+        )
         result = summarize(stage, described, history, time.monotonic() - started)
         s3 = stage.client("s3")
         written = []
         for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=output_prefix).get("Contents", []):
-            target = args.output / item["Key"][len(output_prefix):]
+            target = args.output / item["Key"][len(output_prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(stage.data_bucket, item["Key"], str(target))
             written.append(str(target))

@@ -8,19 +8,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Protocol
 from unittest import mock
-
 
 #: Where SageMaker unpacks a model's model.tar.gz in its container.
 MODEL_DIR = "/opt/ml/model"
+
+
+class Container(Protocol):
+    """What serve and transform jobs call: one request in, the answer and its content type out."""
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]: ...
 
 
 class ContainerError(Exception):
@@ -31,27 +39,29 @@ class ContainerError(Exception):
         self.status = status
 
 
-def _handler_service():
+def _handler_service() -> ModuleType:
     """The toolkit's handler_service module. The toolkit (2.6.0) imports `is_tf_available` from
     `transformers.file_utils`, which transformers 5 removed; the image's transformers 4.x answers False there."""
     try:
         importlib.import_module("sagemaker_inference")
         importlib.import_module("mms.service")
     except ImportError as error:
-        raise ContainerError(500, f"the Hugging Face inference toolkit is not installed ({error}): pip install "
-                                  "--no-deps sagemaker-huggingface-inference-toolkit==2.6.0 sagemaker-inference==1.10.1 "
-                                  "multi-model-server==1.1.11") from None
+        raise ContainerError(
+            500,
+            f"the Hugging Face inference toolkit is not installed ({error}): pip install "
+            "--no-deps sagemaker-huggingface-inference-toolkit==2.6.0 sagemaker-inference==1.10.1 "
+            "multi-model-server==1.1.11",
+        ) from None
     import transformers.file_utils as file_utils
 
-    missing = not hasattr(file_utils, "is_tf_available")
-    if missing:
-        file_utils.is_tf_available = lambda: False
-    try:
-        from sagemaker_huggingface_inference_toolkit import handler_service
-    finally:
-        if missing:
-            del file_utils.is_tf_available
-    return handler_service
+    # Only while the toolkit imports, and only where it is missing (create=True removes it again afterwards).
+    shim = (
+        contextlib.nullcontext()
+        if hasattr(file_utils, "is_tf_available")
+        else mock.patch.object(file_utils, "is_tf_available", lambda: False, create=True)
+    )
+    with shim:
+        return importlib.import_module("sagemaker_huggingface_inference_toolkit.handler_service")
 
 
 class HuggingFaceContainer:
@@ -73,10 +83,16 @@ class HuggingFaceContainer:
         from mms.metrics.metrics_store import MetricsStore
         from mms.service import PredictionException, Service
 
-        batch = [{"requestId": uuid.uuid4().hex.encode(),
-                  "parameters": [{"name": "body", "contentType": content_type, "value": body}],
-                  "headers": [{"name": b"Content-Type", "value": content_type.encode()},
-                              {"name": b"Accept", "value": accept.encode()}]}]
+        batch = [
+            {
+                "requestId": uuid.uuid4().hex.encode(),
+                "parameters": [{"name": "body", "contentType": content_type, "value": body}],
+                "headers": [
+                    {"name": b"Content-Type", "value": content_type.encode()},
+                    {"name": b"Accept", "value": accept.encode()},
+                ],
+            }
+        ]
         headers, input_batch, request_ids = Service.retrieve_data_for_inference(batch)
         self.context.request_ids = request_ids
         self.context.request_processor = headers
@@ -100,11 +116,15 @@ class ChatContainer:
         # LMI loads what HF_MODEL_ID names (the artifact is unpacked to /opt/ml/model) and serves the
         # chat-completions schema only with a rolling-batch backend.
         if environment.get("HF_MODEL_ID", MODEL_DIR) != MODEL_DIR:
-            raise ContainerError(500, f"HF_MODEL_ID={environment['HF_MODEL_ID']}: LMI would serve that model, not "
-                                      f"the deployed artifact in {MODEL_DIR}")
+            raise ContainerError(
+                500,
+                f"HF_MODEL_ID={environment['HF_MODEL_ID']}: LMI would serve that model, not "
+                f"the deployed artifact in {MODEL_DIR}",
+            )
         if environment.get("OPTION_ROLLING_BATCH", "auto") == "disable":
-            raise ContainerError(500, "OPTION_ROLLING_BATCH=disable: LMI serves chat completions only with a "
-                                      "rolling-batch backend")
+            raise ContainerError(
+                500, "OPTION_ROLLING_BATCH=disable: LMI serves chat completions only with a rolling-batch backend"
+            )
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -118,33 +138,62 @@ class ChatContainer:
             raise ContainerError(400, "the body is not JSON") from None
         if not isinstance(request, dict) or not request.get("messages"):
             raise ContainerError(400, "this endpoint serves the chat-completions schema: send messages")
-        messages = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
-                     "".join(p.get("text", "") for p in m["content"])} for m in request["messages"]]
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        messages = [
+            {
+                "role": m["role"],
+                "content": m["content"]
+                if isinstance(m["content"], str)
+                else "".join(p.get("text", "") for p in m["content"]),
+            }
+            for m in request["messages"]
+        ]
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        if not isinstance(encoded, Mapping):  # return_dict=True: a BatchEncoding
+            raise TypeError(f"apply_chat_template(return_dict=True) returned {type(encoded).__name__}")
+        prompt = encoded["input_ids"]
         temperature = float(request.get("temperature", 1.0))
-        sampling = ({"do_sample": True, "temperature": temperature, "top_p": float(request.get("top_p", 1.0))}
-                    if temperature > 0 else {"do_sample": False})
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": float(request.get("top_p", 1.0))}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         if request.get("seed") is not None:
             torch.manual_seed(int(request["seed"]))
         max_tokens = int(request.get("max_tokens") or 64)
         with torch.no_grad():
-            output = self.model.generate(input_ids=torch.tensor([prompt]),
-                                         attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                         max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                         **sampling)
-        generated = output[0, len(prompt):].tolist()
+            output = self.model.generate(
+                input_ids=torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
+        generated = output[0, len(prompt) :].tolist()
         eos = {self.tokenizer.eos_token_id}
         cut = next((i for i, token in enumerate(generated) if token in eos), None)
         text = self.tokenizer.decode(generated[:cut] if cut is not None else generated, skip_special_tokens=True)
-        answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                               "finish_reason": "eos_token" if cut is not None else "length"}],
-                  "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(generated) if cut is None else cut + 1,
-                            "total_tokens": len(prompt) + (len(generated) if cut is None else cut + 1)}}
+        answer = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "eos_token" if cut is not None else "length",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "completion_tokens": len(generated) if cut is None else cut + 1,
+                "total_tokens": len(prompt) + (len(generated) if cut is None else cut + 1),
+            },
+        }
         return json.dumps(answer).encode(), "application/json"
 
 
-def container_for(image: str, model_dir: Path, environment: dict[str, str]):
+def container_for(image: str, model_dir: Path, environment: dict[str, str]) -> Container:
     """The local stand-in for the image a model runs in."""
     if "huggingface-pytorch-inference" in image:
         return HuggingFaceContainer(model_dir, environment)

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.api import HistoryEventType, InvocationResponse, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
     FailureEvent,
@@ -38,8 +39,15 @@ from moto.stepfunctions.parser.asl.component.common.error_name.failure_event imp
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils, state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import StateCredentials
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_factory
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+    ResourceCondition,
+    ResourceRuntimePart,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
+    StateTaskService,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
     StateTaskServiceAwsSdk,
 )
@@ -53,10 +61,10 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
     StateTaskServiceSns,
 )
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 from moto.utilities.collections import select_from_typed_dict
-from moto.stepfunctions.parser.api import InvocationResponse
 
 from .assembly import LambdaFunction
 from .training_job import LocalTrainingJob, RequestInvalid, to_state_json
@@ -119,20 +127,38 @@ def invoke_function(function: LambdaFunction, event: Any, *, region: str, log_di
     """Invoke's answer for one call of the function's real handler: Payload, and FunctionError when it raised."""
     module_name, handler_name = function.handler.rsplit(".", 1)
     log_dir.mkdir(parents=True, exist_ok=True)
-    variables = {**function.environment, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-                 "AWS_LAMBDA_FUNCTION_NAME": function.name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
-                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "POWERTOOLS_DEV": "false"}
-    with (log_dir / f"{function.name}.log").open("a") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log), _environment(variables), _asset_on_path(function.asset_dir):
+    variables = {
+        **function.environment,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "POWERTOOLS_DEV": "false",
+    }
+    with (
+        (log_dir / f"{function.name}.log").open("a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        _environment(variables),
+        _asset_on_path(function.asset_dir),
+    ):
         try:
-            handler: Callable = getattr(importlib.import_module(module_name), handler_name)
+            handler: Callable[[Any, LambdaContext], Any] = getattr(importlib.import_module(module_name), handler_name)
             payload = handler(event, LambdaContext(function))
             return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": json.loads(json.dumps(payload))}
-        except Exception as error:  # noqa: BLE001 - Lambda turns any exception into an Unhandled function error
+        except Exception as error:  # Lambda turns any exception into an Unhandled function error
             traceback.print_exc(file=log)
-            return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "FunctionError": "Unhandled",
-                    "Payload": {"errorType": type(error).__name__, "errorMessage": str(error),
-                                "stackTrace": traceback.format_tb(error.__traceback__)}}
+            return {
+                "StatusCode": 200,
+                "ExecutedVersion": "$LATEST",
+                "FunctionError": "Unhandled",
+                "Payload": {
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_tb(error.__traceback__),
+                },
+            }
 
 
 @dataclass
@@ -161,19 +187,37 @@ def _services() -> LocalServices:
     return _SERVICES
 
 
-def _task_failed(task: StateTaskServiceCallback, env, error: str, cause: str) -> FailureEventException:
-    return FailureEventException(FailureEvent(
-        env=env, error_name=CustomErrorName(error) if not error.startswith("States.") else
-        StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
-        event_type=HistoryEventType.TaskFailed,
-        event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
-            resource=task._get_sfn_resource(), resourceType=task._get_sfn_resource_type(), error=error, cause=cause))))
+def _task_failed(task: StateTaskServiceCallback, env: Environment, error: str, cause: str) -> FailureEventException:
+    return FailureEventException(
+        FailureEvent(
+            env=env,
+            error_name=CustomErrorName(error)
+            if not error.startswith("States.")
+            else StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+            event_type=HistoryEventType.TaskFailed,
+            # moto declares EventDetails total, though an event carries only its own kind of details
+            event_details=EventDetails(  # type: ignore[typeddict-item]
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    resource=task._get_sfn_resource(),
+                    resourceType=task._get_sfn_resource_type(),
+                    error=error,
+                    cause=cause,
+                )
+            ),
+        )
+    )
 
 
 class LocalLambda(StateTaskServiceLambda):
     """``lambda:invoke`` through the real handler package, in this process."""
 
-    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    def _eval_service_task(
+        self,
+        env: Environment,
+        resource_runtime_part: ResourceRuntimePart,
+        normalised_parameters: dict[str, Any],
+        state_credentials: StateCredentials,
+    ) -> None:
         services = _services()
         name = normalised_parameters["FunctionName"]
         function = services.functions.get(name)
@@ -183,7 +227,8 @@ class LocalLambda(StateTaskServiceLambda):
         response = invoke_function(function, payload, region=services.region, log_dir=services.work_dir / "lambda")
         if response.get("FunctionError"):
             raise lambda_eval_utils.LambdaFunctionErrorException(
-                response["FunctionError"], json.dumps(response["Payload"], separators=(",", ":")))
+                response["FunctionError"], json.dumps(response["Payload"], separators=(",", ":"))
+            )
         env.stack.append(select_from_typed_dict(typed_dict=InvocationResponse, obj=response))
 
 
@@ -192,50 +237,88 @@ class LocalSageMaker(StateTaskServiceCallback):
     LocalTransformJob."""
 
     def __init__(self) -> None:
-        super().__init__(supported_integration_patterns={ResourceCondition.WaitForTaskToken, ResourceCondition.Sync})
-        self._job: LocalTrainingJob | None = None
+        # ResourceCondition(...): moto's constants are plain str, its parameter a set of ResourceCondition
+        super().__init__(
+            supported_integration_patterns={
+                ResourceCondition(ResourceCondition.WaitForTaskToken),
+                ResourceCondition(ResourceCondition.Sync),
+            }
+        )
+        self._job: LocalTrainingJob | LocalTransformJob | None = None
 
     def _validate_service_integration_is_supported(self) -> None:
         if self.resource.api_action.lower() not in ("createtrainingjob", "createtransformjob"):
-            raise ValueError(f"local mode runs sagemaker:createTrainingJob and createTransformJob only, not "
-                             f"{self.resource.resource_arn}")
+            raise ValueError(
+                f"local mode runs sagemaker:createTrainingJob and createTransformJob only, not "
+                f"{self.resource.resource_arn}"
+            )
 
     def _get_sfn_resource_type(self) -> str:
         return "sagemaker"
 
-    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    def _eval_service_task(
+        self,
+        env: Environment,
+        resource_runtime_part: ResourceRuntimePart,
+        normalised_parameters: dict[str, Any],
+        state_credentials: StateCredentials,
+    ) -> None:
         services = _services()
         if self.resource.api_action.lower() == "createtransformjob":
             try:
-                self._job = LocalTransformJob(
-                    normalised_parameters, sagemaker=services.client("sagemaker"), s3=services.client("s3"),
-                    work_dir=services.work_dir / "transform-jobs", account=services.account, region=services.region,
-                    out=services.out)
+                transform_job = LocalTransformJob(
+                    normalised_parameters,
+                    sagemaker=services.client("sagemaker"),
+                    s3=services.client("s3"),
+                    work_dir=services.work_dir / "transform-jobs",
+                    account=services.account,
+                    region=services.region,
+                    out=services.out,
+                )
             except RequestInvalid as error:
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
-            env.stack.append({"TransformJobArn": self._job.arn})
+            self._job = transform_job
+            env.stack.append({"TransformJobArn": transform_job.arn})
             return
         # One interruption per run, of a spot job (an on-demand instance is not reclaimed).
-        interrupt = (services.interrupt_training_after_step
-                     if normalised_parameters.get("EnableManagedSpotTraining") else None)
+        interrupt = (
+            services.interrupt_training_after_step if normalised_parameters.get("EnableManagedSpotTraining") else None
+        )
         if services.interrupt_training_after_step is not None and interrupt is None:
-            print(f"    note: {normalised_parameters['TrainingJobName']} is not a spot job; no interruption",
-                  file=services.out, flush=True)
+            print(
+                f"    note: {normalised_parameters['TrainingJobName']} is not a spot job; no interruption",
+                file=services.out,
+                flush=True,
+            )
         try:
-            self._job = LocalTrainingJob(
-                normalised_parameters, code_dir=services.training_code(
-                    normalised_parameters["AlgorithmSpecification"]["TrainingImage"]),
-                work_dir=services.work_dir / "training-jobs", s3=services.client("s3"), account=services.account,
-                region=services.region, out=services.out, interrupt_after_step=interrupt)
+            training_job = LocalTrainingJob(
+                normalised_parameters,
+                code_dir=services.training_code(normalised_parameters["AlgorithmSpecification"]["TrainingImage"]),
+                work_dir=services.work_dir / "training-jobs",
+                s3=services.client("s3"),
+                account=services.account,
+                region=services.region,
+                out=services.out,
+                interrupt_after_step=interrupt,
+            )
         except RequestInvalid as error:
             raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
         if interrupt is not None:
             services.interrupt_training_after_step = None
-        env.stack.append({"TrainingJobArn": self._job.arn})
+        self._job = training_job
+        env.stack.append({"TrainingJobArn": training_job.arn})
 
-    def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    def _build_sync_resolver(
+        self,
+        env: Environment,
+        resource_runtime_part: ResourceRuntimePart,
+        normalised_parameters: dict[str, Any],
+        state_credentials: StateCredentials,
+    ) -> Callable[[], Any]:
         env.stack.pop()  # CreateTrainingJob's answer; .sync answers with DescribeTrainingJob's
         job = self._job
+        if job is None:
+            raise RuntimeError("a .sync resolver was asked for before its job was created")
 
         def resolve() -> dict[str, Any]:
             try:
@@ -243,11 +326,13 @@ class LocalSageMaker(StateTaskServiceCallback):
             except RequestInvalid as error:
                 raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
             status = described.get("TrainingJobStatus") or described.get("TransformJobStatus")
-            _services().journal("trainingJob" if "TrainingJobName" in described else "transformJob",
-                                to_state_json(described))
+            _services().journal(
+                "trainingJob" if "TrainingJobName" in described else "transformJob", to_state_json(described)
+            )
             if status != "Completed":
                 raise _task_failed(self, env, "States.TaskFailed", to_json_str(to_state_json(described)))
-            return to_state_json(described)
+            state: dict[str, Any] = to_state_json(described)
+            return state
 
         return resolve
 
@@ -255,7 +340,13 @@ class LocalSageMaker(StateTaskServiceCallback):
 class LocalAwsSdk(StateTaskServiceAwsSdk):
     """aws-sdk tasks to moto, with UpdateEndpoint done here; SageMaker writes go to the local journal."""
 
-    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    def _eval_service_task(
+        self,
+        env: Environment,
+        resource_runtime_part: ResourceRuntimePart,
+        normalised_parameters: dict[str, Any],
+        state_credentials: StateCredentials,
+    ) -> None:
         services = _services()
         service, action = self._get_boto_service_name(), self._get_boto_service_action()
         if service == "sagemaker" and action == "update_endpoint":
@@ -296,11 +387,21 @@ def update_endpoint(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
 class LocalSns(StateTaskServiceSns):
     """``sns:publish``: printed, then published to moto."""
 
-    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    def _eval_service_task(
+        self,
+        env: Environment,
+        resource_runtime_part: ResourceRuntimePart,
+        normalised_parameters: dict[str, Any],
+        state_credentials: StateCredentials,
+    ) -> None:
         services = _services()
         message = normalised_parameters.get("Message")
-        print(f"  notification: {normalised_parameters.get('Subject', '')}\n    "
-              f"{message if isinstance(message, str) else json.dumps(message)}", file=services.out, flush=True)
+        print(
+            f"  notification: {normalised_parameters.get('Subject', '')}\n    "
+            f"{message if isinstance(message, str) else json.dumps(message)}",
+            file=services.out,
+            flush=True,
+        )
         super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
 
 
@@ -308,13 +409,19 @@ _ORIGINAL_FACTORY = state_task_service_factory.state_task_service_for
 _ORIGINAL_WAIT = WaitFunction._wait_interval
 
 
-def _local_service_for(service_name: str):
-    local = {"lambda": LocalLambda, "sagemaker": LocalSageMaker, "aws-sdk": LocalAwsSdk, "sns": LocalSns}
+def _local_service_for(service_name: str) -> StateTaskService:
+    local: dict[str, Callable[[], StateTaskService]] = {
+        "lambda": LocalLambda,
+        "sagemaker": LocalSageMaker,
+        "aws-sdk": LocalAwsSdk,
+        "sns": LocalSns,
+    }
     return local[service_name]() if service_name in local else _ORIGINAL_FACTORY(service_name)
 
 
-def _scaled_wait(self, env, wait_seconds: int) -> None:
-    _ORIGINAL_WAIT(self, env, wait_seconds * _services().wait_scale)
+def _scaled_wait(self: WaitFunction, env: Environment, wait_seconds: int) -> None:
+    # moto annotates the seconds as int; the Event.wait it passes them to takes the scaled float as well
+    _ORIGINAL_WAIT(self, env, wait_seconds * _services().wait_scale)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -322,14 +429,14 @@ def install_integrations(services: LocalServices) -> Iterator[LocalServices]:
     """Plug the local integrations into moto's engine for the duration of a run."""
     global _SERVICES
     _SERVICES = services
-    state_task_factory.state_task_service_for = _local_service_for
-    WaitFunction._wait_interval = _scaled_wait
     try:
-        yield services
+        with (
+            mock.patch.object(state_task_factory, "state_task_service_for", _local_service_for),
+            mock.patch.object(WaitFunction, "_wait_interval", _scaled_wait),
+        ):
+            yield services
     finally:
-        state_task_factory.state_task_service_for = _ORIGINAL_FACTORY
-        WaitFunction._wait_interval = _ORIGINAL_WAIT
         _SERVICES = None
 
 
-__all__ = ["LocalServices", "install_integrations", "invoke_function", "update_endpoint", "io"]
+__all__ = ["LocalServices", "install_integrations", "invoke_function", "io", "update_endpoint"]

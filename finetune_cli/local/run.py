@@ -40,17 +40,37 @@ class RunResult:
         return asdict(self)
 
 
-def upload_dataset(stage: LocalStage, source: Path, *, task: str, mapping: dict[str, str], name: str, version: str,
-                   work: Path, out: Any, validation_fraction: float = 0.1) -> str:
+def upload_dataset(
+    stage: LocalStage,
+    source: Path,
+    *,
+    task: str,
+    mapping: dict[str, str],
+    name: str,
+    version: str,
+    work: Path,
+    out: Any,
+    validation_fraction: float = 0.1,
+) -> str:
     """A data file goes through ``prepare`` (as ``finetune prepare`` does); a directory is taken as an already
     prepared dataset, uploaded file by file. Returns the dataset's S3 prefix."""
     if source.is_dir():
         folder = source
     elif source.is_file():
         folder = work / "dataset"
-        manifest = prepare_module.prepare(source=source, task=task, output=folder, mapping=mapping, name=name,
-                                          version=version, validation_fraction=validation_fraction, seed=42, tokenizer=None,
-                                          max_seq_length=None, encoding=None)
+        manifest = prepare_module.prepare(
+            source=source,
+            task=task,
+            output=folder,
+            mapping=mapping,
+            name=name,
+            version=version,
+            validation_fraction=validation_fraction,
+            seed=42,
+            tokenizer=None,
+            max_seq_length=None,
+            encoding=None,
+        )
         for line in prepare_module.summary(manifest):
             print(line, file=out)
     else:
@@ -68,17 +88,26 @@ def upload_dataset(stage: LocalStage, source: Path, *, task: str, mapping: dict[
     return uri
 
 
-def execute(stage: LocalStage, *, layer: str, machine: str, execution_name: str, execution_input: dict[str, Any],
-            out: Any, poll_seconds: float = 0.25) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def execute(
+    stage: LocalStage,
+    *,
+    layer: str,
+    machine: str,
+    execution_name: str,
+    execution_input: dict[str, Any],
+    out: Any,
+    poll_seconds: float = 0.25,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run one execution of a synthesized state machine in moto's engine; print each state as it starts and ends.
     Returns DescribeExecution's answer and the history."""
     name, _, definition = stage.assembly.state_machine(layer, machine)
     stepfunctions = stage.client("stepfunctions")
     arn = stepfunctions.create_state_machine(
-        name=name, definition=definition,
-        roleArn=f"arn:aws:iam::{stage.assembly.account}:role/{name}-local")["stateMachineArn"]
-    execution_arn = stepfunctions.start_execution(stateMachineArn=arn, name=execution_name,
-                                                  input=json.dumps(execution_input))["executionArn"]
+        name=name, definition=definition, roleArn=f"arn:aws:iam::{stage.assembly.account}:role/{name}-local"
+    )["stateMachineArn"]
+    execution_arn = stepfunctions.start_execution(
+        stateMachineArn=arn, name=execution_name, input=json.dumps(execution_input)
+    )["executionArn"]
     print(f"execution {execution_name} of {name}", file=out, flush=True)
     seen, entered = 0, {}
     while True:
@@ -95,11 +124,14 @@ def execute(stage: LocalStage, *, layer: str, machine: str, execution_name: str,
                 print(f"  {event['timestamp']:%H:%M:%S} < {state} ({took:.1f} s)", file=out, flush=True)
             elif kind in ("TaskFailed", "LambdaFunctionFailed"):
                 details = event.get("taskFailedEventDetails") or event.get("lambdaFunctionFailedEventDetails") or {}
-                print(f"    failed: {details.get('error')}: {readable_cause(details.get('cause'))}", file=out, flush=True)
+                print(
+                    f"    failed: {details.get('error')}: {readable_cause(details.get('cause'))}", file=out, flush=True
+                )
         seen = len(history)
         described = stepfunctions.describe_execution(executionArn=execution_arn)
         if described["status"] in _TERMINAL and seen == len(
-                stepfunctions.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]):
+            stepfunctions.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        ):
             return described, history
         time.sleep(poll_seconds)
 
@@ -108,14 +140,21 @@ def _exited_output(history: list[dict[str, Any]], state: str) -> dict[str, Any] 
     for event in reversed(history):
         details = event.get("stateExitedEventDetails")
         if details and details["name"] == state and details.get("output"):
-            return json.loads(details["output"])
+            output: dict[str, Any] = json.loads(details["output"])
+            return output
     return None
 
 
 def summarize(stage: LocalStage, described: dict[str, Any], history: list[dict[str, Any]], seconds: float) -> RunResult:
     states = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
-    result = RunResult(status=described["status"], states=states, error=described.get("error"),
-                       cause=described.get("cause"), execution=described.get("name"), seconds=round(seconds, 1))
+    result = RunResult(
+        status=described["status"],
+        states=states,
+        error=described.get("error"),
+        cause=described.get("cause"),
+        execution=described.get("name"),
+        seconds=round(seconds, 1),
+    )
     failed = [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
     if failed:
         result.task_error, result.task_cause = failed[-1].get("error"), failed[-1].get("cause")
@@ -130,7 +169,8 @@ def summarize(stage: LocalStage, described: dict[str, Any], history: list[dict[s
         if registered:
             result.model_package_arn = registered["package"]["arn"]
             result.model_package_status = stage.client("sagemaker").describe_model_package(
-                ModelPackageName=result.model_package_arn)["ModelApprovalStatus"]
+                ModelPackageName=result.model_package_arn
+            )["ModelApprovalStatus"]
     deployed = _exited_output(history, "EndpointUpdated")
     if deployed and described["status"] == "SUCCEEDED":
         result.endpoint = deployed["target"]["endpoint_name"]

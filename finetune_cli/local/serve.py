@@ -16,16 +16,22 @@ import re
 import tarfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .assembly import LambdaFunction
 from .containers import ContainerError, container_for
 from .integrations import LambdaContext, _asset_on_path, _environment
 from .stage import LocalStage
 from .training_job import split_s3
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest
+    from moto.core.common_types import TYPE_RESPONSE
 
 _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
@@ -39,8 +45,10 @@ def model_container(sagemaker: Any, s3: Any, model_name: str, work: Path) -> tup
         # SageMaker runs the package's container with the package's environment, and the model's on top of it.
         package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
         registered = package["InferenceSpecification"]["Containers"][0]
-        container = {**registered, "Environment": {**(registered.get("Environment") or {}),
-                                                   **(container.get("Environment") or {})}}
+        container = {
+            **registered,
+            "Environment": {**(registered.get("Environment") or {}), **(container.get("Environment") or {})},
+        }
     url = container.get("ModelDataUrl", "")
     target = work / re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-100:]
     if not (target / ".unpacked").is_file():
@@ -61,13 +69,19 @@ def deployed_models(stage: LocalStage, work: Path, out: Any) -> dict[str, Any]:
     for endpoint in sagemaker.list_endpoints()["Endpoints"]:
         name = endpoint["EndpointName"]
         config = sagemaker.describe_endpoint_config(
-            EndpointConfigName=sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+            EndpointConfigName=sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+        )
         try:
-            url, containers[name] = model_container(sagemaker, s3, config["ProductionVariants"][0]["ModelName"],
-                                                    work / name)
-        except Exception as error:  # noqa: BLE001 - S3 and archive errors: the endpoint is just not servable
-            print(f"  {name}: not served (its model artifact is not in the local store: {error.__class__.__name__}"
-                  "); deploy to it with finetune local run --deploy-to", file=out, flush=True)
+            url, containers[name] = model_container(
+                sagemaker, s3, config["ProductionVariants"][0]["ModelName"], work / name
+            )
+        except Exception as error:  # S3 and archive errors: the endpoint is just not servable
+            print(
+                f"  {name}: not served (its model artifact is not in the local store: {error.__class__.__name__}"
+                "); deploy to it with finetune local run --deploy-to",
+                file=out,
+                flush=True,
+            )
             continue
         print(f"  {name}: {url}", file=out, flush=True)
     return containers
@@ -80,7 +94,7 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
 
     original = botocore_stubber.process_request
 
-    def process(request):
+    def process(request: AWSPreparedRequest) -> TYPE_RESPONSE | None:
         url = urlsplit(request.url)
         match = _INVOCATIONS.match(url.path) if url.netloc.startswith("runtime.sagemaker.") else None
         if not match:
@@ -88,8 +102,11 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
         name = unquote(match.group(1))
         container = containers.get(name)
         if container is None:
-            return 400, {"x-amzn-ErrorType": "ValidationError", "Content-Type": "application/json"}, json.dumps(
-                {"message": f"Endpoint {name} of account {account} not found."})
+            return (
+                400,
+                {"x-amzn-ErrorType": "ValidationError", "Content-Type": "application/json"},
+                json.dumps({"message": f"Endpoint {name} of account {account} not found."}),
+            )
         body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
 
         def header(name: str) -> str:  # botocore's prepared headers may hold bytes
@@ -99,16 +116,21 @@ def local_runtime(containers: dict[str, Any], account: str) -> Iterator[None]:
         try:
             answer, content_type = container.invoke(body, header("Content-Type"), header("Accept"))
         except ContainerError as error:
-            return 424, {"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"}, json.dumps(
-                {"message": f"Received client error ({error.status}) from model with message \"{error}\".",
-                 "OriginalStatusCode": error.status, "OriginalMessage": str(error)})
+            return (
+                424,
+                {"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"},
+                json.dumps(
+                    {
+                        "message": f'Received client error ({error.status}) from model with message "{error}".',
+                        "OriginalStatusCode": error.status,
+                        "OriginalMessage": str(error),
+                    }
+                ),
+            )
         return 200, {"Content-Type": content_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, answer
 
-    botocore_stubber.process_request = process
-    try:
+    with mock.patch.object(botocore_stubber, "process_request", process):
         yield
-    finally:
-        botocore_stubber.process_request = original
 
 
 def rest_event(method: str, target: str, headers: dict[str, str], body: bytes, stage_name: str) -> dict[str, Any]:
@@ -119,15 +141,34 @@ def rest_event(method: str, target: str, headers: dict[str, str], body: bytes, s
         text, encoded = body.decode("utf-8"), False
     except UnicodeDecodeError:
         text, encoded = base64.b64encode(body).decode(), True
-    return {"resource": "/{proxy+}", "path": url.path, "httpMethod": method, "headers": headers,
-            "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": query,
-            "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-            "pathParameters": {"proxy": url.path.lstrip("/")}, "stageVariables": None,
-            "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/{stage_name}{url.path}",
-                               "stage": stage_name, "requestId": str(uuid.uuid4()), "protocol": "HTTP/1.1",
-                               "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", ""),
-                                            "caller": "local", "user": "local", "userArn": "arn:aws:iam::local"}},
-            "body": text or None, "isBase64Encoded": encoded}
+    return {
+        "resource": "/{proxy+}",
+        "path": url.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
+        "pathParameters": {"proxy": url.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": f"/{stage_name}{url.path}",
+            "stage": stage_name,
+            "requestId": str(uuid.uuid4()),
+            "protocol": "HTTP/1.1",
+            "identity": {
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("User-Agent", ""),
+                "caller": "local",
+                "user": "local",
+                "userArn": "arn:aws:iam::local",
+            },
+        },
+        "body": text or None,
+        "isBase64Encoded": encoded,
+    }
 
 
 class LocalApi:
@@ -143,14 +184,22 @@ class LocalApi:
         work = stage.folder / "serving"
         with stage.session(work):
             containers = deployed_models(stage, work, out)
-            proxy = next((f for f in stage.assembly.lambda_functions().values()
-                          if f.handler.startswith("inference_proxy.")), None)
+            proxy = next(
+                (f for f in stage.assembly.lambda_functions().values() if f.handler.startswith("inference_proxy.")),
+                None,
+            )
             if proxy is None:
                 raise ContainerError(500, f"{stage.config.qualified_name} has no inference proxy (no endpoints)")
-            variables = {**proxy.environment, "AWS_REGION": stage.assembly.region,
-                         "AWS_LAMBDA_FUNCTION_NAME": proxy.name}
-            with local_runtime(containers, stage.assembly.account), _environment(variables), \
-                    _asset_on_path(proxy.asset_dir):
+            variables = {
+                **proxy.environment,
+                "AWS_REGION": stage.assembly.region,
+                "AWS_LAMBDA_FUNCTION_NAME": proxy.name,
+            }
+            with (
+                local_runtime(containers, stage.assembly.account),
+                _environment(variables),
+                _asset_on_path(proxy.asset_dir),
+            ):
                 module_name, handler_name = proxy.handler.rsplit(".", 1)
                 handler = getattr(importlib.import_module(module_name), handler_name)
                 log = work / f"{proxy.name}.log"
@@ -167,7 +216,9 @@ class LocalApi:
                     server.server_close()
 
 
-def _request_handler(handler, function, log: Path) -> type[BaseHTTPRequestHandler]:
+def _request_handler(
+    handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]], function: LambdaFunction, log: Path
+) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -192,7 +243,7 @@ def _request_handler(handler, function, log: Path) -> type[BaseHTTPRequestHandle
 
         do_GET = do_POST = do_PUT = do_DELETE = _call
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:  # `format`: the base class's name
             pass
 
     return Handler

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from botocore.exceptions import ClientError
 
@@ -34,10 +35,12 @@ STATE_DIR_VARIABLE = "FINETUNE_LOCAL_STATE"
 PACKAGED_BASE_MODELS = {"all-minilm-l6-v2": "minilm", "smollm2-135m-instruct": "smollm2"}
 
 #: CloudFormation types created in moto before a run, with the API call and the property naming the resource.
-_SAGEMAKER_RESOURCES = (("AWS::SageMaker::ModelPackageGroup", "create_model_package_group", "ModelPackageGroupName"),
-                        ("AWS::SageMaker::Model", "create_model", "ModelName"),
-                        ("AWS::SageMaker::EndpointConfig", "create_endpoint_config", "EndpointConfigName"),
-                        ("AWS::SageMaker::Endpoint", "create_endpoint", "EndpointName"))
+_SAGEMAKER_RESOURCES = (
+    ("AWS::SageMaker::ModelPackageGroup", "create_model_package_group", "ModelPackageGroupName"),
+    ("AWS::SageMaker::Model", "create_model", "ModelName"),
+    ("AWS::SageMaker::EndpointConfig", "create_endpoint_config", "EndpointConfigName"),
+    ("AWS::SageMaker::Endpoint", "create_endpoint", "EndpointName"),
+)
 
 
 def state_dir(explicit: Path | None) -> Path:
@@ -66,20 +69,19 @@ def _current_instance_types() -> Iterator[None]:
     from moto.sagemaker import models
     from moto.sagemaker.exceptions import ValidationError
 
-    valid = set(botocore.session.get_session().get_service_model("sagemaker").shape_for(
-        "ProductionVariantInstanceType").enum)
+    valid = set(
+        botocore.session.get_session().get_service_model("sagemaker").shape_for("ProductionVariantInstanceType").enum
+    )
 
-    def validate_instance_type(self, instance_type: str) -> None:
+    def validate_instance_type(self: models.FakeEndpointConfig, instance_type: str) -> None:
         if instance_type not in valid:
-            raise ValidationError(message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: "
-                                          "Member must satisfy enum value set of ProductionVariantInstanceType")
+            raise ValidationError(
+                message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: "
+                "Member must satisfy enum value set of ProductionVariantInstanceType"
+            )
 
-    original = models.FakeEndpointConfig.validate_instance_type
-    models.FakeEndpointConfig.validate_instance_type = validate_instance_type
-    try:
+    with mock.patch.object(models.FakeEndpointConfig, "validate_instance_type", validate_instance_type):
         yield
-    finally:
-        models.FakeEndpointConfig.validate_instance_type = original
 
 
 class LocalStage:
@@ -119,20 +121,34 @@ class LocalStage:
         """moto with the stage deployed and the state folder loaded, the local integrations plugged in."""
         from moto import mock_aws
 
-        variables = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
-                     "AWS_DEFAULT_REGION": self.assembly.region, "MOTO_ACCOUNT_ID": self.assembly.account}
+        variables = {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "AWS_DEFAULT_REGION": self.assembly.region,
+            "MOTO_ACCOUNT_ID": self.assembly.account,
+        }
         # The engine logs each caught task failure with a traceback; the run prints failures itself.
         logging.getLogger("moto.stepfunctions").setLevel(logging.CRITICAL)
-        with _variables(variables), mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), \
-                _current_instance_types():
+        with (
+            _variables(variables),
+            mock_aws(config={"stepfunctions": {"execute_state_machine": True}}),
+            _current_instance_types(),
+        ):
             self._clients.clear()
             self._deploy()
             self._load_s3()
             self._replay_journal()
             services = LocalServices(
-                functions=self.assembly.lambda_functions(), training_code=self.assembly.training_code_dir,
-                work_dir=run_dir, account=self.assembly.account, region=self.assembly.region, out=self.out,
-                client=self.client, journal=self._record)
+                functions=self.assembly.lambda_functions(),
+                training_code=self.assembly.training_code_dir,
+                work_dir=run_dir,
+                account=self.assembly.account,
+                region=self.assembly.region,
+                out=self.out,
+                client=self.client,
+                journal=self._record,
+            )
             try:
                 with install_integrations(services):
                     yield services
@@ -147,8 +163,11 @@ class LocalStage:
         for stack in assembly.stacks.values():
             for logical_id in assembly.of_type(stack, "AWS::S3::Bucket"):
                 bucket = assembly.physical_name(stack, logical_id)
-                location = {} if assembly.region == "us-east-1" else {
-                    "CreateBucketConfiguration": {"LocationConstraint": assembly.region}}
+                location = (
+                    {}
+                    if assembly.region == "us-east-1"
+                    else {"CreateBucketConfiguration": {"LocationConstraint": assembly.region}}
+                )
                 s3.create_bucket(Bucket=bucket, **location)
             for logical_id in assembly.of_type(stack, "AWS::SNS::Topic"):
                 sns.create_topic(Name=assembly.physical_name(stack, logical_id).rsplit(":", 1)[-1])
@@ -208,8 +227,9 @@ class LocalStage:
                     snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in action)
                     getattr(sagemaker, snake)(**entry["request"])
             except ClientError as error:
-                raise RuntimeFailure(f"{self.journal_path}: cannot replay {action} ({error}); "
-                                     "remove the state folder to start afresh") from None
+                raise RuntimeFailure(
+                    f"{self.journal_path}: cannot replay {action} ({error}); remove the state folder to start afresh"
+                ) from None
 
     # --- base models --------------------------------------------------------------------------------------------
     def base_model_folder(self, name: str) -> Path:
@@ -226,8 +246,12 @@ class LocalStage:
             source = getattr(local_models, PACKAGED_BASE_MODELS[name])()
         except local_models.ModelNotInstalled as error:
             raise RuntimeFailure(f"base model {name}: {error}") from None
-        print(f"staging packaged base model {name} from {source} into "
-              f"s3://{self.artifacts_bucket}/{BASE_MODELS_PREFIX}{name}/", file=self.out, flush=True)
+        print(
+            f"staging packaged base model {name} from {source} into "
+            f"s3://{self.artifacts_bucket}/{BASE_MODELS_PREFIX}{name}/",
+            file=self.out,
+            flush=True,
+        )
         self.copy_model(source, target)
         return True
 

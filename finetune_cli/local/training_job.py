@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
+from botocore.model import ServiceModel
 from botocore.validate import ParamValidator
 
 #: The step a metric line of the training code reports (``metric <name>=<value> step=<n>``).
@@ -36,7 +37,7 @@ class RequestInvalid(ValueError):
 
 
 @functools.cache
-def _sagemaker_model():
+def _sagemaker_model() -> ServiceModel:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
@@ -49,7 +50,7 @@ def check_shape(operation: str, params: dict[str, Any], *, output: bool = False)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -59,7 +60,7 @@ def download_prefix(s3: Any, uri: str, target: Path) -> int:
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix):].lstrip("/") or Path(item["Key"]).name
+            relative = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
             path = target / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, item["Key"], str(path))
@@ -97,9 +98,19 @@ def final_metrics(log: str, definitions: list[dict[str, str]], when: datetime.da
 class LocalTrainingJob:
     """One training job: ``run()`` blocks until it ends and returns the DescribeTrainingJob answer."""
 
-    def __init__(self, request: dict[str, Any], *, code_dir: Path, work_dir: Path, s3: Any, account: str,
-                 region: str, out: Any, train_command: Path | None = None,
-                 interrupt_after_step: int | None = None) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        *,
+        code_dir: Path,
+        work_dir: Path,
+        s3: Any,
+        account: str,
+        region: str,
+        out: Any,
+        train_command: Path | None = None,
+        interrupt_after_step: int | None = None,
+    ) -> None:
         check_shape("CreateTrainingJob", request)
         self.request, self.code_dir, self.s3, self.out = request, code_dir, s3, out
         self.name = request["TrainingJobName"]
@@ -119,8 +130,7 @@ class LocalTrainingJob:
         (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
         # SageMaker names hosts algo-N; the toolkit waits until every host name resolves, which here only
         # localhost does.
-        (config / "resourceconfig.json").write_text(json.dumps(
-            {"current_host": "localhost", "hosts": ["localhost"]}))
+        (config / "resourceconfig.json").write_text(json.dumps({"current_host": "localhost", "hosts": ["localhost"]}))
         channels = {}
         for channel in request.get("InputDataConfig", []):
             source = channel["DataSource"]["S3DataSource"]
@@ -128,15 +138,17 @@ class LocalTrainingJob:
             target.mkdir(parents=True)
             if not download_prefix(self.s3, source["S3Uri"], target):
                 raise RequestInvalid(f"channel {channel['ChannelName']}: no objects under {source['S3Uri']}")
-            channels[channel["ChannelName"]] = {"TrainingInputMode": request["AlgorithmSpecification"].get(
-                "TrainingInputMode", "File"), **({"ContentType": channel["ContentType"]} if "ContentType" in channel
-                                                 else {})}
+            channels[channel["ChannelName"]] = {
+                "TrainingInputMode": request["AlgorithmSpecification"].get("TrainingInputMode", "File"),
+                **({"ContentType": channel["ContentType"]} if "ContentType" in channel else {}),
+            }
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
         code = base / "code"
         # The image copies train.py and finetune/ to /opt/ml/code (training_code/Dockerfile); requirements.txt is
         # installed at build time, so it is not copied here (the toolkit would pip-install it).
-        shutil.copytree(self.code_dir, code, ignore=shutil.ignore_patterns(
-            "__pycache__", "Dockerfile", "requirements.txt", ".*"))
+        shutil.copytree(
+            self.code_dir, code, ignore=shutil.ignore_patterns("__pycache__", "Dockerfile", "requirements.txt", ".*")
+        )
         checkpoint = request.get("CheckpointConfig")
         if checkpoint:
             download_prefix(self.s3, checkpoint["S3Uri"], base / "checkpoints")
@@ -146,17 +158,25 @@ class LocalTrainingJob:
         env.update(self.request.get("Environment", {}))
         threads = str(min(os.cpu_count() or 1, 2))
         # No network here: the base model comes in the model channel, so the hub is never needed.
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
-                   OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", threads), MKL_NUM_THREADS=env.get("MKL_NUM_THREADS", threads),
-                   SAGEMAKER_BASE_DIR=str(self.base), SAGEMAKER_PROGRAM="train.py", TRAINING_JOB_NAME=self.name,
-                   TRAINING_JOB_ARN=self.arn)
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", threads),
+            MKL_NUM_THREADS=env.get("MKL_NUM_THREADS", threads),
+            SAGEMAKER_BASE_DIR=str(self.base),
+            SAGEMAKER_PROGRAM="train.py",
+            TRAINING_JOB_NAME=self.name,
+            TRAINING_JOB_ARN=self.arn,
+        )
         return env
 
     def _watch(self, process: subprocess.Popen[str], log_path: Path) -> str:
         """Stream the job's log to its file; echo progress and metric lines to the terminal as they come; reclaim
         the instance when the interruption's step is logged."""
+        if process.stdout is None:
+            raise TypeError("the training process was started without stdout=PIPE")
         lines = []
-        assert process.stdout is not None
         with log_path.open("w") as log:
             for line in process.stdout:
                 log.write(line)
@@ -166,11 +186,18 @@ class LocalTrainingJob:
                 if text.startswith("metric ") or "%|" in text or text.startswith(("progress", "step ")):
                     print(f"    [{self.name}] {text}", file=self.out, flush=True)
                 step = _STEP.search(text) if text.startswith("metric ") else None
-                if (step and self.interrupt_after_step is not None and self.interrupted_at is None
-                        and int(step.group(1)) >= self.interrupt_after_step):
+                if (
+                    step
+                    and self.interrupt_after_step is not None
+                    and self.interrupted_at is None
+                    and int(step.group(1)) >= self.interrupt_after_step
+                ):
                     self.interrupted_at = int(step.group(1))
-                    print(f"    [{self.name}] spot instance reclaimed after step {self.interrupted_at}: SIGTERM",
-                          file=self.out, flush=True)
+                    print(
+                        f"    [{self.name}] spot instance reclaimed after step {self.interrupted_at}: SIGTERM",
+                        file=self.out,
+                        flush=True,
+                    )
                     # Every process of the container gets it (the toolkit does not forward signals to train.py).
                     os.killpg(process.pid, signal.SIGTERM)
         return "".join(lines)
@@ -188,18 +215,25 @@ class LocalTrainingJob:
         os.killpg(process_group, signal.SIGKILL)
 
     def run(self) -> dict[str, Any]:
-        created = datetime.datetime.now(datetime.timezone.utc)
+        created = datetime.datetime.now(datetime.UTC)
         print(f"    [{self.name}] laying out /opt/ml under {self.base}", file=self.out, flush=True)
         self._layout()
         started = time.monotonic()
         # Its own process group: the job's processes can be signalled together, as a container's are.
-        process = subprocess.Popen([str(self.train_command)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=self._environment(), cwd=self.base, start_new_session=True)
+        process = subprocess.Popen(
+            [str(self.train_command)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self._environment(),
+            cwd=self.base,
+            start_new_session=True,
+        )
         log = self._watch(process, self.base / "job.log")
         returncode = process.wait()
         self._wait_for_group(process.pid)
         seconds = max(1, int(time.monotonic() - started))
-        ended = datetime.datetime.now(datetime.timezone.utc)
+        ended = datetime.datetime.now(datetime.UTC)
         output_path = self.request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + "/"
         job_output = f"{output_path}{self.name}/output/"
         archives = self.base / "archives"
@@ -215,22 +249,30 @@ class LocalTrainingJob:
         if checkpoint and (self.base / "checkpoints").is_dir():
             upload_tree(self.s3, self.base / "checkpoints", checkpoint["S3Uri"].rstrip("/") + "/")
         described: dict[str, Any] = {
-            "TrainingJobName": self.name, "TrainingJobArn": self.arn,
+            "TrainingJobName": self.name,
+            "TrainingJobArn": self.arn,
             "TrainingJobStatus": "Failed" if failed else "Completed",
             "SecondaryStatus": "Failed" if failed else "Completed",
             "ModelArtifacts": {"S3ModelArtifacts": job_output + "model.tar.gz"},
             "HyperParameters": self.request.get("HyperParameters", {}),
             "AlgorithmSpecification": self.request["AlgorithmSpecification"],
-            "RoleArn": self.request["RoleArn"], "InputDataConfig": self.request.get("InputDataConfig", []),
-            "OutputDataConfig": self.request["OutputDataConfig"], "ResourceConfig": self.request["ResourceConfig"],
+            "RoleArn": self.request["RoleArn"],
+            "InputDataConfig": self.request.get("InputDataConfig", []),
+            "OutputDataConfig": self.request["OutputDataConfig"],
+            "ResourceConfig": self.request["ResourceConfig"],
             "StoppingCondition": self.request["StoppingCondition"],
-            "CreationTime": created, "TrainingStartTime": created, "TrainingEndTime": ended, "LastModifiedTime": ended,
+            "CreationTime": created,
+            "TrainingStartTime": created,
+            "TrainingEndTime": ended,
+            "LastModifiedTime": ended,
             "FinalMetricDataList": final_metrics(
-                log, self.request["AlgorithmSpecification"].get("MetricDefinitions", []), ended),
+                log, self.request["AlgorithmSpecification"].get("MetricDefinitions", []), ended
+            ),
             "EnableNetworkIsolation": self.request.get("EnableNetworkIsolation", False),
             "EnableInterContainerTrafficEncryption": self.request.get("EnableInterContainerTrafficEncryption", False),
             "EnableManagedSpotTraining": self.request.get("EnableManagedSpotTraining", False),
-            "TrainingTimeInSeconds": seconds, "BillableTimeInSeconds": seconds,
+            "TrainingTimeInSeconds": seconds,
+            "BillableTimeInSeconds": seconds,
         }
         for key in ("CheckpointConfig", "VpcConfig", "Environment"):
             if key in self.request:
@@ -241,12 +283,16 @@ class LocalTrainingJob:
             # FineTune state machine retries (IsCapacityError -> WaitForCapacity -> Train, same checkpoints).
             described["FailureReason"] = (
                 f"CapacityError: the spot instance was reclaimed after step {self.interrupted_at} and no capacity "
-                f"came back (local interruption); checkpoints are in {checkpoint['S3Uri'] if checkpoint else 'none'}")
+                f"came back (local interruption); checkpoints are in {checkpoint['S3Uri'] if checkpoint else 'none'}"
+            )
         elif failed:
             reason = failure_file.read_text().strip() if failure_file.is_file() else ""
-            described["FailureReason"] = (f"AlgorithmError: {reason}" if reason else
-                                          f"AlgorithmError: the training process exited with status {returncode}; "
-                                          f"see {self.base / 'job.log'}")
+            described["FailureReason"] = (
+                f"AlgorithmError: {reason}"
+                if reason
+                else f"AlgorithmError: the training process exited with status {returncode}; "
+                f"see {self.base / 'job.log'}"
+            )
             described["ModelArtifacts"] = {"S3ModelArtifacts": ""}
         check_shape("DescribeTrainingJob", described, output=True)
         return described

@@ -22,7 +22,9 @@ _DEFAULT_PAYLOAD_MB = 6
 def _batches(records: list[bytes], strategy: str, limit: int) -> list[list[bytes]]:
     if strategy != "MultiRecord":
         return [[record] for record in records]
-    batches, current, size = [], [], 0
+    batches: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
     for record in records:
         if current and size + len(record) + 1 > limit:
             batches.append(current)
@@ -36,8 +38,9 @@ class LocalTransformJob:
     """One transform job: ``run()`` returns the DescribeTransformJob answer (Failed with a FailureReason when the
     container rejects a request)."""
 
-    def __init__(self, request: dict[str, Any], *, sagemaker: Any, s3: Any, work_dir: Path, account: str,
-                 region: str, out: Any) -> None:
+    def __init__(
+        self, request: dict[str, Any], *, sagemaker: Any, s3: Any, work_dir: Path, account: str, region: str, out: Any
+    ) -> None:
         check_shape("CreateTransformJob", request)
         self.request, self.sagemaker, self.s3, self.out = request, sagemaker, s3, out
         self.name = request["TransformJobName"]
@@ -47,16 +50,22 @@ class LocalTransformJob:
     def run(self) -> dict[str, Any]:
         from .serve import model_container  # the container as the endpoint would run it
 
-        request, started = self.request, datetime.datetime.now(datetime.timezone.utc)
+        request, started = self.request, datetime.datetime.now(datetime.UTC)
         transform_input, output = request["TransformInput"], request["TransformOutput"]
         described: dict[str, Any] = {
-            "TransformJobName": self.name, "TransformJobArn": self.arn, "ModelName": request["ModelName"],
-            "TransformInput": transform_input, "TransformOutput": output,
-            "TransformResources": request["TransformResources"], "CreationTime": started,
-            "TransformStartTime": started, "BatchStrategy": request.get("BatchStrategy", "SingleRecord")}
+            "TransformJobName": self.name,
+            "TransformJobArn": self.arn,
+            "ModelName": request["ModelName"],
+            "TransformInput": transform_input,
+            "TransformOutput": output,
+            "TransformResources": request["TransformResources"],
+            "CreationTime": started,
+            "TransformStartTime": started,
+            "BatchStrategy": request.get("BatchStrategy", "SingleRecord"),
+        }
         try:
             _, container = model_container(self.sagemaker, self.s3, request["ModelName"], self.work)
-        except Exception as error:  # noqa: BLE001 - the model or its artifact is missing
+        except Exception as error:  # the model or its artifact is missing
             return self._end(described, f"ClientError: cannot load model {request['ModelName']}: {error}")
         bucket, prefix = split_s3(transform_input["DataSource"]["S3DataSource"]["S3Uri"])
         out_bucket, out_prefix = split_s3(output["S3OutputPath"].rstrip("/") + "/")
@@ -65,26 +74,37 @@ class LocalTransformJob:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 data = self.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                records = [line for line in data.splitlines() if line.strip()] \
-                    if transform_input.get("SplitType") == "Line" else [data]
+                records = (
+                    [line for line in data.splitlines() if line.strip()]
+                    if transform_input.get("SplitType") == "Line"
+                    else [data]
+                )
                 answers = []
                 for batch in _batches(records, described["BatchStrategy"], limit):
                     try:
-                        answer, _ = container.invoke(b"\n".join(batch), transform_input.get("ContentType", ""),
-                                                     output.get("Accept", "application/json"))
+                        answer, _ = container.invoke(
+                            b"\n".join(batch),
+                            transform_input.get("ContentType", ""),
+                            output.get("Accept", "application/json"),
+                        )
                     except ContainerError as error:
-                        return self._end(described, f"ClientError: {item['Key']}: the model container answered "
-                                                    f"{error.status}: {error}")
+                        return self._end(
+                            described,
+                            f"ClientError: {item['Key']}: the model container answered {error.status}: {error}",
+                        )
                     answers.append(answer.rstrip(b"\n"))
-                relative = item["Key"][len(prefix):].lstrip("/")
-                self.s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}{relative}.out",
-                                   Body=joiner.join(answers) + (joiner if answers else b""))
+                relative = item["Key"][len(prefix) :].lstrip("/")
+                self.s3.put_object(
+                    Bucket=out_bucket,
+                    Key=f"{out_prefix}{relative}.out",
+                    Body=joiner.join(answers) + (joiner if answers else b""),
+                )
                 print(f"    [{self.name}] {item['Key']}: {len(records)} records", file=self.out, flush=True)
         return self._end(described, None)
 
     @staticmethod
     def _end(described: dict[str, Any], failure: str | None) -> dict[str, Any]:
-        ended = datetime.datetime.now(datetime.timezone.utc)
+        ended = datetime.datetime.now(datetime.UTC)
         described.update(TransformJobStatus="Failed" if failure else "Completed", TransformEndTime=ended)
         if failure:
             described["FailureReason"] = failure[:1024]

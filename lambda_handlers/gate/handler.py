@@ -18,9 +18,12 @@ class GateInputInvalid(Exception):
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     threshold = event.get("threshold")
     try:
-        result = run_gate(_S3, output_archive_uri=event["output_archive_uri"],
-                          evaluation_s3_uri=event["evaluation_s3_uri"],
-                          threshold=float(threshold) if threshold is not None else None)
+        result = run_gate(
+            _S3,
+            output_archive_uri=event["output_archive_uri"],
+            evaluation_s3_uri=event["evaluation_s3_uri"],
+            threshold=float(threshold) if threshold is not None else None,
+        )
     except (GateInputError, KeyError, TypeError, ValueError) as error:
         raise GateInputInvalid(str(error)) from None
     return as_dict(result)

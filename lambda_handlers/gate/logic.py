@@ -53,16 +53,23 @@ def read_evaluation(s3: S3Client, output_archive_uri: str) -> dict[str, Any]:
     bucket, key = split_s3_uri(output_archive_uri)
     size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
     if size > MAX_OUTPUT_ARCHIVE_BYTES:
-        raise GateInputError(f"{output_archive_uri} is {size} bytes; the output archive should hold only reports "
-                             "(write model files to the model directory, not /opt/ml/output/data)")
+        raise GateInputError(
+            f"{output_archive_uri} is {size} bytes; the output archive should hold only reports "
+            "(write model files to the model directory, not /opt/ml/output/data)"
+        )
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
             member = next((m for m in archive.getmembers() if m.name.lstrip("./") == "evaluation.json"), None)
             if member is None:
-                raise GateInputError(f"{output_archive_uri} has no evaluation.json; did the training job finish its "
-                                     "final evaluation?")
-            return json.load(archive.extractfile(member))
+                raise GateInputError(
+                    f"{output_archive_uri} has no evaluation.json; did the training job finish its final evaluation?"
+                )
+            extracted = archive.extractfile(member)
+            if extracted is None:
+                raise GateInputError(f"{output_archive_uri}: evaluation.json is not a regular file")
+            evaluation: dict[str, Any] = json.load(extracted)
+            return evaluation
     except (tarfile.TarError, json.JSONDecodeError, OSError) as error:
         raise GateInputError(f"{output_archive_uri}: cannot read evaluation.json ({error})") from None
 
@@ -90,11 +97,23 @@ def decide(evaluation: dict[str, Any], *, threshold: float | None) -> tuple[bool
 
     word = "at least" if higher_is_better else "at most"
     if base is not None and not better(fine_tuned, base):
-        return (False, metric, higher_is_better, fine_tuned, base,
-                f"fine-tuned {metric} {fine_tuned:.4f} does not improve on the base model's {base:.4f}")
+        return (
+            False,
+            metric,
+            higher_is_better,
+            fine_tuned,
+            base,
+            f"fine-tuned {metric} {fine_tuned:.4f} does not improve on the base model's {base:.4f}",
+        )
     if threshold is not None and not at_least(fine_tuned, threshold):
-        return (False, metric, higher_is_better, fine_tuned, base,
-                f"fine-tuned {metric} {fine_tuned:.4f} misses the threshold ({word} {threshold:.4f})")
+        return (
+            False,
+            metric,
+            higher_is_better,
+            fine_tuned,
+            base,
+            f"fine-tuned {metric} {fine_tuned:.4f} misses the threshold ({word} {threshold:.4f})",
+        )
     reason = f"fine-tuned {metric} {fine_tuned:.4f}" + (f" vs base {base:.4f}" if base is not None else "")
     if threshold is not None:
         reason += f", threshold {word} {threshold:.4f}"
@@ -105,8 +124,9 @@ def run_gate(s3: S3Client, *, output_archive_uri: str, evaluation_s3_uri: str, t
     evaluation = read_evaluation(s3, output_archive_uri)
     passed, metric, higher_is_better, fine_tuned, base, reason = decide(evaluation, threshold=threshold)
     bucket, key = split_s3_uri(evaluation_s3_uri)
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(evaluation, indent=2).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(evaluation, indent=2).encode(), ContentType="application/json"
+    )
     return GateResult(passed, metric, higher_is_better, fine_tuned, base, threshold, reason, evaluation_s3_uri)
 
 

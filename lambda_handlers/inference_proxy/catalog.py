@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,19 +20,19 @@ NOT_DEPLOYED = "NotDeployed"
 UNKNOWN = "Unknown"
 
 
-def list_models(settings: ProxySettings, control_plane: ControlPlaneClient) -> dict:
+def list_models(settings: ProxySettings, control_plane: ControlPlaneClient) -> dict[str, Any]:
     """Each configured endpoint with its kind and its SageMaker status (InService, Creating, ...)."""
     # Sequential: a team stage has a handful of endpoints, and each DescribeEndpoint takes milliseconds.
     return {"object": "list", "data": [_entry(settings, control_plane, name) for name in sorted(settings.endpoints)]}
 
 
-def retrieve_model(name: str, settings: ProxySettings, control_plane: ControlPlaneClient) -> dict:
+def retrieve_model(name: str, settings: ProxySettings, control_plane: ControlPlaneClient) -> dict[str, Any]:
     """One model entry (OpenAI's `models.retrieve`): `name` is a short name or this stage's endpoint name."""
     model = resolve_model(name, settings, kind=None)
     return _entry(settings, control_plane, model.short_name)
 
 
-def _entry(settings: ProxySettings, control_plane: ControlPlaneClient, name: str) -> dict:
+def _entry(settings: ProxySettings, control_plane: ControlPlaneClient, name: str) -> dict[str, Any]:
     endpoint = settings.endpoints[name]
     status, created = _describe(control_plane, endpoint.endpoint_name)
     return {

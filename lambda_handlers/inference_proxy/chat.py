@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,7 +25,7 @@ class _Message(BaseModel):
     model_config = _LAX
     role: str = "assistant"
     content: str | None = None
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[Any, Any]] | None = None
 
 
 class _Choice(BaseModel):
@@ -35,8 +36,15 @@ class _Choice(BaseModel):
 
 
 # LMI's vLLM rolling batch names finish reasons its own way; OpenAI clients know only these words.
-OPENAI_FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "stop": "stop", "length": "length",
-                         "max_tokens": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
+OPENAI_FINISH_REASONS = {
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "stop": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+}
 
 
 def openai_finish_reason(reason: str | None) -> str | None:
@@ -65,7 +73,7 @@ def complete_chat(
     settings: ProxySettings,
     runtime: RuntimeClient,
     clock: Callable[[], float] = time.time,
-) -> tuple[ResolvedModel, dict]:
+) -> tuple[ResolvedModel, dict[str, Any]]:
     """Run the chat completion on the endpoint `request.model` names; return it and the OpenAI response.
 
     The container's answer is checked for the fields the proxy relies on, then passed on whole: tool
@@ -74,8 +82,9 @@ def complete_chat(
     translates LMI's finish reasons to OpenAI's words.
     """
     model = resolve_model(request.model, settings, kind="llm")
-    invocation = invoke_json(runtime, model.endpoint_name, request.endpoint_body(),
-                             inference_component=model.inference_component)
+    invocation = invoke_json(
+        runtime, model.endpoint_name, request.endpoint_body(), inference_component=model.inference_component
+    )
     payload = invocation.payload
     try:
         completion = _Completion.model_validate(payload)
@@ -83,7 +92,7 @@ def complete_chat(
         raise ModelFailed(
             f"Model endpoint '{model.endpoint_name}' returned an answer that is not a chat completion."
         ) from error
-    response: dict = {
+    response: dict[str, Any] = {
         **payload,
         "id": completion.id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -98,7 +107,7 @@ def complete_chat(
     return model, response
 
 
-def _choice(raw: dict, parsed: _Choice) -> dict:
+def _choice(raw: dict[str, Any], parsed: _Choice) -> dict[str, Any]:
     choice = {**raw, "index": parsed.index, "finish_reason": openai_finish_reason(parsed.finish_reason)}
     choice["message"] = {**raw["message"], "role": parsed.message.role, "content": parsed.message.content}
     if not parsed.message.tool_calls:
@@ -107,8 +116,12 @@ def _choice(raw: dict, parsed: _Choice) -> dict:
     return choice
 
 
-def usage_of(raw: dict, usage: _Usage) -> dict:
+def usage_of(raw: dict[str, Any], usage: _Usage) -> dict[str, Any]:
     """OpenAI usage: the container's (details included) with `total_tokens` filled in when it left it out."""
     total = usage.total_tokens if usage.total_tokens is not None else usage.prompt_tokens + usage.completion_tokens
-    return {**raw, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": total}
+    return {
+        **raw,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": total,
+    }

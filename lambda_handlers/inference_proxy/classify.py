@@ -15,7 +15,7 @@ from .settings import ProxySettings
 
 def classify(
     name: str, request: PredictRequest, *, settings: ProxySettings, runtime: RuntimeClient
-) -> tuple[ResolvedModel, dict]:
+) -> tuple[ResolvedModel, dict[str, Any]]:
     """Classify each input text with the classifier `name`; one {label, score} per text, in order."""
     model = resolve_model(name, settings, kind="classifier")
     texts = request.texts
@@ -30,7 +30,7 @@ def classify(
     return model, {"model": model.short_name, "predictions": [_prediction(item, model) for item in answer]}
 
 
-def _prediction(item: Any, model: ResolvedModel) -> dict:
+def _prediction(item: Any, model: ResolvedModel) -> dict[str, Any]:
     if isinstance(item, list) and item:
         item = max(item, key=lambda candidate: _score(candidate, model))
     return {"label": _label(item, model), "score": _score(item, model)}

@@ -36,7 +36,8 @@ def create_runtime_client(settings: ProxySettings, session: Any = None) -> Runti
         retries={"mode": "standard", "total_max_attempts": 1},
         tcp_keepalive=True,
     )
-    return (session or boto3.session.Session()).client("sagemaker-runtime", config=config)
+    client: RuntimeClient = (session or boto3.session.Session()).client("sagemaker-runtime", config=config)
+    return client
 
 
 def create_control_plane_client(settings: ProxySettings, session: Any = None) -> ControlPlaneClient:
@@ -49,4 +50,5 @@ def create_control_plane_client(settings: ProxySettings, session: Any = None) ->
         read_timeout=5,
         retries={"mode": "standard", "total_max_attempts": 2},
     )
-    return (session or boto3.session.Session()).client("sagemaker", config=config)
+    client: ControlPlaneClient = (session or boto3.session.Session()).client("sagemaker", config=config)
+    return client

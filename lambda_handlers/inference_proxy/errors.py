@@ -8,7 +8,7 @@ names the request field at fault when there is one.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ProxyError(Exception):
@@ -25,7 +25,7 @@ class ProxyError(Exception):
         self.message = message
         self.param = param
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         """The JSON body the caller receives."""
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 

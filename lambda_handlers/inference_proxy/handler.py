@@ -63,22 +63,26 @@ PRELUDE_DELIMITER = b"\0" * 8
 
 
 @app.post("/v1/chat/completions")
-def chat_completions() -> Response:
+def chat_completions() -> Response[dict[str, Any]] | Response[str]:
     """OpenAI chat completion from one of this team stage's LLM endpoints."""
     request = parse_request(ChatCompletionRequest, _body(_dependencies.settings.max_request_bytes))
     if request.stream:
         stream = open_chat_stream(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
         _record_model_call(stream.model.short_name)
         _open_stream.set(stream)
-        return Response(status_code=200, content_type=EVENT_STREAM, body="",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return Response(
+            status_code=200,
+            content_type=EVENT_STREAM,
+            body="",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     model, completion = complete_chat(request, settings=_dependencies.settings, runtime=_dependencies.runtime)
     _record_model_call(model.short_name)
     return _json(200, completion)
 
 
 @app.post("/v1/models/<name>/predict")
-def predict(name: str) -> Response:
+def predict(name: str) -> Response[dict[str, Any]]:
     """Labels and scores for each input text from a classifier endpoint."""
     request = parse_request(PredictRequest, _body(_dependencies.settings.max_request_bytes))
     model, predictions = classify(name, request, settings=_dependencies.settings, runtime=_dependencies.runtime)
@@ -87,21 +91,21 @@ def predict(name: str) -> Response:
 
 
 @app.get("/v1/models")
-def models() -> Response:
+def models() -> Response[dict[str, Any]]:
     """This team stage's endpoints with kind and status (OpenAI model-list shape)."""
     control_plane = _dependencies.control_plane or _default_control_plane()
     return _json(200, list_models(_dependencies.settings, control_plane))
 
 
 @app.get("/v1/models/<name>")
-def model(name: str) -> Response:
+def model(name: str) -> Response[dict[str, Any]]:
     """One of this team stage's models (OpenAI `models.retrieve`); 404 `model_not_found` for any other name."""
     control_plane = _dependencies.control_plane or _default_control_plane()
     return _json(200, retrieve_model(name, _dependencies.settings, control_plane))
 
 
-@app.exception_handler(ProxyError)
-def proxy_error(error: ProxyError) -> Response:
+@app.exception_handler(ProxyError)  # type: ignore[untyped-decorator]  # Powertools leaves it unannotated
+def proxy_error(error: ProxyError) -> Response[dict[str, Any]]:
     """Every failure leaves as OpenAI's `{"error": {"message", "type", "param", "code"}}` with its status."""
     if error.status >= 500:
         # The cause (botocore's error, the model's output) goes to the log, never to the caller.
@@ -114,15 +118,21 @@ def proxy_error(error: ProxyError) -> Response:
 
 
 @app.not_found
-def route_not_found(_: NotFoundError) -> Response:
+def route_not_found(_: NotFoundError) -> Response[dict[str, Any]]:
     event = app.current_event
-    return proxy_error(RouteNotFound(f"No route for {event.http_method} {_printable(event.path)}."))
+    response: Response[dict[str, Any]] = proxy_error(
+        RouteNotFound(f"No route for {event.http_method} {_printable(event.path)}.")
+    )
+    return response
 
 
-@app.exception_handler(Exception)
-def unexpected_error(error: Exception) -> Response:
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]  # Powertools leaves it unannotated
+def unexpected_error(error: Exception) -> Response[dict[str, Any]]:
     logger.exception("unhandled error in the inference proxy")
-    return proxy_error(InternalError("Internal error in the inference proxy; see its logs for the request id."))
+    response: Response[dict[str, Any]] = proxy_error(
+        InternalError("Internal error in the inference proxy; see its logs for the request id.")
+    )
+    return response
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
@@ -212,7 +222,7 @@ def _record_model_call(short_name: str) -> None:
     tracer.put_annotation(key="model", value=short_name)
 
 
-def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 

@@ -31,8 +31,9 @@ class Invocation:
     seconds: float
 
 
-def invoke_json(runtime: RuntimeClient, endpoint_name: str, body: Any, *,
-                inference_component: str | None = None) -> Invocation:
+def invoke_json(
+    runtime: RuntimeClient, endpoint_name: str, body: Any, *, inference_component: str | None = None
+) -> Invocation:
     """POST `body` as JSON to the endpoint (or one of its inference components) and decode its JSON answer;
     raise a ProxyError on any failure."""
     # ensure_ascii keeps the bytes valid UTF-8 even for lone surrogates that JSON allows in strings.
@@ -40,8 +41,9 @@ def invoke_json(runtime: RuntimeClient, endpoint_name: str, body: Any, *,
     started = time.perf_counter()
     try:
         component = {"InferenceComponentName": inference_component} if inference_component else {}
-        response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=encoded, ContentType=JSON, Accept=JSON,
-                                           **component)
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint_name, Body=encoded, ContentType=JSON, Accept=JSON, **component
+        )
         raw = response["Body"].read()
     except ClientError as error:
         raise map_client_error(error, endpoint_name) from error

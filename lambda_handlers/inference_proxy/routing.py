@@ -50,8 +50,12 @@ def resolve_model(name: str, settings: ProxySettings, *, kind: Kind | None) -> R
     if kind is not None and endpoint.kind != kind:
         route = "/v1/chat/completions" if endpoint.kind == "llm" else f"/v1/models/{short_name}/predict"
         raise InvalidRequest(f"Model '{short_name}' is a {endpoint.kind} endpoint; call it at {route}.", param="model")
-    return ResolvedModel(short_name=short_name, endpoint_name=endpoint.endpoint_name, kind=endpoint.kind,
-                         inference_component=endpoint.inference_component)
+    return ResolvedModel(
+        short_name=short_name,
+        endpoint_name=endpoint.endpoint_name,
+        kind=endpoint.kind,
+        inference_component=endpoint.inference_component,
+    )
 
 
 def _looks_like_foreign_endpoint(name: str, settings: ProxySettings) -> bool:

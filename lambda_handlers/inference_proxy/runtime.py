@@ -61,9 +61,11 @@ class Invocation:
     headers: Mapping[str, str]
 
     def context(self) -> Context:
-        return Context(aws_request_id=self.request_id,
-                       invoked_function_arn=self.headers.get("Lambda-Runtime-Invoked-Function-Arn", ""),
-                       deadline_ms=int(self.headers.get("Lambda-Runtime-Deadline-Ms", "0") or 0))
+        return Context(
+            aws_request_id=self.request_id,
+            invoked_function_arn=self.headers.get("Lambda-Runtime-Invoked-Function-Arn", ""),
+            deadline_ms=int(self.headers.get("Lambda-Runtime-Deadline-Ms", "0") or 0),
+        )
 
 
 class ResponseStream:
@@ -71,12 +73,15 @@ class ResponseStream:
 
     def __init__(self, address: str, request_id: str) -> None:
         self._connection = http.client.HTTPConnection(address)
-        self._connection.putrequest("POST", f"/{API_VERSION}/runtime/invocation/{request_id}/response",
-                                    skip_accept_encoding=True)
-        for name, value in (("Lambda-Runtime-Function-Response-Mode", "streaming"),
-                            ("Transfer-Encoding", "chunked"),
-                            ("Content-Type", HTTP_INTEGRATION_RESPONSE),
-                            ("Trailer", f"{ERROR_TYPE_TRAILER}, {ERROR_BODY_TRAILER}")):
+        self._connection.putrequest(
+            "POST", f"/{API_VERSION}/runtime/invocation/{request_id}/response", skip_accept_encoding=True
+        )
+        for name, value in (
+            ("Lambda-Runtime-Function-Response-Mode", "streaming"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Type", HTTP_INTEGRATION_RESPONSE),
+            ("Trailer", f"{ERROR_TYPE_TRAILER}, {ERROR_BODY_TRAILER}"),
+        ):
             self._connection.putheader(name, value)
         self._connection.endheaders()
         self.bytes_sent = 0
@@ -109,8 +114,7 @@ class RuntimeApi:
         body = response.read()
         connection.close()
         headers = {name: value for name, value in response.getheaders()}
-        return Invocation(request_id=headers["Lambda-Runtime-Aws-Request-Id"], event=json.loads(body),
-                          headers=headers)
+        return Invocation(request_id=headers["Lambda-Runtime-Aws-Request-Id"], event=json.loads(body), headers=headers)
 
     def respond(self, request_id: str) -> ResponseStream:
         return ResponseStream(self.address, request_id)
@@ -123,9 +127,15 @@ class RuntimeApi:
 
     def _post(self, path: str, error: BaseException) -> None:
         connection = http.client.HTTPConnection(self.address)
-        connection.request("POST", path, body=json.dumps(_error_body(error)).encode(),
-                           headers={"Lambda-Runtime-Function-Error-Type": f"Runtime.{type(error).__name__}",
-                                    "Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            path,
+            body=json.dumps(_error_body(error)).encode(),
+            headers={
+                "Lambda-Runtime-Function-Error-Type": f"Runtime.{type(error).__name__}",
+                "Content-Type": "application/json",
+            },
+        )
         connection.getresponse().read()
         connection.close()
 
@@ -148,7 +158,7 @@ def serve_one(api: RuntimeApi, handler: StreamHandler) -> None:
 
     try:
         handler(invocation.event, invocation.context(), send=send)
-    except Exception as error:  # noqa: BLE001 - a runtime reports every failure to Lambda, then goes on
+    except Exception as error:  # a runtime reports every failure to Lambda, then goes on
         traceback.print_exc()
         if stream is None:
             api.invocation_error(invocation.request_id, error)

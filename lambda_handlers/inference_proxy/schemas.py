@@ -52,8 +52,9 @@ class ContentPart(BaseModel):
                 {"kind": self.type},
             )
         if self.type != "text":
-            raise PydanticCustomError("unsupported_part", "unknown content part type '{kind}'; send text parts",
-                                      {"kind": self.type[:64]})
+            raise PydanticCustomError(
+                "unsupported_part", "unknown content part type '{kind}'; send text parts", {"kind": self.type[:64]}
+            )
         if self.text is None:
             raise PydanticCustomError("missing_text", "a text part needs a 'text' string", {})
         return self
@@ -128,9 +129,7 @@ class ToolMessage(BaseModel):
     tool_call_id: str = Field(min_length=1, max_length=256)
 
 
-ChatMessage = Annotated[
-    InstructionMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
-]
+ChatMessage = Annotated[InstructionMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 
 
 class FunctionDefinition(BaseModel):
@@ -268,7 +267,7 @@ class ChatCompletionRequest(BaseModel):
         """Whether a streamed answer ends with a usage chunk (`stream_options.include_usage`)."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def endpoint_body(self) -> dict:
+    def endpoint_body(self) -> dict[str, Any]:
         """The body for the LMI (vLLM) container: the caller's request as sent, less the proxy-only fields.
 
         `model` selects the endpoint here, not in the container; `user` is for the caller's own bookkeeping;
@@ -359,9 +358,13 @@ def _describe(error: ValidationError) -> tuple[str, str | None]:
     problems = [
         (location, message)
         for location, kind, message in found
-        if not (kind.endswith("_type") and any(
-            not other_kind.endswith("_type") and (where == location or where.startswith(f"{location}."))
-            for where, other_kind, _ in found))
+        if not (
+            kind.endswith("_type")
+            and any(
+                not other_kind.endswith("_type") and (where == location or where.startswith(f"{location}."))
+                for where, other_kind, _ in found
+            )
+        )
     ]
     shown = "; ".join(dict.fromkeys(message for _, message in problems[:5]))
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -53,6 +53,7 @@ _NAME = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
 def endpoint_name(team: str, stage: str, short_name: str) -> str:
     """The stable SageMaker name of an endpoint of config/teams.yaml, ``{team}-{stage}-{short}``."""
     return f"{team}-{stage}-{short_name}"
+
 
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's pattern for EndpointName
 
@@ -142,7 +143,7 @@ def load_settings(environ: Mapping[str, str]) -> ProxySettings:
             short: ({"endpoint_name": endpoint_name(team, stage, short), **spec} if isinstance(spec, dict) else spec)
             for short, spec in raw_endpoints.items()
         }
-    optional = {
+    optional: dict[str, Any] = {  # strings from the environment; ProxySettings parses them
         "connect_timeout_seconds": environ.get(ENV_CONNECT_TIMEOUT),
         "read_timeout_seconds": environ.get(ENV_READ_TIMEOUT),
         "max_request_bytes": environ.get(ENV_MAX_REQUEST_BYTES),
@@ -184,8 +185,8 @@ def lambda_environment(
     `endpoints` maps each endpoint's short name to its kind; the endpoint names are the stable
     `{team}-{stage}-{name}`. `adapters` names the LLM endpoints served by inference components, each with
     its LoRA adapters: the endpoint's name then invokes its base component, and each adapter's name (a model
-    name of its own) invokes the adapter's component on the same endpoint. The result is validated with the same model the function uses at cold start,
-    so a bad value fails synthesis rather than the first request.
+    name of its own) invokes the adapter's component on the same endpoint. The result is validated with the same
+    model the function uses at cold start, so a bad value fails synthesis rather than the first request.
     """
     models: dict[str, dict[str, str]] = {}
     for short, kind in sorted(endpoints.items()):
@@ -197,8 +198,11 @@ def lambda_environment(
         for adapter in names:
             if adapter in models:
                 raise SettingsError(f"inference proxy: adapter {adapter!r} of {short!r} reuses a model name")
-            models[adapter] = {"endpoint_name": endpoint_name(team, stage, short), "kind": "llm",
-                               "inference_component": inference_component_name(team, stage, short, adapter)}
+            models[adapter] = {
+                "endpoint_name": endpoint_name(team, stage, short),
+                "kind": "llm",
+                "inference_component": inference_component_name(team, stage, short, adapter),
+            }
     environ = {ENV_TEAM: team, ENV_STAGE: stage, ENV_ENDPOINTS: json.dumps(models, separators=(",", ":"))}
     for name, value in (
         (ENV_CONNECT_TIMEOUT, connect_timeout_seconds),

@@ -10,12 +10,13 @@ stream with one OpenAI-shaped `data: {"error": {...}}` event, which the OpenAI S
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -42,7 +43,7 @@ DONE = b"data: [DONE]\n\n"
 MAX_LINE_BYTES = 1024 * 1024
 
 
-def sse_event(payload: dict) -> bytes:
+def sse_event(payload: dict[str, Any]) -> bytes:
     """One server-sent event carrying `payload` as compact JSON."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -54,8 +55,15 @@ class ChatStream:
     chunk as the container produces it, then `data: [DONE]`, or an error event if the stream broke.
     """
 
-    def __init__(self, *, model: ResolvedModel, request: ChatCompletionRequest, chunks: Iterator[dict],
-                 first: dict | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        model: ResolvedModel,
+        request: ChatCompletionRequest,
+        chunks: Iterator[dict[str, Any]],
+        first: dict[str, Any] | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.model = model
         self._request = request
         self._chunks = chunks
@@ -74,21 +82,29 @@ class ChatStream:
             for chunk in self._chunks:
                 yield sse_event(self._rewrite(chunk))
                 self.chunks_sent += 1
-        except Exception as error:  # noqa: BLE001 - the status line is sent: the error can only be an event
+        except Exception as error:  # the status line is sent: the error can only be an event
             if not isinstance(error, ProxyError):
                 error = InternalError("Internal error in the inference proxy; see its logs for the request id.")
-            logger.warning("stream failed after it began",
-                           extra={"error_code": error.code, "chunks_sent": self.chunks_sent}, exc_info=True)
+            logger.warning(
+                "stream failed after it began",
+                extra={"error_code": error.code, "chunks_sent": self.chunks_sent},
+                exc_info=True,
+            )
             yield sse_event(error.body())
             return
         self.completed = True
         yield DONE
 
-    def _rewrite(self, chunk: dict) -> dict:
+    def _rewrite(self, chunk: dict[str, Any]) -> dict[str, Any]:
         # The container's chunk, passed on whole (tool-call deltas, logprobs, usage, system_fingerprint), with
         # what the proxy owns set the same on every chunk: one id, the model name the caller used.
-        out = {**chunk, "id": chunk.get("id") or self._id, "object": "chat.completion.chunk",
-               "created": chunk.get("created") or self._created, "model": self._request.model}
+        out = {
+            **chunk,
+            "id": chunk.get("id") or self._id,
+            "object": "chat.completion.chunk",
+            "created": chunk.get("created") or self._created,
+            "model": self._request.model,
+        }
         self._id = out["id"]
         self._created = out["created"]
         out["choices"] = [
@@ -110,15 +126,16 @@ def open_chat_stream(
     body = json.dumps(request.endpoint_body(), separators=(",", ":")).encode()
     try:
         response = runtime.invoke_endpoint_with_response_stream(
-            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM)
-    except Exception as error:  # noqa: BLE001 - mapped to the caller's status, or re-raised as is
+            **model.target(), Body=body, ContentType=JSON, Accept=EVENT_STREAM
+        )
+    except Exception as error:  # mapped to the caller's status, or re-raised as is
         raise _mapped(error, model.endpoint_name) from error
     chunks = _chunks(response["Body"], model.endpoint_name)
     first = next(chunks, None)  # raises the mapped ProxyError: nothing has been sent yet
     return ChatStream(model=model, request=request, chunks=chunks, first=first, clock=clock)
 
 
-def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
+def _chunks(events: Any, endpoint_name: str) -> Iterator[dict[str, Any]]:
     """The container's chunks, whole and decoded, from SageMaker's PayloadPart events."""
     buffer = b""
     try:
@@ -141,14 +158,19 @@ def _chunks(events: Any, endpoint_name: str) -> Iterator[dict]:
             yield chunk
     except ProxyError:
         raise
-    except Exception as error:  # noqa: BLE001 - every transport failure becomes the caller's error
+    except Exception as error:  # every transport failure becomes the caller's error
         raise _mapped(error, endpoint_name) from error
 
 
-_END: Any = object()
+class _Marker(enum.Enum):
+    END = "[DONE]"
 
 
-def _decode(line: bytes, endpoint_name: str) -> dict | None:
+_END: Final = _Marker.END
+"""What `_decode` returns for the stream's end (a one-member enum, so `is _END` narrows the type)."""
+
+
+def _decode(line: bytes, endpoint_name: str) -> dict[str, Any] | _Marker | None:
     # SSE (`data: {...}`, blank separators, `: comments`) or JSON lines; both end at [DONE] or the stream's end.
     text = line.strip()
     if not text or text.startswith(b":") or text.startswith(b"event:"):
@@ -162,11 +184,15 @@ def _decode(line: bytes, endpoint_name: str) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         raise ModelFailed(f"Model endpoint '{endpoint_name}' streamed a line that is not JSON.") from None
     if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-        logger.warning("model stream error event", extra={"endpoint": endpoint_name,
-                                                           "original_message": str(chunk["error"])[:2000]})
+        logger.warning(
+            "model stream error event",
+            extra={"endpoint": endpoint_name, "original_message": str(chunk["error"])[:2000]},
+        )
         raise ModelFailed(f"Model endpoint '{endpoint_name}' failed while streaming.")
-    if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list) or not all(
-        isinstance(choice, dict) for choice in chunk["choices"]
+    if (
+        not isinstance(chunk, dict)
+        or not isinstance(chunk.get("choices"), list)
+        or not all(isinstance(choice, dict) for choice in chunk["choices"])
     ):
         raise ModelFailed(f"Model endpoint '{endpoint_name}' streamed something that is not a chat completion chunk.")
     return chunk
@@ -178,8 +204,10 @@ def _mapped(error: Exception, endpoint_name: str) -> ProxyError:
     if isinstance(error, ClientError):  # EventStreamError (ModelStreamError, InternalStreamFailure) included
         code = error.response.get("Error", {}).get("Code", "")
         if code in ("ModelStreamError", "InternalStreamFailure"):
-            logger.warning("model stream error", extra={"endpoint": endpoint_name, "code": code,
-                                                        "original_message": str(error)[:2000]})
+            logger.warning(
+                "model stream error",
+                extra={"endpoint": endpoint_name, "code": code, "original_message": str(error)[:2000]},
+            )
             return ModelFailed(f"Model endpoint '{endpoint_name}' failed while streaming.")
         return map_client_error(error, endpoint_name)
     if isinstance(error, ReadTimeoutError):

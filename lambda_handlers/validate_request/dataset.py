@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+
 from finetune.contract import base_model_prefix
 from finetune.formats import TEXT_LABEL, DataError, mixed_labels, read_records
 
@@ -82,8 +83,15 @@ def read_head_lines(s3: S3Client, bucket: str, key: str, size: int, sample_bytes
     return lines
 
 
-def check_channel(s3: S3Client, settings: ValidateSettings, task: str, channel: str, prefix: str,
-                  problems: list[str], warnings: list[str]) -> ChannelReport:
+def check_channel(
+    s3: S3Client,
+    settings: ValidateSettings,
+    task: str,
+    channel: str,
+    prefix: str,
+    problems: list[str],
+    warnings: list[str],
+) -> ChannelReport:
     """List one channel and check the first lines of its first files; append problems and warnings."""
     bucket = settings.data_bucket
     report = ChannelReport(uri=f"s3://{bucket}/{prefix}")
@@ -98,8 +106,10 @@ def check_channel(s3: S3Client, settings: ValidateSettings, task: str, channel: 
             problems.append(f"{uri}{',' if lines.startswith('line ') else ''} {lines}")
             continue
         if not lines:
-            warnings.append(f"{uri}: first line is longer than {settings.sample_bytes} bytes; not checked here "
-                            "(the training job checks every line)")
+            warnings.append(
+                f"{uri}: first line is longer than {settings.sample_bytes} bytes; not checked here "
+                "(the training job checks every line)"
+            )
             continue
         try:
             report.formats[uri], records = read_records(task, uri, lines)
@@ -118,9 +128,12 @@ def check_base_model(s3: S3Client, settings: ValidateSettings, name: str) -> str
     """The problem with a staged base model (nothing staged, or no ``config.json``/``.gguf``), or None."""
     prefix = base_model_prefix(name)
     uri = f"s3://{settings.artifacts_bucket}/{prefix}"
-    page = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.artifacts_bucket, Prefix=prefix, Delimiter="/").build_full_result()
-    names = [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+    page = (
+        s3.get_paginator("list_objects_v2")
+        .paginate(Bucket=settings.artifacts_bucket, Prefix=prefix, Delimiter="/")
+        .build_full_result()
+    )
+    names = [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
     if not names:
         return f"base_model: nothing is staged under {uri}; stage it with `finetune models stage --name {name} DIR`"
     if "config.json" not in names and not any(n.endswith(".gguf") for n in names):
@@ -136,8 +149,9 @@ def check_dataset(s3: S3Client, settings: ValidateSettings, checked: CheckedRequ
     train = check_channel(s3, settings, task, "train", checked.dataset_prefix + "train/", problems, warnings)
     if not train.files:
         problems.append(f"dataset: no .jsonl files under {train.uri} (the train channel is required)")
-    validation = check_channel(s3, settings, task, "validation", checked.dataset_prefix + "validation/",
-                               problems, warnings)
+    validation = check_channel(
+        s3, settings, task, "validation", checked.dataset_prefix + "validation/", problems, warnings
+    )
     # Each file's labels are one kind (read_records); across files and channels they must agree too.
     labels = train.first_labels + validation.first_labels
     for where, label in labels[1:]:

@@ -27,8 +27,9 @@ _package_logger.setLevel(logger.log_level)
 _package_logger.propagate = False
 
 SETTINGS = load_settings(os.environ)
-s3_client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3},
-                                             connect_timeout=5, read_timeout=30))
+s3_client = boto3.client(
+    "s3", config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+)
 
 
 @logger.inject_lambda_context(log_event=True)

@@ -29,8 +29,9 @@ def validate_request(raw: Any, settings: ValidateSettings, s3: S3Client) -> dict
         "dataset": request.dataset,
         "dataset_name": checked.dataset_name,
         "dataset_version": checked.dataset_version,
-        "job_name_prefix": job_name_prefix(settings.team, settings.stage, checked.dataset_name,
-                                           checked.dataset_version),
+        "job_name_prefix": job_name_prefix(
+            settings.team, settings.stage, checked.dataset_name, checked.dataset_version
+        ),
         "task": request.task,
         "method": checked.config.method,
         "base_model": request.base_model,
@@ -50,14 +51,18 @@ def validate_request(raw: Any, settings: ValidateSettings, s3: S3Client) -> dict
         "higher_is_better": higher_is_better,
         "train_files": len(found["train"].files),
         "validation_files": len(validation.files) if validation else 0,
-        "formats": sorted(set(found["train"].formats.values()) | set(validation.formats.values() if validation else [])),
+        "formats": sorted(
+            set(found["train"].formats.values()) | set(validation.formats.values() if validation else [])
+        ),
         "warnings": found["warnings"],
         # Ready-made CreateTrainingJob pieces: Step Functions cannot add optional list items or keys itself.
-        "input_data_config": input_data_config(found["train"].uri, validation.uri if validation else None,
-                                               checked.base_model_s3_uri),
-        "stopping_condition": {"MaxRuntimeInSeconds": max_runtime_seconds,
-                               **({"MaxWaitTimeInSeconds": min(2 * max_runtime_seconds, SAGEMAKER_MAX_SECONDS)}
-                                  if checked.spot else {})},
+        "input_data_config": input_data_config(
+            found["train"].uri, validation.uri if validation else None, checked.base_model_s3_uri
+        ),
+        "stopping_condition": {
+            "MaxRuntimeInSeconds": max_runtime_seconds,
+            **({"MaxWaitTimeInSeconds": min(2 * max_runtime_seconds, SAGEMAKER_MAX_SECONDS)} if checked.spot else {}),
+        },
         "volume_size_gb": TRAINING_VOLUME_GB,
     } | _with_distribution(request.instance_count, checked.hyperparameters)
 
@@ -67,18 +72,26 @@ TRAINING_VOLUME_GB = 200
 
 def input_data_config(train_uri: str, validation_uri: str | None, model_uri: str | None) -> list[dict[str, Any]]:
     """The job's channels: train, and validation and model when present (the container's contract)."""
-    channels = [("train", train_uri, "application/jsonlines"), ("validation", validation_uri, "application/jsonlines"),
-                ("model", model_uri, None)]
-    return [{"ChannelName": name,
-             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
-                                             "S3DataDistributionType": "FullyReplicated"}},
-             **({"ContentType": content_type} if content_type else {})}
-            for name, uri, content_type in channels if uri]
+    channels = [
+        ("train", train_uri, "application/jsonlines"),
+        ("validation", validation_uri, "application/jsonlines"),
+        ("model", model_uri, None),
+    ]
+    return [
+        {
+            "ChannelName": name,
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+            },
+            **({"ContentType": content_type} if content_type else {}),
+        }
+        for name, uri, content_type in channels
+        if uri
+    ]
 
 
 def _with_distribution(instance_count: int, hyperparameters: dict[str, str]) -> dict[str, Any]:
     """Several instances run under torchrun: the DLC's toolkit reads this SageMaker hyperparameter."""
     if instance_count <= 1:
         return {}
-    return {"hyperparameters": dict(sorted({**hyperparameters,
-                                           "sagemaker_torch_distributed_enabled": "true"}.items()))}
+    return {"hyperparameters": dict(sorted({**hyperparameters, "sagemaker_torch_distributed_enabled": "true"}.items()))}

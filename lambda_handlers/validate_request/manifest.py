@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from botocore.exceptions import ClientError
+
 from finetune.formats import JsonProblem, decode_json
 
 from .dataset import S3Client, s3_error_text
@@ -25,13 +26,13 @@ def request_from_manifest(raw: dict[str, Any], settings: ValidateSettings, s3: S
     """The run request a manifest describes: its `run` section plus the dataset folder and the task."""
     uri = raw["manifest"]
     prefix = f"s3://{settings.data_bucket}/"
-    if not isinstance(uri, str) or not uri.startswith(prefix) or not _KEY.match(uri[len(prefix):]):
-        raise InvalidRequest([f"manifest: {uri!r} is not s3://{settings.data_bucket}/datasets/<name>/<version>/"
-                              "manifest.json"])
-    key = uri[len(prefix):]
+    if not isinstance(uri, str) or not uri.startswith(prefix) or not _KEY.match(uri[len(prefix) :]):
+        raise InvalidRequest(
+            [f"manifest: {uri!r} is not s3://{settings.data_bucket}/datasets/<name>/<version>/manifest.json"]
+        )
+    key = uri[len(prefix) :]
     try:
-        body = s3.get_object(Bucket=settings.data_bucket, Key=key,
-                             Range=f"bytes=0-{MAX_MANIFEST_BYTES}")["Body"].read()
+        body = s3.get_object(Bucket=settings.data_bucket, Key=key, Range=f"bytes=0-{MAX_MANIFEST_BYTES}")["Body"].read()
     except ClientError as error:
         raise InvalidRequest([f"manifest: {uri} {s3_error_text(error)}"]) from None
     if len(body) > MAX_MANIFEST_BYTES:
@@ -42,8 +43,12 @@ def request_from_manifest(raw: dict[str, Any], settings: ValidateSettings, s3: S
         raise InvalidRequest([f"manifest: {uri} is not valid JSON ({error})"]) from None
     run = manifest.get("run") if isinstance(manifest, dict) else None
     if not isinstance(run, dict):
-        raise InvalidRequest([f"manifest: {uri} has no \"run\" object (base_model, method, hyperparameters, ...); "
-                              "add one to start a run on upload, or use `finetune submit`"])
+        raise InvalidRequest(
+            [
+                f'manifest: {uri} has no "run" object (base_model, method, hyperparameters, ...); '
+                "add one to start a run on upload, or use `finetune submit`"
+            ]
+        )
     for reserved in ("dataset", "task"):
         if reserved in run:
             raise InvalidRequest([f"manifest: run.{reserved} is taken from the manifest itself; remove it"])

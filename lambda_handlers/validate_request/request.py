@@ -9,15 +9,19 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from finetune.config import ConfigError, TrainConfig
 from finetune.formats import check_json_value
 from finetune.metrics import ACCURACY, EVAL_LOSS
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from .errors import InvalidRequest
 from .settings import DATASETS_PREFIX, HUB_ID, STAGED_MODEL_NAME, ValidateSettings
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 Task = Literal["causal-lm", "classification"]
 Method = Literal["lora", "qlora", "full"]
@@ -77,12 +81,18 @@ class CheckedRequest:
 
 
 def _where(location: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in location if not (isinstance(part, str) and ("[" in part or part in (
-        "str", "bool", "int", "float", "literal['lora','qlora','full']", "none")))]
+    parts = [
+        str(part)
+        for part in location
+        if not (
+            isinstance(part, str)
+            and ("[" in part or part in ("str", "bool", "int", "float", "literal['lora','qlora','full']", "none"))
+        )
+    ]
     return ".".join(parts) or "(input)"
 
 
-def describe_schema_error(error: dict[str, Any]) -> str:
+def describe_schema_error(error: ErrorDetails) -> str:
     """One pydantic error as ``key: problem (got value)``, in the words of someone writing the input."""
     where, kind, value = _where(error["loc"]), error["type"], error.get("input")
     allowed = ", ".join(ExecutionInput.model_fields)
@@ -94,11 +104,18 @@ def describe_schema_error(error: dict[str, Any]) -> str:
         return f"{where}: {value!r} is not one of {error['ctx']['expected']}"
     if kind == "dict_type":
         return f"{where}: must be an object of name -> value, got {type(value).__name__}"
-    if kind in ("string_type", "bool_type", "int_type", "float_type") and len(error["loc"]) >= 2 \
-            and error["loc"][0] == "hyperparameters":
+    if (
+        kind in ("string_type", "bool_type", "int_type", "float_type")
+        and len(error["loc"]) >= 2
+        and error["loc"][0] == "hyperparameters"
+    ):
         return f"{where}: {value!r} must be a string, number or boolean"
-    expected = {"string_type": "a string", "bool_type": "true or false", "int_type": "an integer",
-                "float_type": "a number"}.get(kind)
+    expected = {
+        "string_type": "a string",
+        "bool_type": "true or false",
+        "int_type": "an integer",
+        "float_type": "a number",
+    }.get(kind)
     if expected:
         return f"{where}: must be {expected}, got {value!r}"
     return f"{where}: {error['msg']} (got {value!r})"
@@ -136,10 +153,9 @@ def parse_dataset_uri(uri: str, data_bucket: str) -> tuple[str, str, str] | str:
     example = f"s3://{data_bucket}/{DATASETS_PREFIX}<name>/<version>/"
     if not uri.startswith("s3://"):
         return f"dataset: {uri!r} is not an S3 URI; expected {example}"
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if bucket != data_bucket:
-        return (f"dataset: bucket {bucket!r} is not this team stage's data bucket; "
-                f"datasets must be under {example}")
+        return f"dataset: bucket {bucket!r} is not this team stage's data bucket; datasets must be under {example}"
     parts = key.rstrip("/").split("/")
     if len(parts) != 3 or parts[0] + "/" != DATASETS_PREFIX or not all(_SEGMENT.match(p) for p in parts[1:]):
         return f"dataset: {uri!r} is not a dataset version prefix; expected {example}"
@@ -161,11 +177,15 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
     allowed = settings.allowed_base_models
     if request.base_model not in allowed:
         if allowed:
-            problems.append(f"base_model: {request.base_model!r} is not allowed for {settings.team}-{settings.stage}; "
-                            f"allowed: {', '.join(allowed)}")
+            problems.append(
+                f"base_model: {request.base_model!r} is not allowed for {settings.team}-{settings.stage}; "
+                f"allowed: {', '.join(allowed)}"
+            )
         else:
-            problems.append(f"base_model: {request.base_model!r} is not allowed: {settings.team}-{settings.stage} "
-                            "lists no base models (training.base_models in config/teams.yaml)")
+            problems.append(
+                f"base_model: {request.base_model!r} is not allowed: {settings.team}-{settings.stage} "
+                "lists no base models (training.base_models in config/teams.yaml)"
+            )
     elif not HUB_ID.match(request.base_model) and STAGED_MODEL_NAME.match(request.base_model):
         base_model_s3_uri = f"s3://{settings.artifacts_bucket}/models/base/{request.base_model}/"
 
@@ -173,8 +193,9 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
     hyperparameters: dict[str, str] = {}
     for name, value in request.hyperparameters.items():
         if name in _TOP_LEVEL_ONLY:
-            problems.append(f"hyperparameters.{name}: give {name} as the top-level \"{name}\" key, "
-                            "not as a hyperparameter")
+            problems.append(
+                f'hyperparameters.{name}: give {name} as the top-level "{name}" key, not as a hyperparameter'
+            )
         elif name.startswith("sagemaker_"):
             problems.append(f"hyperparameters.{name}: names starting with sagemaker_ are reserved for SageMaker")
         else:
@@ -187,23 +208,30 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
     config: TrainConfig | None = None
     try:
         config = TrainConfig.from_hyperparameters(
-            hyperparameters, train_path="train", model_channel="model" if base_model_s3_uri else None)
+            hyperparameters, train_path="train", model_channel="model" if base_model_s3_uri else None
+        )
     except ConfigError as error:
         for problem in error.problems:
             name = problem.split("=", 1)[0]
             prefix = "" if name in ("task", "method") else "hyperparameters."
             problems.append(f"{prefix}{problem}")
     if config is not None:
+        if config.method is None:
+            raise AssertionError("TrainConfig.__post_init__ left method unresolved")
         hyperparameters["method"] = config.method  # the resolved default, so the job and the report agree
 
     # Compute: within the team's limits.
     instance_type = request.instance_type or settings.allowed_instance_types[0]
     if instance_type not in settings.allowed_instance_types:
-        problems.append(f"instance_type: {instance_type!r} is not allowed for {settings.team}-{settings.stage}; "
-                        f"allowed: {', '.join(settings.allowed_instance_types)}")
+        problems.append(
+            f"instance_type: {instance_type!r} is not allowed for {settings.team}-{settings.stage}; "
+            f"allowed: {', '.join(settings.allowed_instance_types)}"
+        )
     if not 1 <= request.instance_count <= settings.max_instance_count:
-        problems.append(f"instance_count: {request.instance_count} is outside 1..{settings.max_instance_count} "
-                        f"(the team's training.max_instance_count)")
+        problems.append(
+            f"instance_count: {request.instance_count} is outside 1..{settings.max_instance_count} "
+            f"(the team's training.max_instance_count)"
+        )
     spot = settings.default_spot if request.spot is None else request.spot
 
     # Deployment and gate.
@@ -211,11 +239,15 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
         kind = settings.endpoints.get(request.deploy_to)
         if kind is None:
             known = ", ".join(sorted(settings.endpoints)) or "none configured"
-            problems.append(f"deploy_to: {request.deploy_to!r} is not an endpoint of "
-                            f"{settings.team}-{settings.stage} (endpoints: {known})")
+            problems.append(
+                f"deploy_to: {request.deploy_to!r} is not an endpoint of "
+                f"{settings.team}-{settings.stage} (endpoints: {known})"
+            )
         elif kind != _ENDPOINT_KIND[request.task]:
-            problems.append(f"deploy_to: endpoint {request.deploy_to!r} serves {kind} models; "
-                            f"task={request.task} needs a {_ENDPOINT_KIND[request.task]} endpoint")
+            problems.append(
+                f"deploy_to: endpoint {request.deploy_to!r} serves {kind} models; "
+                f"task={request.task} needs a {_ENDPOINT_KIND[request.task]} endpoint"
+            )
     if request.threshold is not None:
         threshold = float(request.threshold)
         if request.task == "classification" and not (math.isfinite(threshold) and 0 <= threshold <= 1):
@@ -226,9 +258,17 @@ def check_request(raw: Any, settings: ValidateSettings) -> CheckedRequest:
     if problems or config is None:
         raise InvalidRequest(problems)
     name, version, prefix = dataset
-    return CheckedRequest(request=request, config=config, dataset_name=name, dataset_version=version,
-                          dataset_prefix=prefix, hyperparameters=hyperparameters,
-                          base_model_s3_uri=base_model_s3_uri, instance_type=instance_type, spot=spot)
+    return CheckedRequest(
+        request=request,
+        config=config,
+        dataset_name=name,
+        dataset_version=version,
+        dataset_prefix=prefix,
+        hyperparameters=hyperparameters,
+        base_model_s3_uri=base_model_s3_uri,
+        instance_type=instance_type,
+        spot=spot,
+    )
 
 
 def main_metric(task: str) -> tuple[str, bool]:
@@ -252,5 +292,5 @@ def job_name_prefix(team: str, stage: str, dataset_name: str, dataset_version: s
     digest = hashlib.sha256(f"{dataset_name}/{dataset_version}".encode()).hexdigest()[:6]
     readable = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]+", "-", f"{dataset_name}-{dataset_version}")).strip("-")
     room = JOB_NAME_PREFIX_MAX - len(head) - len(digest) - 1
-    readable = readable[:max(room, 0)].rstrip("-")
+    readable = readable[: max(room, 0)].rstrip("-")
     return f"{head}{readable}-{digest}" if readable else f"{head}{digest}"

@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Re-exported (`as` makes that explicit) for the handler and the tests; the asset ships finetune/.
+from finetune.contract import BASE_MODELS_PREFIX as BASE_MODELS_PREFIX
+from finetune.contract import DATASETS_PREFIX as DATASETS_PREFIX
+from finetune.contract import NAME_PATTERN
+
 if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
     from stacks.settings import StageConfig
 
@@ -30,25 +35,35 @@ ENV_SAMPLE_BYTES = "SAMPLE_BYTES"
 ENV_MAX_FILES_CHECKED = "MAX_FILES_CHECKED"
 
 REQUIRED_VARIABLES: tuple[str, ...] = (
-    ENV_TEAM, ENV_STAGE, ENV_DATA_BUCKET, ENV_ARTIFACTS_BUCKET, ENV_ALLOWED_INSTANCE_TYPES,
-    ENV_MAX_INSTANCE_COUNT, ENV_MAX_RUNTIME_HOURS, ENV_ALLOWED_BASE_MODELS,
+    ENV_TEAM,
+    ENV_STAGE,
+    ENV_DATA_BUCKET,
+    ENV_ARTIFACTS_BUCKET,
+    ENV_ALLOWED_INSTANCE_TYPES,
+    ENV_MAX_INSTANCE_COUNT,
+    ENV_MAX_RUNTIME_HOURS,
+    ENV_ALLOWED_BASE_MODELS,
 )
-_JSON_VARIABLES = {ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types", ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
-                   ENV_ENDPOINTS: "endpoints"}
-_PLAIN_VARIABLES = {ENV_TEAM: "team", ENV_STAGE: "stage", ENV_DATA_BUCKET: "data_bucket",
-                    ENV_ARTIFACTS_BUCKET: "artifacts_bucket", ENV_MAX_INSTANCE_COUNT: "max_instance_count",
-                    ENV_MAX_RUNTIME_HOURS: "max_runtime_hours", ENV_DEFAULT_SPOT: "default_spot",
-                    ENV_SAMPLE_BYTES: "sample_bytes", ENV_MAX_FILES_CHECKED: "max_files_checked"}
+_JSON_VARIABLES = {
+    ENV_ALLOWED_INSTANCE_TYPES: "allowed_instance_types",
+    ENV_ALLOWED_BASE_MODELS: "allowed_base_models",
+    ENV_ENDPOINTS: "endpoints",
+}
+_PLAIN_VARIABLES = {
+    ENV_TEAM: "team",
+    ENV_STAGE: "stage",
+    ENV_DATA_BUCKET: "data_bucket",
+    ENV_ARTIFACTS_BUCKET: "artifacts_bucket",
+    ENV_MAX_INSTANCE_COUNT: "max_instance_count",
+    ENV_MAX_RUNTIME_HOURS: "max_runtime_hours",
+    ENV_DEFAULT_SPOT: "default_spot",
+    ENV_SAMPLE_BYTES: "sample_bytes",
+    ENV_MAX_FILES_CHECKED: "max_files_checked",
+}
 
 #: IAM actions the function's role needs: read the dataset and the staged base models (bucket-level
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
-
-from finetune.contract import (  # noqa: E402  (the asset ships finetune/)
-    BASE_MODELS_PREFIX,  # noqa: F401
-    DATASETS_PREFIX,  # noqa: F401
-    NAME_PATTERN,
-)
 
 _NAME = NAME_PATTERN  # team and stage names, as config/teams.yaml admits them
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -175,8 +190,9 @@ def lambda_environment(
         ENV_MAX_RUNTIME_HOURS: str(limits.max_runtime_hours),
         ENV_DEFAULT_SPOT: "true" if limits.spot else "false",
         ENV_ALLOWED_BASE_MODELS: json.dumps(list(allowed_base_models), separators=(",", ":")),
-        ENV_ENDPOINTS: json.dumps({e.name: e.kind for e in stage_config.endpoints}, separators=(",", ":"),
-                                  sort_keys=True),
+        ENV_ENDPOINTS: json.dumps(
+            {e.name: e.kind for e in stage_config.endpoints}, separators=(",", ":"), sort_keys=True
+        ),
     }
     # Bucket names are CDK tokens when they come from the Data stack; they resolve at deploy time, so stand-ins
     # take their place in the check, which still validates every other value at synthesis.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Stack, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -23,9 +24,24 @@ VARIANT_NAME = "AllTraffic"
 
 # Instance families with local NVMe instance storage. Their volumes are encrypted by the instance's hardware
 # module, and SageMaker rejects an endpoint config that names a KmsKeyId for them (CreateEndpointConfig API).
-LOCAL_STORAGE_FAMILIES = frozenset({
-    "g4dn", "g4ad", "g5", "g6", "g6e", "gr6", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n",
-})
+LOCAL_STORAGE_FAMILIES = frozenset(
+    {
+        "g4dn",
+        "g4ad",
+        "g5",
+        "g6",
+        "g6e",
+        "gr6",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",
+        "trn1",
+        "trn1n",
+    }
+)
 _LOCAL_STORAGE_SUFFIX = re.compile(r"^[a-z]+[0-9]+[a-z]*d$")  # m5d, c5d, r5d, m6id, c6id, r6id ...
 
 
@@ -67,14 +83,25 @@ class ModelExecutionRole(Construct):
     Statements live in a customer-managed policy (no inline policy).
     """
 
-    def __init__(self, scope: Construct, id_: str, *, qualified_name: str, endpoints: tuple[EndpointSpec, ...],
-                 image_uris: list[str], key: kms.IKey, artifacts_bucket_name: str, data_capture: bool,
-                 network_conditions: dict) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        qualified_name: str,
+        endpoints: tuple[EndpointSpec, ...],
+        image_uris: list[str],
+        key: kms.IKey,
+        artifacts_bucket_name: str,
+        data_capture: bool,
+        network_conditions: dict[str, Any],
+    ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         partition = partition_of(stack.region)
         self.role = iam.Role(
-            self, "Role",
+            self,
+            "Role",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"{qualified_name}: SageMaker endpoint models (read model artifacts, write data capture)",
         )
@@ -82,58 +109,80 @@ class ModelExecutionRole(Construct):
         package_arns = sorted({e.model_package_arn for e in endpoints if e.model_package_arn})
         artifacts_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/*"
         capture_objects = f"arn:{partition}:s3:::{artifacts_bucket_name}/{DATA_CAPTURE_PREFIX}/*"
-        log_groups = f"arn:{partition}:logs:{stack.region}:{stack.account}:log-group:/aws/sagemaker/Endpoints/" \
-                     f"{qualified_name}-*"
+        log_groups = (
+            f"arn:{partition}:logs:{stack.region}:{stack.account}:log-group:/aws/sagemaker/Endpoints/{qualified_name}-*"
+        )
         statements = [
-            iam.PolicyStatement(sid="ReadModelArtifacts", actions=["s3:GetObject"],
-                                resources=artifact_arns + ([artifacts_objects] if package_arns else [])),
-            iam.PolicyStatement(sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"],
-                                resources=[key.key_arn]),
-            iam.PolicyStatement(sid="PullInferenceImages",
-                                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                         "ecr:BatchCheckLayerAvailability"],
-                                resources=sorted({ecr_repository_arn(partition, uri) for uri in image_uris})),
+            iam.PolicyStatement(
+                sid="ReadModelArtifacts",
+                actions=["s3:GetObject"],
+                resources=artifact_arns + ([artifacts_objects] if package_arns else []),
+            ),
+            iam.PolicyStatement(
+                sid="UseTeamKey", actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"], resources=[key.key_arn]
+            ),
+            iam.PolicyStatement(
+                sid="PullInferenceImages",
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=sorted({ecr_repository_arn(partition, uri) for uri in image_uris}),
+            ),
             ecr_login(),
-            iam.PolicyStatement(sid="EndpointLogs",
-                                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                                         "logs:DescribeLogStreams"],
-                                resources=[log_groups, f"{log_groups}:log-stream:*"]),
+            iam.PolicyStatement(
+                sid="EndpointLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[log_groups, f"{log_groups}:log-stream:*"],
+            ),
             # Same VPC and subnet conditions as the training role: interfaces only in the team VPC.
             vpc_network_interfaces(conditions=network_conditions),
         ]
         capturing = data_capture and any(e.data_capture_percent > 0 and e.serverless is None for e in endpoints)
         if capturing:
-            statements.insert(1, iam.PolicyStatement(sid="WriteDataCapture", actions=["s3:PutObject"],
-                                                     resources=[capture_objects]))
+            statements.insert(
+                1, iam.PolicyStatement(sid="WriteDataCapture", actions=["s3:PutObject"], resources=[capture_objects])
+            )
         if package_arns:
-            statements.append(iam.PolicyStatement(sid="DescribeModelPackages", actions=["sagemaker:DescribeModelPackage"],
-                                                  resources=package_arns))
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DescribeModelPackages", actions=["sagemaker:DescribeModelPackage"], resources=package_arns
+                )
+            )
         self.policy = iam.ManagedPolicy(
-            self, "Policy", description=f"{qualified_name}: what SageMaker endpoint models may do",
-            statements=statements, roles=[self.role])
-        ecr_reason = ("ecr:GetAuthorizationToken has no resource-level permissions (IAM service authorization "
-                      "reference); image pulls themselves are limited to the pinned Deep Learning Container "
-                      "repositories.")
+            self,
+            "Policy",
+            description=f"{qualified_name}: what SageMaker endpoint models may do",
+            statements=statements,
+            roles=[self.role],
+        )
+        ecr_reason = (
+            "ecr:GetAuthorizationToken has no resource-level permissions (IAM service authorization "
+            "reference); image pulls themselves are limited to the pinned Deep Learning Container "
+            "repositories."
+        )
         findings = {
-            "AwsSolutions-IAM5[Resource::*]":
+            "AwsSolutions-IAM5[Resource::*]": (
                 f"{ecr_reason} The EC2 network-interface actions SageMaker needs to place models in the team VPC "
-                "support no resource-level scoping for Describe* and are documented with Resource '*'.",
-            f"AwsSolutions-IAM5[Resource::{log_groups}]":
+                "support no resource-level scoping for Describe* and are documented with Resource '*'."
+            ),
+            f"AwsSolutions-IAM5[Resource::{log_groups}]": (
                 "SageMaker creates one log group per endpoint, /aws/sagemaker/Endpoints/<endpoint name>; every "
-                f"endpoint of this stage is named {qualified_name}-<name>, so the pattern admits only them.",
-            f"AwsSolutions-IAM5[Resource::{log_groups}:log-stream:*]":
+                f"endpoint of this stage is named {qualified_name}-<name>, so the pattern admits only them."
+            ),
+            f"AwsSolutions-IAM5[Resource::{log_groups}:log-stream:*]": (
                 "Log streams are created per instance and container by SageMaker with generated names, inside "
-                "this stage's endpoint log groups only.",
+                "this stage's endpoint log groups only."
+            ),
         }
         if capturing:
             findings[f"AwsSolutions-IAM5[Resource::{capture_objects}]"] = (
                 "Data capture writes one object per sampled request under data-capture/<endpoint>/ with names "
-                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket.")
+                "SageMaker chooses; the grant is limited to that prefix of the team's artifacts bucket."
+            )
         if package_arns:
             findings[f"AwsSolutions-IAM5[Resource::{artifacts_objects}]"] = (
                 "A model package version points at a model.tar.gz the FineTune pipeline wrote somewhere in the "
                 "team's artifacts bucket; the key is chosen at training time, so read access covers that one "
-                "bucket, never another team's.")
+                "bucket, never another team's."
+            )
         acknowledge(self.policy, findings)
 
 
@@ -154,40 +203,64 @@ class ModelEndpoint(Construct):
     take no VPC, network isolation, volume key or data capture: SageMaker Serverless Inference supports none.
     """
 
-    def __init__(self, scope: Construct, id_: str, *, spec: EndpointSpec, endpoint_name: str, image_uri: str,
-                 environment: dict[str, str], role: iam.IRole, key: kms.IKey, network: EndpointNetwork,
-                 capture_bucket_name: str, data_capture: bool, office_hours: OfficeHours) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        spec: EndpointSpec,
+        endpoint_name: str,
+        image_uri: str,
+        environment: dict[str, str],
+        role: iam.IRole,
+        key: kms.IKey,
+        network: EndpointNetwork,
+        capture_bucket_name: str,
+        data_capture: bool,
+        office_hours: OfficeHours,
+    ) -> None:
         super().__init__(scope, id_)
         self.spec = spec
         self.endpoint_name = endpoint_name
         serverless = spec.serverless is not None
         container = (
             sagemaker.CfnModel.ContainerDefinitionProperty(
-                model_package_name=spec.model_package_arn, environment=environment)
-            if spec.model_package_arn else
-            sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=image_uri, model_data_url=spec.model_data_url, mode="SingleModel", environment=environment)
+                model_package_name=spec.model_package_arn, environment=environment
+            )
+            if spec.model_package_arn
+            else sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image_uri, model_data_url=spec.model_data_url, mode="SingleModel", environment=environment
+            )
         )
         self.model = sagemaker.CfnModel(
-            self, "Model",
+            self,
+            "Model",
             execution_role_arn=role.role_arn,
             # A model package version brings its own image and artifact and is referenced by ARN; an S3
             # artifact runs in the pinned Deep Learning Container as the primary container.
             containers=[container] if spec.model_package_arn else None,
             primary_container=None if spec.model_package_arn else container,
             enable_network_isolation=None if serverless else True,
-            vpc_config=None if serverless else sagemaker.CfnModel.VpcConfigProperty(
-                subnets=network.subnet_ids, security_group_ids=network.security_group_ids),
+            vpc_config=None
+            if serverless
+            else sagemaker.CfnModel.VpcConfigProperty(
+                subnets=network.subnet_ids, security_group_ids=network.security_group_ids
+            ),
         )
 
         variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=VARIANT_NAME,
             model_name=self.model.attr_model_name,
             initial_variant_weight=1.0,
-            **({"serverless_config": sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
-                memory_size_in_mb=spec.serverless.memory_mb, max_concurrency=spec.serverless.max_concurrency)}
-               if serverless else
-               {"instance_type": spec.instance_type, "initial_instance_count": spec.min_instances}),
+            **(
+                {
+                    "serverless_config": sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                        memory_size_in_mb=spec.serverless.memory_mb, max_concurrency=spec.serverless.max_concurrency
+                    )
+                }
+                if spec.serverless is not None
+                else {"instance_type": spec.instance_type, "initial_instance_count": spec.min_instances}
+            ),
         )
         capture = None
         # The stage's switch (data_capture.enabled) turns capture off for every endpoint, whatever its percent.
@@ -197,14 +270,18 @@ class ModelEndpoint(Construct):
                 initial_sampling_percentage=spec.data_capture_percent,
                 destination_s3_uri=f"s3://{capture_bucket_name}/{DATA_CAPTURE_PREFIX}/{endpoint_name}/",
                 kms_key_id=key.key_arn,
-                capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
-                                 sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output")],
+                capture_options=[
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
+                ],
                 capture_content_type_header=sagemaker.CfnEndpointConfig.CaptureContentTypeHeaderProperty(
-                    json_content_types=["application/json"]),
+                    json_content_types=["application/json"]
+                ),
             )
         volume_key = not serverless and not has_instance_storage(spec.instance_type)
         self.endpoint_config = sagemaker.CfnEndpointConfig(
-            self, "Config",
+            self,
+            "Config",
             production_variants=[variant],
             kms_key_id=key.key_arn if volume_key else None,
             data_capture_config=capture,
@@ -213,16 +290,21 @@ class ModelEndpoint(Construct):
             reason = (
                 "Serverless Inference has no storage volume a customer key can encrypt; SageMaker rejects KmsKeyId "
                 "for serverless variants. The model artifact itself stays encrypted with the team key in S3."
-                if serverless else
-                f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
+                if serverless
+                else f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
                 "encrypts (XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types. Data capture is "
-                "still encrypted with the team key.")
-            acknowledge(self.endpoint_config, {
-                "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-            })
+                "still encrypted with the team key."
+            )
+            acknowledge(
+                self.endpoint_config,
+                {
+                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
+                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
+                },
+            )
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint",
+            self,
+            "Endpoint",
             endpoint_name=endpoint_name,
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
         )
@@ -234,7 +316,8 @@ class ModelEndpoint(Construct):
     def _autoscaling(self, spec: EndpointSpec, office_hours: OfficeHours) -> appscaling.ScalableTarget:
         stack = Stack.of(self)
         target = appscaling.ScalableTarget(
-            self, "ScalableTarget",
+            self,
+            "ScalableTarget",
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
@@ -242,10 +325,12 @@ class ModelEndpoint(Construct):
             max_capacity=spec.max_instances,
             # Application Auto Scaling acts through its service-linked role for SageMaker; no role of ours.
             role=iam.Role.from_role_arn(
-                self, "AutoScalingServiceRole",
+                self,
+                "AutoScalingServiceRole",
                 f"arn:{partition_of(stack.region)}:iam::{stack.account}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/"
-                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"),
+                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+            ),
         )
         target.node.add_dependency(self.endpoint)
         target.scale_to_track_metric(
@@ -259,17 +344,21 @@ class ModelEndpoint(Construct):
             time_zone = office_hours.timezone
             # Down at the end of the working day (Fridays' covers the weekend), back at its start.
             target.scale_on_schedule(
-                "ScaleDownOutOfHours", schedule=appscaling.Schedule.expression(office_hours.stop),
-                min_capacity=spec.min_instances, max_capacity=spec.min_instances,
-                time_zone=_time_zone(time_zone))
+                "ScaleDownOutOfHours",
+                schedule=appscaling.Schedule.expression(office_hours.stop),
+                min_capacity=spec.min_instances,
+                max_capacity=spec.min_instances,
+                time_zone=_time_zone(time_zone),
+            )
             target.scale_on_schedule(
-                "ScaleUpInOfficeHours", schedule=appscaling.Schedule.expression(office_hours.start),
-                min_capacity=spec.min_instances, max_capacity=spec.max_instances,
-                time_zone=_time_zone(time_zone))
+                "ScaleUpInOfficeHours",
+                schedule=appscaling.Schedule.expression(office_hours.start),
+                min_capacity=spec.min_instances,
+                max_capacity=spec.max_instances,
+                time_zone=_time_zone(time_zone),
+            )
         return target
 
 
-def _time_zone(name: str):
-    from aws_cdk import TimeZone
-
+def _time_zone(name: str) -> TimeZone:
     return TimeZone.of(name)

@@ -6,6 +6,7 @@ Every failure path publishes to the team topic and ends in a Fail state that car
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,11 @@ from stacks.settings import EndpointSpec
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
-from finetune.contract import CHECKPOINTS_PREFIX  # noqa: E402  (stdlib only; checkpoints/{job_name_prefix}/{run_id}/)
-from finetune.contract import EVALUATIONS_PREFIX, TRAINING_OUTPUT_PREFIX  # noqa: E402  (stdlib only)
+from finetune.contract import (  # noqa: E402  (stdlib only)
+    CHECKPOINTS_PREFIX,
+    EVALUATIONS_PREFIX,
+    TRAINING_OUTPUT_PREFIX,
+)
 from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
@@ -38,8 +42,10 @@ CAPACITY_RETRIES = 3
 def _job_name() -> str:
     """`{prefix}-{8 hex}`: the prefix comes from Validate (the stage name and the execution), the suffix is new
     on every attempt, so a retried Train never collides with the job it replaces."""
-    return "States.Format('{}-{}', $.request.job_name_prefix, " \
-           "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 0))"
+    return (
+        "States.Format('{}-{}', $.request.job_name_prefix, "
+        "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 0))"
+    )
 
 
 class FineTunePipeline(Construct):
@@ -77,122 +83,164 @@ class FineTunePipeline(Construct):
 
         def notify_and_fail(name: str, error: str, cause_path: str) -> sfn.IChainable:
             publish = tasks.SnsPublish(
-                self, f"Notify{name}",
+                self,
+                f"Notify{name}",
                 topic=topic,
                 subject=sfn.JsonPath.format(f"[{qualified_name}] FineTune {{}}: {name}", sfn.JsonPath.execution_name),
-                message=sfn.TaskInput.from_object({
-                    "pipeline": state_machine_name, "execution": sfn.JsonPath.execution_id, "result": name,
-                    "error": sfn.JsonPath.string_at(f"{cause_path}.Error"),
-                    "cause": sfn.JsonPath.string_at(f"{cause_path}.Cause"),
-                }),
+                message=sfn.TaskInput.from_object(
+                    {
+                        "pipeline": state_machine_name,
+                        "execution": sfn.JsonPath.execution_id,
+                        "result": name,
+                        "error": sfn.JsonPath.string_at(f"{cause_path}.Error"),
+                        "cause": sfn.JsonPath.string_at(f"{cause_path}.Cause"),
+                    }
+                ),
                 result_path=sfn.JsonPath.DISCARD,
             )
-            return publish.next(sfn.Fail(self, f"{name}Failed", error=error,
-                                         cause_path=f"{cause_path}.Cause"))
+            return publish.next(sfn.Fail(self, f"{name}Failed", error=error, cause_path=f"{cause_path}.Cause"))
 
         # Validate: the request, the team's limits and the dataset's first lines.
         validate = tasks.LambdaInvoke(
-            self, "Validate",
+            self,
+            "Validate",
             lambda_function=validate_function,
             payload=sfn.TaskInput.from_json_path_at("$"),  # the execution input as the user gave it
             result_selector={"request.$": "$.Payload"},
             result_path="$.validated",
             retry_on_service_exceptions=True,
         )
-        validate.add_catch(notify_and_fail("Validation", "InvalidRequest", "$.failure"),
-                           errors=["States.ALL"], result_path="$.failure")
+        validate.add_catch(
+            notify_and_fail("Validation", "InvalidRequest", "$.failure"), errors=["States.ALL"], result_path="$.failure"
+        )
         # run_id: drawn once per execution, after Validate, and carried through every Train attempt. The
         # checkpoint prefix holds it, so a spot restart or a Train retry of this execution resumes its own
         # checkpoints while another execution (any dataset, version or settings) never sees them.
-        unwrap = sfn.Pass(self, "UseValidatedRequest", parameters={
-            "request.$": "$.validated.request", "capacity_attempts": 0, "run_id.$": "States.UUID()"})
+        unwrap = sfn.Pass(
+            self,
+            "UseValidatedRequest",
+            parameters={"request.$": "$.validated.request", "capacity_attempts": 0, "run_id.$": "States.UUID()"},
+        )
 
         # Train: a SageMaker training job, waited on (.sync). CDK's task construct lacks spot, checkpoints and
         # inter-container encryption, so the state is written out and its IAM added below.
-        train = sfn.CustomState(self, "Train", state_json={
-            "Type": "Task",
-            "Resource": f"arn:{stack.partition}:states:::sagemaker:createTrainingJob.sync",
-            "Parameters": {
-                "TrainingJobName.$": _job_name(),
-                "RoleArn": execution_role.role_arn,
-                "AlgorithmSpecification": {
-                    "TrainingImage": training_image_uri,
-                    "TrainingInputMode": "File",
-                    "MetricDefinitions": METRIC_DEFINITIONS,
-                    "EnableSageMakerMetricsTimeSeries": True,
+        train = sfn.CustomState(
+            self,
+            "Train",
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{stack.partition}:states:::sagemaker:createTrainingJob.sync",
+                "Parameters": {
+                    "TrainingJobName.$": _job_name(),
+                    "RoleArn": execution_role.role_arn,
+                    "AlgorithmSpecification": {
+                        "TrainingImage": training_image_uri,
+                        "TrainingInputMode": "File",
+                        "MetricDefinitions": METRIC_DEFINITIONS,
+                        "EnableSageMakerMetricsTimeSeries": True,
+                    },
+                    "HyperParameters.$": "$.request.hyperparameters",
+                    "InputDataConfig.$": "$.request.input_data_config",
+                    "OutputDataConfig": {
+                        "S3OutputPath": f"{artifacts}/{TRAINING_OUTPUT_PREFIX}",
+                        "KmsKeyId": key.key_arn,
+                    },
+                    "CheckpointConfig": {
+                        "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
+                        "$.request.job_name_prefix, $.run_id)",
+                        "LocalPath": "/opt/ml/checkpoints",
+                    },
+                    "ResourceConfig": {
+                        "InstanceType.$": "$.request.instance_type",
+                        "InstanceCount.$": "$.request.instance_count",
+                        "VolumeSizeInGB.$": "$.request.volume_size_gb",
+                        "VolumeKmsKeyId": key.key_arn,
+                    },
+                    "StoppingCondition.$": "$.request.stopping_condition",
+                    "EnableManagedSpotTraining.$": "$.request.spot",
+                    "VpcConfig": vpc_config,
+                    "EnableInterContainerTrafficEncryption": True,
+                    # Isolated: the container reaches no network (SageMaker alone moves the channels, checkpoints and
+                    # output), so a base model must come from the `model` channel, not a hub download.
+                    "EnableNetworkIsolation": network_isolation,
+                    "Environment": {
+                        "HF_HUB_OFFLINE": "1" if network_isolation else "0",
+                        "TOKENIZERS_PARALLELISM": "false",
+                    },
+                    "Tags": [
+                        {"Key": "finetune-stack:stage", "Value": qualified_name},
+                        {"Key": "finetune-stack:execution", "Value.$": "$$.Execution.Name"},
+                    ],
                 },
-                "HyperParameters.$": "$.request.hyperparameters",
-                "InputDataConfig.$": "$.request.input_data_config",
-                "OutputDataConfig": {"S3OutputPath": f"{artifacts}/{TRAINING_OUTPUT_PREFIX}", "KmsKeyId": key.key_arn},
-                "CheckpointConfig": {
-                    "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
-                               "$.request.job_name_prefix, $.run_id)",
-                    "LocalPath": "/opt/ml/checkpoints",
+                "ResultSelector": {
+                    "name.$": "$.TrainingJobName",
+                    "model_data_url.$": "$.ModelArtifacts.S3ModelArtifacts",
+                    "output_archive_uri.$": "States.Format('{}{}/output/output.tar.gz', "
+                    "$.OutputDataConfig.S3OutputPath, $.TrainingJobName)",
+                    "billable_seconds.$": "$.BillableTimeInSeconds",
                 },
-                "ResourceConfig": {
-                    "InstanceType.$": "$.request.instance_type",
-                    "InstanceCount.$": "$.request.instance_count",
-                    "VolumeSizeInGB.$": "$.request.volume_size_gb",
-                    "VolumeKmsKeyId": key.key_arn,
-                },
-                "StoppingCondition.$": "$.request.stopping_condition",
-                "EnableManagedSpotTraining.$": "$.request.spot",
-                "VpcConfig": vpc_config,
-                "EnableInterContainerTrafficEncryption": True,
-                # Isolated: the container reaches no network (SageMaker alone moves the channels, checkpoints and
-                # output), so a base model must come from the `model` channel, not a hub download.
-                "EnableNetworkIsolation": network_isolation,
-                "Environment": {"HF_HUB_OFFLINE": "1" if network_isolation else "0",
-                                "TOKENIZERS_PARALLELISM": "false"},
-                "Tags": [{"Key": "finetune-stack:stage", "Value": qualified_name},
-                         {"Key": "finetune-stack:execution", "Value.$": "$$.Execution.Name"}],
+                "ResultPath": "$.job",
             },
-            "ResultSelector": {
-                "name.$": "$.TrainingJobName",
-                "model_data_url.$": "$.ModelArtifacts.S3ModelArtifacts",
-                "output_archive_uri.$": "States.Format('{}{}/output/output.tar.gz', "
-                                        "$.OutputDataConfig.S3OutputPath, $.TrainingJobName)",
-                "billable_seconds.$": "$.BillableTimeInSeconds",
-            },
-            "ResultPath": "$.job",
-        })
+        )
         # Only capacity shortfalls are worth another try; a failed job is the user's to fix.
-        train.add_retry(errors=["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"],
-                        interval=Duration.minutes(2), max_attempts=CAPACITY_RETRIES, backoff_rate=2)
+        train.add_retry(
+            errors=["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"],
+            interval=Duration.minutes(2),
+            max_attempts=CAPACITY_RETRIES,
+            backoff_rate=2,
+        )
         capacity_wait = sfn.Wait(self, "WaitForCapacity", time=sfn.WaitTime.duration(Duration.minutes(5)))
-        count_attempt = sfn.Pass(self, "CountCapacityAttempt", parameters={
-            "request.$": "$.request",
-            "run_id.$": "$.run_id",  # the same execution resumes its own checkpoints
-            "capacity_attempts.$": "States.MathAdd($.capacity_attempts, 1)",
-        })
+        count_attempt = sfn.Pass(
+            self,
+            "CountCapacityAttempt",
+            parameters={
+                "request.$": "$.request",
+                "run_id.$": "$.run_id",  # the same execution resumes its own checkpoints
+                "capacity_attempts.$": "States.MathAdd($.capacity_attempts, 1)",
+            },
+        )
         is_capacity = sfn.Choice(self, "IsCapacityError")
         train_failed = notify_and_fail("Training", "TrainingFailed", "$.failure")
-        is_capacity.when(sfn.Condition.and_(
-            sfn.Condition.string_matches("$.failure.Cause", "*CapacityError*"),
-            sfn.Condition.number_less_than("$.capacity_attempts", CAPACITY_RETRIES),
-        ), capacity_wait.next(count_attempt).next(train))
+        is_capacity.when(
+            sfn.Condition.and_(
+                sfn.Condition.string_matches("$.failure.Cause", "*CapacityError*"),
+                sfn.Condition.number_less_than("$.capacity_attempts", CAPACITY_RETRIES),
+            ),
+            capacity_wait.next(count_attempt).next(train),
+        )
         is_capacity.otherwise(train_failed)
         train.add_catch(is_capacity, errors=["States.ALL"], result_path="$.failure")
 
         # Gate: the task's main metric against the base model and the threshold.
         gate = tasks.LambdaInvoke(
-            self, "Gate",
+            self,
+            "Gate",
             lambda_function=gate_function,
-            payload=sfn.TaskInput.from_object({
-                "output_archive_uri": sfn.JsonPath.string_at("$.job.output_archive_uri"),
-                "evaluation_s3_uri": sfn.JsonPath.format(f"{artifacts}/{EVALUATIONS_PREFIX}{{}}/evaluation.json",
-                                                         sfn.JsonPath.string_at("$.job.name")),
-                "threshold": sfn.JsonPath.string_at("$.request.threshold"),
-            }),
+            payload=sfn.TaskInput.from_object(
+                {
+                    "output_archive_uri": sfn.JsonPath.string_at("$.job.output_archive_uri"),
+                    "evaluation_s3_uri": sfn.JsonPath.format(
+                        f"{artifacts}/{EVALUATIONS_PREFIX}{{}}/evaluation.json", sfn.JsonPath.string_at("$.job.name")
+                    ),
+                    "threshold": sfn.JsonPath.string_at("$.request.threshold"),
+                }
+            ),
             result_selector={"gate.$": "$.Payload"},
             result_path="$.gated",
             retry_on_service_exceptions=True,
         )
-        gate.add_catch(notify_and_fail("Evaluation", "EvaluationUnreadable", "$.failure"),
-                       errors=["States.ALL"], result_path="$.failure")
+        gate.add_catch(
+            notify_and_fail("Evaluation", "EvaluationUnreadable", "$.failure"),
+            errors=["States.ALL"],
+            result_path="$.failure",
+        )
         passed = sfn.Choice(self, "PassedGate")
-        gate_rejected = sfn.Pass(self, "DescribeGateRejection", parameters={
-            "Error": "GateRejected", "Cause.$": "$.gated.gate.reason"}, result_path="$.failure")
+        gate_rejected = sfn.Pass(
+            self,
+            "DescribeGateRejection",
+            parameters={"Error": "GateRejected", "Cause.$": "$.gated.gate.reason"},
+            result_path="$.failure",
+        )
         gate_rejected.next(notify_and_fail("Gate", "GateRejected", "$.failure"))
 
         # Register: a model package in the team's group, with the evaluation as model-quality statistics.
@@ -200,8 +248,10 @@ class FineTunePipeline(Construct):
 
         def register(name: str, image: str, kind: str) -> tasks.CallAwsService:
             step = tasks.CallAwsService(
-                self, name,
-                service="sagemaker", action="createModelPackage",
+                self,
+                name,
+                service="sagemaker",
+                action="createModelPackage",
                 parameters={
                     "ModelPackageGroupName": model_package_group_name,
                     "ModelPackageDescription.$": "States.Format('{} from execution {}', $.job.name, $$.Execution.Name)",
@@ -209,28 +259,46 @@ class FineTunePipeline(Construct):
                     "InferenceSpecification": {
                         # The serving container's settings travel with the package: a model created from it
                         # (Deploy, BatchInfer) serves the artifact the way the stage's endpoints do.
-                        "Containers": [{"Image": image, "ModelDataUrl.$": "$.job.model_data_url",
-                                        "Environment": serving_environment(kind)}],
+                        "Containers": [
+                            {
+                                "Image": image,
+                                "ModelDataUrl.$": "$.job.model_data_url",
+                                "Environment": serving_environment(kind),
+                            }
+                        ],
                         "SupportedContentTypes": ["application/json"],
                         "SupportedResponseMIMETypes": ["application/json"],
                     },
-                    "ModelMetrics": {"ModelQuality": {"Statistics": {
-                        "ContentType": "application/json", "S3Uri.$": "$.gated.gate.evaluation_s3_uri"}}},
+                    "ModelMetrics": {
+                        "ModelQuality": {
+                            "Statistics": {
+                                "ContentType": "application/json",
+                                "S3Uri.$": "$.gated.gate.evaluation_s3_uri",
+                            }
+                        }
+                    },
                     "CustomerMetadataProperties": {
                         "task.$": "$.request.hyperparameters.task",
                         "training_job.$": "$.job.name",
                         "gate.$": "$.gated.gate.reason",
                     },
                 },
-                iam_resources=[stack.format_arn(service="sagemaker", resource="model-package",
-                                                resource_name=f"{model_package_group_name}/*"),
-                               stack.format_arn(service="sagemaker", resource="model-package-group",
-                                                resource_name=model_package_group_name)],
+                iam_resources=[
+                    stack.format_arn(
+                        service="sagemaker", resource="model-package", resource_name=f"{model_package_group_name}/*"
+                    ),
+                    stack.format_arn(
+                        service="sagemaker", resource="model-package-group", resource_name=model_package_group_name
+                    ),
+                ],
                 result_selector={"arn.$": "$.ModelPackageArn", "approval": approval},
                 result_path="$.package",
             )
-            step.add_catch(notify_and_fail(f"{name}Step", "RegistrationFailed", "$.failure"),
-                           errors=["States.ALL"], result_path="$.failure")
+            step.add_catch(
+                notify_and_fail(f"{name}Step", "RegistrationFailed", "$.failure"),
+                errors=["States.ALL"],
+                result_path="$.failure",
+            )
             return step
 
         register_llm = register("RegisterLlm", llm_image_uri, "llm")
@@ -241,16 +309,21 @@ class FineTunePipeline(Construct):
 
         succeed = sfn.Succeed(self, "Done")
         notify_success = tasks.SnsPublish(
-            self, "NotifySuccess",
+            self,
+            "NotifySuccess",
             topic=topic,
             subject=sfn.JsonPath.format(f"[{qualified_name}] FineTune {{}}: succeeded", sfn.JsonPath.execution_name),
-            message=sfn.TaskInput.from_object({
-                "pipeline": state_machine_name, "execution": sfn.JsonPath.execution_id, "result": "Succeeded",
-                "training_job": sfn.JsonPath.string_at("$.job.name"),
-                "model_package": sfn.JsonPath.string_at("$.package.arn"),
-                "approval": sfn.JsonPath.string_at("$.package.approval"),
-                "gate": sfn.JsonPath.string_at("$.gated.gate.reason"),
-            }),
+            message=sfn.TaskInput.from_object(
+                {
+                    "pipeline": state_machine_name,
+                    "execution": sfn.JsonPath.execution_id,
+                    "result": "Succeeded",
+                    "training_job": sfn.JsonPath.string_at("$.job.name"),
+                    "model_package": sfn.JsonPath.string_at("$.package.arn"),
+                    "approval": sfn.JsonPath.string_at("$.package.approval"),
+                    "gate": sfn.JsonPath.string_at("$.gated.gate.reason"),
+                }
+            ),
             result_path=sfn.JsonPath.DISCARD,
         ).next(succeed)
 
@@ -258,13 +331,23 @@ class FineTunePipeline(Construct):
         if endpoints:
             # A stage without endpoints has no Deploy branch at all (Validate already refuses its deploy_to).
             deploy_chain = self._deploy(
-                endpoints=endpoints, qualified_name=qualified_name, execution_role=execution_role, key=key,
-                vpc_config=vpc_config, notify_and_fail=notify_and_fail, done=notify_success)
+                endpoints=endpoints,
+                qualified_name=qualified_name,
+                execution_role=execution_role,
+                key=key,
+                vpc_config=vpc_config,
+                notify_and_fail=notify_and_fail,
+                done=notify_success,
+            )
             wants_deploy = sfn.Choice(self, "DeployRequested")
-            wants_deploy.when(sfn.Condition.and_(sfn.Condition.is_present("$.request.deploy_to"),
-                                                 sfn.Condition.is_not_null("$.request.deploy_to"),
-                                                 sfn.Condition.string_equals("$.package.approval", "Approved")),
-                              deploy_chain)
+            wants_deploy.when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.request.deploy_to"),
+                    sfn.Condition.is_not_null("$.request.deploy_to"),
+                    sfn.Condition.string_equals("$.package.approval", "Approved"),
+                ),
+                deploy_chain,
+            )
             wants_deploy.otherwise(notify_success)
             after_register = wants_deploy
         register_llm.next(after_register)
@@ -276,10 +359,16 @@ class FineTunePipeline(Construct):
         definition = validate.next(unwrap).next(train).next(gate).next(passed)
 
         self.log_group = logs.LogGroup(
-            self, "Logs", log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
-            retention=log_retention, encryption_key=key, removal_policy=removal_policy)
+            self,
+            "Logs",
+            log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
+            retention=log_retention,
+            encryption_key=key,
+            removal_policy=removal_policy,
+        )
         self.state_machine = sfn.StateMachine(
-            self, "StateMachine",
+            self,
+            "StateMachine",
             state_machine_name=state_machine_name,
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             tracing_enabled=True,
@@ -294,39 +383,77 @@ class FineTunePipeline(Construct):
         role = self.state_machine.role
         # Every job is named {team}-{stage}-...: the grant reaches this stage's jobs only (the config check
         # rejects another stage of the account whose name extends this one with '-').
-        training_jobs = stack.format_arn(service="sagemaker", resource="training-job",
-                                         resource_name=f"{qualified_name}-*")
-        role.add_to_principal_policy(iam.PolicyStatement(
-            sid="RunTrainingJobs",
-            actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
-                     "sagemaker:AddTags"],
-            resources=[training_jobs]))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            sid="PassExecutionRoleToSageMaker",
-            actions=["iam:PassRole"], resources=[execution_role.role_arn],
-            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            sid="SyncTrainingJobEvents",
-            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[stack.format_arn(service="events", resource="rule",
-                                        resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
+        training_jobs = stack.format_arn(
+            service="sagemaker", resource="training-job", resource_name=f"{qualified_name}-*"
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="RunTrainingJobs",
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=[training_jobs],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="PassExecutionRoleToSageMaker",
+                actions=["iam:PassRole"],
+                resources=[execution_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="SyncTrainingJobEvents",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+                    )
+                ],
+            )
+        )
         self.training_job_arn_pattern = training_jobs
 
-    def _deploy(self, *, endpoints, qualified_name, execution_role, key, vpc_config, notify_and_fail,
-                done) -> sfn.IChainable:
+    def _deploy(
+        self,
+        *,
+        endpoints: tuple[EndpointSpec, ...],
+        qualified_name: str,
+        execution_role: iam.IRole,
+        key: kms.IKey,
+        vpc_config: dict[str, Any],
+        notify_and_fail: Callable[[str, str, str], sfn.IChainable],
+        done: sfn.IChainable,
+    ) -> sfn.IChainable:
         """Model -> endpoint config -> UpdateEndpoint -> poll until InService; one branch per configured endpoint
         whose kind matches the task (at least one endpoint). A failed update leaves SageMaker serving the previous
         config."""
         stack = Stack.of(self)
-        unknown = sfn.Pass(self, "DescribeUnknownEndpoint", parameters={
-            "Error": "UnknownEndpoint",
-            "Cause.$": "States.Format('deploy_to {} names no endpoint of this stage for task {}', "
-                       "$.request.deploy_to, $.request.hyperparameters.task)"}, result_path="$.failure")
+        unknown = sfn.Pass(
+            self,
+            "DescribeUnknownEndpoint",
+            parameters={
+                "Error": "UnknownEndpoint",
+                "Cause.$": "States.Format('deploy_to {} names no endpoint of this stage for task {}', "
+                "$.request.deploy_to, $.request.hyperparameters.task)",
+            },
+            result_path="$.failure",
+        )
         unknown.next(notify_and_fail("Deploy", "DeployFailed", "$.failure"))
         pick = sfn.Choice(self, "PickEndpoint")
         model_name = "States.Format('{}-m', $.job.name)"
         create_model = tasks.CallAwsService(
-            self, "CreateModel", service="sagemaker", action="createModel",
+            self,
+            "CreateModel",
+            service="sagemaker",
+            action="createModel",
             parameters={
                 "ModelName.$": model_name,
                 "ExecutionRoleArn": execution_role.role_arn,
@@ -335,15 +462,21 @@ class FineTunePipeline(Construct):
                 "EnableNetworkIsolation": True,
             },
             # Named {job}-m, and every job name starts with {team}-{stage}-.
-            iam_resources=[stack.format_arn(service="sagemaker", resource="model",
-                                            resource_name=f"{qualified_name}-*")],
-            additional_iam_statements=[iam.PolicyStatement(
-                actions=["iam:PassRole"], resources=[execution_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
+            iam_resources=[
+                stack.format_arn(service="sagemaker", resource="model", resource_name=f"{qualified_name}-*")
+            ],
+            additional_iam_statements=[
+                iam.PolicyStatement(
+                    actions=["iam:PassRole"],
+                    resources=[execution_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+                )
+            ],
             result_path=sfn.JsonPath.DISCARD,
         )
-        config_arns = [stack.format_arn(service="sagemaker", resource="endpoint-config",
-                                        resource_name=f"{qualified_name}-*")]
+        config_arns = [
+            stack.format_arn(service="sagemaker", resource="endpoint-config", resource_name=f"{qualified_name}-*")
+        ]
 
         def endpoint_config(name: str, variant: dict[str, Any], kms_key: bool) -> tasks.CallAwsService:
             parameters: dict[str, Any] = {
@@ -353,63 +486,111 @@ class FineTunePipeline(Construct):
             if kms_key:
                 parameters["KmsKeyId"] = key.key_arn
             return tasks.CallAwsService(
-                self, name, service="sagemaker", action="createEndpointConfig", parameters=parameters,
-                iam_resources=config_arns, result_path=sfn.JsonPath.DISCARD)
+                self,
+                name,
+                service="sagemaker",
+                action="createEndpointConfig",
+                parameters=parameters,
+                iam_resources=config_arns,
+                result_path=sfn.JsonPath.DISCARD,
+            )
 
         update = tasks.CallAwsService(
-            self, "UpdateEndpoint", service="sagemaker", action="updateEndpoint",
+            self,
+            "UpdateEndpoint",
+            service="sagemaker",
+            action="updateEndpoint",
             parameters={
                 "EndpointName.$": "$.target.endpoint_name",
                 "EndpointConfigName.$": "States.Format('{}-c', $.job.name)",
                 "RetainAllVariantProperties": False,
             },
-            iam_resources=[stack.format_arn(service="sagemaker", resource="endpoint",
-                                            resource_name=f"{qualified_name}-*"), *config_arns],
+            iam_resources=[
+                stack.format_arn(service="sagemaker", resource="endpoint", resource_name=f"{qualified_name}-*"),
+                *config_arns,
+            ],
             result_path=sfn.JsonPath.DISCARD,
         )
         wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(Duration.minutes(1)))
         describe = tasks.CallAwsService(
-            self, "DescribeEndpoint", service="sagemaker", action="describeEndpoint",
+            self,
+            "DescribeEndpoint",
+            service="sagemaker",
+            action="describeEndpoint",
             parameters={"EndpointName.$": "$.target.endpoint_name"},
-            iam_resources=[stack.format_arn(service="sagemaker", resource="endpoint",
-                                            resource_name=f"{qualified_name}-*")],
-            result_selector={"status.$": "$.EndpointStatus", "config.$": "$.EndpointConfigName",
-                             "reason.$": "States.JsonToString($)"},
+            iam_resources=[
+                stack.format_arn(service="sagemaker", resource="endpoint", resource_name=f"{qualified_name}-*")
+            ],
+            result_selector={
+                "status.$": "$.EndpointStatus",
+                "config.$": "$.EndpointConfigName",
+                "reason.$": "States.JsonToString($)",
+            },
             result_path="$.endpoint",
         )
         deployed = sfn.Choice(self, "EndpointUpdated")
-        rollback = sfn.Pass(self, "DescribeDeployFailure", parameters={
-            "Error": "DeployFailed",
-            # One literal template: intrinsic arguments have no string concatenation.
-            "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. "
-                       "Describe: {}', $.target.endpoint_name, $.endpoint.reason)"}, result_path="$.failure")
+        rollback = sfn.Pass(
+            self,
+            "DescribeDeployFailure",
+            parameters={
+                "Error": "DeployFailed",
+                # One literal template: intrinsic arguments have no string concatenation.
+                "Cause.$": "States.Format('endpoint {} did not take the new config; it keeps serving the previous one. "
+                "Describe: {}', $.target.endpoint_name, $.endpoint.reason)",
+            },
+            result_path="$.failure",
+        )
         deploy_failed = notify_and_fail("DeployStep", "DeployFailed", "$.failure")
         rollback.next(deploy_failed)
         # A call that failed outright (CreateModel, CreateEndpointConfig, UpdateEndpoint, DescribeEndpoint) leaves
         # no $.endpoint to describe: its Catch result is the cause, so it gets its own description.
-        call_failed = sfn.Pass(self, "DescribeDeployError", parameters={
-            "Error": "DeployFailed",
-            "Cause.$": "States.Format('deploying to endpoint {} failed; it keeps serving the previous config. "
-                       "{}: {}', $.target.endpoint_name, $.failure.Error, $.failure.Cause)"}, result_path="$.failure")
+        call_failed = sfn.Pass(
+            self,
+            "DescribeDeployError",
+            parameters={
+                "Error": "DeployFailed",
+                "Cause.$": "States.Format('deploying to endpoint {} failed; it keeps serving the previous config. "
+                "{}: {}', $.target.endpoint_name, $.failure.Error, $.failure.Cause)",
+            },
+            result_path="$.failure",
+        )
         call_failed.next(deploy_failed)
-        deployed.when(sfn.Condition.and_(sfn.Condition.string_equals("$.endpoint.status", "InService"),
-                                         sfn.Condition.string_equals_json_path("$.endpoint.config",
-                                                                               "$.target.config_name")), done)
-        deployed.when(sfn.Condition.or_(sfn.Condition.string_equals("$.endpoint.status", "Updating"),
-                                        sfn.Condition.string_equals("$.endpoint.status", "SystemUpdating"),
-                                        sfn.Condition.string_equals("$.endpoint.status", "Creating")), wait)
+        deployed.when(
+            sfn.Condition.and_(
+                sfn.Condition.string_equals("$.endpoint.status", "InService"),
+                sfn.Condition.string_equals_json_path("$.endpoint.config", "$.target.config_name"),
+            ),
+            done,
+        )
+        deployed.when(
+            sfn.Condition.or_(
+                sfn.Condition.string_equals("$.endpoint.status", "Updating"),
+                sfn.Condition.string_equals("$.endpoint.status", "SystemUpdating"),
+                sfn.Condition.string_equals("$.endpoint.status", "Creating"),
+            ),
+            wait,
+        )
         deployed.otherwise(rollback)
         wait.next(describe).next(deployed)
         update.next(wait)
         for step in (create_model, update, describe):
             step.add_catch(call_failed, errors=["States.ALL"], result_path="$.failure")
 
-        instance_config = endpoint_config("CreateEndpointConfig", {
-            "InstanceType.$": "$.target.instance_type", "InitialInstanceCount.$": "$.target.instance_count"},
-            kms_key=True)
-        serverless_config = endpoint_config("CreateServerlessEndpointConfig", {"ServerlessConfig": {
-            "MemorySizeInMB.$": "$.target.memory_mb", "MaxConcurrency.$": "$.target.max_concurrency"}},
-            kms_key=False)  # serverless endpoints take no volume key
+        instance_config = endpoint_config(
+            "CreateEndpointConfig",
+            {"InstanceType.$": "$.target.instance_type", "InitialInstanceCount.$": "$.target.instance_count"},
+            kms_key=True,
+        )
+        serverless_config = endpoint_config(
+            "CreateServerlessEndpointConfig",
+            {
+                "ServerlessConfig": {
+                    "MemorySizeInMB.$": "$.target.memory_mb",
+                    "MaxConcurrency.$": "$.target.max_concurrency",
+                }
+            },
+            kms_key=False,
+        )  # serverless endpoints take no volume key
         config_kind = sfn.Choice(self, "EndpointConfigKind")
         config_kind.when(sfn.Condition.boolean_equals("$.target.serverless", True), serverless_config)
         config_kind.otherwise(instance_config)
@@ -428,11 +609,14 @@ class FineTunePipeline(Construct):
                 target.update(memory_mb=spec.serverless.memory_mb, max_concurrency=spec.serverless.max_concurrency)
             else:
                 target.update(instance_type=spec.instance_type, instance_count=spec.min_instances)
-            pick.when(sfn.Condition.and_(
-                sfn.Condition.string_equals("$.request.deploy_to", spec.name),
-                sfn.Condition.string_equals("$.request.hyperparameters.task", TASK_OF_KIND[spec.kind]),
-            ), sfn.Pass(self, f"Target{spec.name.title().replace('-', '')}", parameters=target,
-                        result_path="$.target").next(create_model))
+            pick.when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.request.deploy_to", spec.name),
+                    sfn.Condition.string_equals("$.request.hyperparameters.task", TASK_OF_KIND[spec.kind]),
+                ),
+                sfn.Pass(
+                    self, f"Target{spec.name.title().replace('-', '')}", parameters=target, result_path="$.target"
+                ).next(create_model),
+            )
         pick.otherwise(unknown)
         return pick
-

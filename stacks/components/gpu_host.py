@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -44,7 +45,8 @@ class AmiNotPinned(ValueError):
 
 @cache
 def _pins() -> dict[str, dict[str, str]]:
-    return json.loads(AMI_PINS_FILE.read_text(encoding="utf-8"))["pins"]
+    pins: dict[str, dict[str, str]] = json.loads(AMI_PINS_FILE.read_text(encoding="utf-8"))["pins"]
+    return pins
 
 
 def pinned_ami(parameter: str, region: str) -> str:
@@ -58,11 +60,12 @@ def pinned_ami(parameter: str, region: str) -> str:
         raise AmiNotPinned(
             f"no Deep Learning AMI pinned for {parameter} in {region}: run `aws ssm get-parameter --name {parameter} "
             f"--region {region} --query Parameter.Value --output text` and add the id to {AMI_PINS_FILE.name} under "
-            f"pins[{parameter!r}][{region!r}]")
+            f"pins[{parameter!r}][{region!r}]"
+        )
     return ami
 
 
-def agent_config(*, log_group_name: str) -> dict:
+def agent_config(*, log_group_name: str) -> dict[str, Any]:
     """CloudWatch agent configuration: per-instance GPU metrics in the platform namespace, logs to the host's group."""
     return {
         "agent": {"metrics_collection_interval": 60, "omit_hostname": True},
@@ -72,18 +75,38 @@ def agent_config(*, log_group_name: str) -> dict:
             # One series per instance (over all its GPUs) for the idle alarm, besides the per-GPU series.
             "aggregation_dimensions": [["InstanceId"]],
             "metrics_collected": {
-                "nvidia_gpu": {"measurement": ["utilization_gpu", "utilization_memory", "memory_used",
-                                               "memory_total", "temperature_gpu", "power_draw"]},
+                "nvidia_gpu": {
+                    "measurement": [
+                        "utilization_gpu",
+                        "utilization_memory",
+                        "memory_used",
+                        "memory_total",
+                        "temperature_gpu",
+                        "power_draw",
+                    ]
+                },
                 "mem": {"measurement": ["mem_used_percent"]},
                 "disk": {"measurement": ["used_percent"], "resources": ["/"]},
             },
         },
-        "logs": {"logs_collected": {"files": {"collect_list": [
-            {"file_path": "/var/log/cloud-init-output.log", "log_group_name": log_group_name,
-             "log_stream_name": "{instance_id}/cloud-init-output"},
-            {"file_path": "/var/log/amazon/ssm/amazon-ssm-agent.log", "log_group_name": log_group_name,
-             "log_stream_name": "{instance_id}/ssm-agent"},
-        ]}}},
+        "logs": {
+            "logs_collected": {
+                "files": {
+                    "collect_list": [
+                        {
+                            "file_path": "/var/log/cloud-init-output.log",
+                            "log_group_name": log_group_name,
+                            "log_stream_name": "{instance_id}/cloud-init-output",
+                        },
+                        {
+                            "file_path": "/var/log/amazon/ssm/amazon-ssm-agent.log",
+                            "log_group_name": log_group_name,
+                            "log_stream_name": "{instance_id}/ssm-agent",
+                        },
+                    ]
+                }
+            }
+        },
     }
 
 
@@ -124,58 +147,80 @@ class GpuHost(Construct):
         artifacts_bucket = s3.Bucket.from_bucket_name(self, "ArtifactsBucket", artifacts_bucket_name)
 
         self.log_group = logs.LogGroup(
-            self, "Logs",
+            self,
+            "Logs",
             log_group_name=f"/finetune-stack/{qualified_name}/hosts/{spec.name}",
-            encryption_key=key, retention=log_retention, removal_policy=removal_policy,
+            encryption_key=key,
+            retention=log_retention,
+            removal_policy=removal_policy,
         )
 
         self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            allow_all_outbound=False,
             description=f"{self.host_name}: no inbound; HTTPS out to the VPC endpoints",
         )
         # The subnets are isolated (no internet route): HTTPS reaches only the VPC's interface endpoints and the
         # S3 gateway endpoint, whose addresses are the regional S3 prefix list (not known without a lookup).
-        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
-                                            "HTTPS to VPC endpoints (isolated subnet: no internet route)")
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to VPC endpoints (isolated subnet: no internet route)"
+        )
 
         self.role = iam.Role(
-            self, "Role",
+            self,
+            "Role",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description=f"{self.host_name}: team data (read), artifacts (write under hosts/), training image pull",
             managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
         )
-        acknowledge(self.role, {
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]": (
-                "AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent and Session Manager, "
-                "the only way into this host (no key pair, no inbound rules); AWS updates it with the agent, and it "
-                "grants no access to data."),
-        })
+        acknowledge(
+            self.role,
+            {
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]": (
+                    "AmazonSSMManagedInstanceCore is the AWS-maintained minimum for the SSM agent and Session Manager, "
+                    "the only way into this host (no key pair, no inbound rules); AWS updates it with the agent, and "
+                    "it grants no access to data."
+                ),
+            },
+        )
         self.policy = iam.ManagedPolicy(
-            self, "Policy",
+            self,
+            "Policy",
             description=f"{self.host_name}: the team's data and artifacts, the training image, logs and metrics",
             roles=[self.role],
             statements=self._statements(stack, spec, key, data_bucket, artifacts_bucket, image_repository),
         )
-        acknowledge(self.policy, {
-            f"AwsSolutions-IAM5[Resource::{data_bucket.bucket_arn}/*]": (
-                "Read access to every object of the team's own data bucket: finetune-host downloads any dataset "
-                "of the team (s3://<data bucket>/datasets/...), as the pipeline's training jobs do."),
-            f"AwsSolutions-IAM5[Resource::{artifacts_bucket.bucket_arn}/*]": (
-                "Read access to the objects of the team's own artifacts bucket: base models to fine-tune from live "
-                "under any prefix the team chose; writes are limited to this host's own prefix."),
-            f"AwsSolutions-IAM5[Resource::{artifacts_bucket.bucket_arn}/hosts/{spec.name}/*]": (
-                "Writes only under this host's own prefix of the team's artifacts bucket (one folder per run); "
-                "the run names are chosen on the host, so they cannot be listed in the policy."),
-            "AwsSolutions-IAM5[Resource::*]": (
-                "Two actions AWS defines on '*' only: ecr:GetAuthorizationToken (an ECR login; pulling is limited "
-                "to the training image repository) and cloudwatch:PutMetricData, limited by condition to the "
-                "platform's own metrics namespace."),
-        })
+        acknowledge(
+            self.policy,
+            {
+                f"AwsSolutions-IAM5[Resource::{data_bucket.bucket_arn}/*]": (
+                    "Read access to every object of the team's own data bucket: finetune-host downloads any dataset "
+                    "of the team (s3://<data bucket>/datasets/...), as the pipeline's training jobs do."
+                ),
+                f"AwsSolutions-IAM5[Resource::{artifacts_bucket.bucket_arn}/*]": (
+                    "Read access to the objects of the team's own artifacts bucket: base models to fine-tune from live "
+                    "under any prefix the team chose; writes are limited to this host's own prefix."
+                ),
+                f"AwsSolutions-IAM5[Resource::{artifacts_bucket.bucket_arn}/hosts/{spec.name}/*]": (
+                    "Writes only under this host's own prefix of the team's artifacts bucket (one folder per run); "
+                    "the run names are chosen on the host, so they cannot be listed in the policy."
+                ),
+                "AwsSolutions-IAM5[Resource::*]": (
+                    "Two actions AWS defines on '*' only: ecr:GetAuthorizationToken (an ECR login; pulling is limited "
+                    "to the training image repository) and cloudwatch:PutMetricData, limited by condition to the "
+                    "platform's own metrics namespace."
+                ),
+            },
+        )
 
         self.instance = ec2.Instance(
-            self, "Instance",
+            self,
+            "Instance",
             instance_name=self.host_name,
-            vpc=vpc, vpc_subnets=subnets,
+            vpc=vpc,
+            vpc_subnets=subnets,
             instance_type=ec2.InstanceType(spec.instance_type),
             machine_image=ec2.MachineImage.generic_linux({stack.region: ami_id}),
             security_group=self.security_group,
@@ -186,34 +231,59 @@ class GpuHost(Construct):
             ebs_optimized=True,
             associate_public_ip_address=False,
             disable_api_termination=termination_protection,
-            block_devices=[ec2.BlockDevice(device_name=ROOT_DEVICE, volume=ec2.BlockDeviceVolume.ebs(
-                spec.volume_gb, encrypted=True, kms_key=key, volume_type=ec2.EbsDeviceVolumeType.GP3,
-                delete_on_termination=True))],
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name=ROOT_DEVICE,
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        spec.volume_gb,
+                        encrypted=True,
+                        kms_key=key,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
         )
         if spec.owner:
             Tags.of(self.instance).add("owner", spec.owner)
         # The AMI id is pinned on purpose (hosts/dlami.json): a parameter or a moving lookup would let a new AMI
         # replace the host, and its root volume, on any deploy.
         self.instance.instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W9010"]}})
-        acknowledge(self.instance.instance, {"CloudFormation-Validate::W9010": (
-            "The Deep Learning AMI id is pinned on purpose in hosts/dlami.json, so that a new AMI release never "
-            "replaces the host silently; moving to a newer AMI is a reviewed change of that file.")})
+        acknowledge(
+            self.instance.instance,
+            {
+                "CloudFormation-Validate::W9010": (
+                    "The Deep Learning AMI id is pinned on purpose in hosts/dlami.json, so that a new AMI release "
+                    "never replaces the host silently; moving to a newer AMI is a reviewed change of that file."
+                )
+            },
+        )
         if not termination_protection:
-            acknowledge(self.instance, {
-                "AwsSolutions-EC29": (
-                    "Ephemeral stage: the host is deleted with the stage by design. Its root volume holds only "
-                    "scratch copies; datasets, models and evaluations live in the team's S3 buckets."),
-            })
+            acknowledge(
+                self.instance,
+                {
+                    "AwsSolutions-EC29": (
+                        "Ephemeral stage: the host is deleted with the stage by design. Its root volume holds only "
+                        "scratch copies; datasets, models and evaluations live in the team's S3 buckets."
+                    ),
+                },
+            )
 
         self.idle_alarm = cloudwatch.Alarm(
-            self, "IdleAlarm",
+            self,
+            "IdleAlarm",
             alarm_name=f"{self.host_name}-idle",
-            alarm_description=(f"{self.host_name}: every GPU below {spec.idle_gpu_percent:g}% for "
-                               f"{spec.idle_minutes} minutes; the instance is stopped (its volume is kept)."),
+            alarm_description=(
+                f"{self.host_name}: every GPU below {spec.idle_gpu_percent:g}% for "
+                f"{spec.idle_minutes} minutes; the instance is stopped (its volume is kept)."
+            ),
             metric=cloudwatch.Metric(
-                namespace=naming.METRICS_NAMESPACE, metric_name=GPU_METRIC,
+                namespace=naming.METRICS_NAMESPACE,
+                metric_name=GPU_METRIC,
                 dimensions_map={"InstanceId": self.instance.instance_id},
-                statistic=cloudwatch.Stats.MAXIMUM, period=Duration.minutes(1)),
+                statistic=cloudwatch.Stats.MAXIMUM,
+                period=Duration.minutes(1),
+            ),
             threshold=spec.idle_gpu_percent,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=spec.idle_minutes,
@@ -228,49 +298,69 @@ class GpuHost(Construct):
         if spec.schedule is not None:
             self._schedule(stack, spec, key)
 
-    def _statements(self, stack: Stack, spec: HostSpec, key: kms.IKey, data_bucket: s3.IBucket,
-                    artifacts_bucket: s3.IBucket, repository: ecr.IRepository) -> list[iam.PolicyStatement]:
+    def _statements(
+        self,
+        stack: Stack,
+        spec: HostSpec,
+        key: kms.IKey,
+        data_bucket: s3.IBucket,
+        artifacts_bucket: s3.IBucket,
+        repository: ecr.IRepository,
+    ) -> list[iam.PolicyStatement]:
         prefix = f"hosts/{spec.name}/"
         return [
             iam.PolicyStatement(
                 sid="ReadTeamData",
                 actions=["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-                resources=[data_bucket.bucket_arn, data_bucket.arn_for_objects("*")]),
+                resources=[data_bucket.bucket_arn, data_bucket.arn_for_objects("*")],
+            ),
             iam.PolicyStatement(
                 sid="ReadArtifactsForBaseModels",
                 actions=["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-                resources=[artifacts_bucket.bucket_arn, artifacts_bucket.arn_for_objects("*")]),
+                resources=[artifacts_bucket.bucket_arn, artifacts_bucket.arn_for_objects("*")],
+            ),
             iam.PolicyStatement(
                 sid="WriteThisHostsResults",
                 actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[artifacts_bucket.arn_for_objects(f"{prefix}*")]),
+                resources=[artifacts_bucket.arn_for_objects(f"{prefix}*")],
+            ),
             iam.PolicyStatement(
                 sid="UseTheTeamKeyThroughS3",
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=[key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}}),
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+            ),
             iam.PolicyStatement(
                 sid="PullTheTrainingImage",
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[repository.repository_arn]),
-            iam.PolicyStatement(
-                sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                resources=[repository.repository_arn],
+            ),
+            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(
                 sid="WriteOwnLogs",
                 actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 # A log group's Arn attribute already ends in ":*" and so covers its streams.
-                resources=[self.log_group.log_group_arn]),
+                resources=[self.log_group.log_group_arn],
+            ),
             iam.PolicyStatement(
-                sid="PublishHostMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": naming.METRICS_NAMESPACE}}),
+                sid="PublishHostMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": naming.METRICS_NAMESPACE}},
+            ),
             iam.PolicyStatement(
-                sid="DownloadTheCloudWatchAgent", actions=["s3:GetObject"],
-                resources=[f"arn:{stack.partition}:s3:::amazoncloudwatch-agent-{stack.region}/ubuntu/amd64/latest/"
-                           "amazon-cloudwatch-agent.deb"]),
+                sid="DownloadTheCloudWatchAgent",
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::amazoncloudwatch-agent-{stack.region}/ubuntu/amd64/latest/"
+                    "amazon-cloudwatch-agent.deb"
+                ],
+            ),
         ]
 
-    def _user_data(self, stack: Stack, image_uri: str, data_bucket: s3.IBucket,
-                   artifacts_bucket: s3.IBucket) -> ec2.UserData:
+    def _user_data(
+        self, stack: Stack, image_uri: str, data_bucket: s3.IBucket, artifacts_bucket: s3.IBucket
+    ) -> ec2.UserData:
         settings = {
             "FINETUNE_REGION": stack.region,
             "FINETUNE_DATA_BUCKET": data_bucket.bucket_name,
@@ -285,8 +375,10 @@ class GpuHost(Construct):
             "install -d -m 0755 /etc/finetune-stack /opt/finetune-stack",
             _heredoc("/etc/finetune-stack/host.env", "\n".join(f"{k}={v}" for k, v in settings.items())),
             _heredoc("/opt/finetune-stack/finetune-host", (HOSTS_DIR / "finetune-host").read_text(encoding="utf-8")),
-            _heredoc("/opt/finetune-stack/cloudwatch-agent.json",
-                     json.dumps(agent_config(log_group_name=self.log_group.log_group_name), indent=1)),
+            _heredoc(
+                "/opt/finetune-stack/cloudwatch-agent.json",
+                json.dumps(agent_config(log_group_name=self.log_group.log_group_name), indent=1),
+            ),
             (HOSTS_DIR / "user-data.sh").read_text(encoding="utf-8"),
         )
         return user_data
@@ -294,26 +386,33 @@ class GpuHost(Construct):
     def _schedule(self, stack: Stack, spec: HostSpec, key: kms.IKey) -> None:
         assert spec.schedule is not None
         role = iam.Role(
-            self, "ScheduleRole",
-            assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com", conditions={
-                "StringEquals": {"aws:SourceAccount": stack.account}}),
+            self,
+            "ScheduleRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}
+            ),
             description=f"{self.host_name}: start and stop the host in office hours",
         )
         instance_arn = stack.format_arn(service="ec2", resource="instance", resource_name=self.instance.instance_id)
         iam.ManagedPolicy(
-            self, "SchedulePolicy",
+            self,
+            "SchedulePolicy",
             description=f"{self.host_name}: start and stop this one instance",
             roles=[role],
             statements=[
                 iam.PolicyStatement(actions=["ec2:StartInstances", "ec2:StopInstances"], resources=[instance_arn]),
                 # Starting an instance whose volume is encrypted with a customer key lets EC2 create a grant.
-                iam.PolicyStatement(actions=["kms:CreateGrant"], resources=[key.key_arn],
-                                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+                iam.PolicyStatement(
+                    actions=["kms:CreateGrant"],
+                    resources=[key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                ),
             ],
         )
         for action, expression in (("start", spec.schedule.start), ("stop", spec.schedule.stop)):
             scheduler.CfnSchedule(
-                self, f"{action.title()}Schedule",
+                self,
+                f"{action.title()}Schedule",
                 name=f"{self.host_name}-{action}",
                 description=f"{action.title()} {self.host_name} ({expression} {spec.schedule.timezone})",
                 schedule_expression=expression,

@@ -11,13 +11,20 @@ from stacks.settings import ImageVersions
 def _retrieve(framework: str, region: str, **kwargs: str) -> str:
     from sagemaker.core import image_uris  # offline JSON shipped with the SDK; no AWS call
 
-    return image_uris.retrieve(framework, region=region, **kwargs)
+    uri: str = image_uris.retrieve(framework, region=region, **kwargs)
+    return uri
 
 
 def pytorch_training(region: str, versions: ImageVersions) -> str:
     """The PyTorch training DLC (GPU) the training image is built FROM."""
-    return _retrieve("pytorch", region, version=versions.pytorch_training, py_version=versions.pytorch_training_py,
-                     instance_type="ml.g5.2xlarge", image_scope="training")
+    return _retrieve(
+        "pytorch",
+        region,
+        version=versions.pytorch_training,
+        py_version=versions.pytorch_training_py,
+        instance_type="ml.g5.2xlarge",
+        image_scope="training",
+    )
 
 
 def lmi_inference(region: str, versions: ImageVersions) -> str:
@@ -27,10 +34,15 @@ def lmi_inference(region: str, versions: ImageVersions) -> str:
 
 def huggingface_inference(region: str, versions: ImageVersions, *, gpu: bool) -> str:
     """The Hugging Face PyTorch inference container for classifier endpoints and batch transform."""
-    return _retrieve("huggingface", region, version=versions.huggingface_transformers,
-                     base_framework_version=f"pytorch{versions.huggingface_pytorch}",
-                     py_version=versions.huggingface_py, image_scope="inference",
-                     instance_type="ml.g5.xlarge" if gpu else "ml.m5.xlarge")
+    return _retrieve(
+        "huggingface",
+        region,
+        version=versions.huggingface_transformers,
+        base_framework_version=f"pytorch{versions.huggingface_pytorch}",
+        py_version=versions.huggingface_py,
+        image_scope="inference",
+        instance_type="ml.g5.xlarge" if gpu else "ml.m5.xlarge",
+    )
 
 
 def serving_environment(kind: str) -> dict[str, str]:

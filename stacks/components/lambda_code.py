@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
-    return sorted(p for p in source.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+    return sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+    )
 
 
 def assembled_code(layout: Mapping[str, str]) -> lambda_.Code:
@@ -40,8 +43,9 @@ def assembled_code(layout: Mapping[str, str]) -> lambda_.Code:
         digest.update(target.encode() + b"\0" + file.read_bytes() + b"\0")
     folder = Path(tempfile.gettempdir()) / "finetune-stack-assets" / digest.hexdigest()[:24]
     if not folder.exists():
-        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=folder.parent if folder.parent.exists()
-                                        else _mkdir(folder.parent)))
+        staging = Path(
+            tempfile.mkdtemp(prefix="staging-", dir=folder.parent if folder.parent.exists() else _mkdir(folder.parent))
+        )
         for target, file in copies:
             destination = staging / target
             destination.parent.mkdir(parents=True, exist_ok=True)

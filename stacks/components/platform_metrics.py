@@ -30,17 +30,24 @@ FIVE_MINUTES = Duration.minutes(5)
 
 
 def state_machine_arn(stack: Stack, qualified_name: str) -> str:
-    return stack.format_arn(service="states", resource="stateMachine",
-                            resource_name=naming.fine_tune_state_machine(qualified_name),
-                            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+    return stack.format_arn(
+        service="states",
+        resource="stateMachine",
+        resource_name=naming.fine_tune_state_machine(qualified_name),
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
 
 
 def fine_tune(stack: Stack, qualified_name: str, metric_name: str) -> cloudwatch.Metric:
     """AWS/States execution counts (ExecutionsStarted, ExecutionsSucceeded, ExecutionsFailed, ...) of FineTune."""
     return cloudwatch.Metric(
-        namespace="AWS/States", metric_name=metric_name,
+        namespace="AWS/States",
+        metric_name=metric_name,
         dimensions_map={"StateMachineArn": state_machine_arn(stack, qualified_name)},
-        statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES, label=metric_name.removeprefix("Executions"))
+        statistic=cloudwatch.Stats.SUM,
+        period=FIVE_MINUTES,
+        label=metric_name.removeprefix("Executions"),
+    )
 
 
 def training_search(metric_name: str) -> cloudwatch.MathExpression:
@@ -49,43 +56,72 @@ def training_search(metric_name: str) -> cloudwatch.MathExpression:
         raise ValueError(f"{metric_name} is not one of the training metric definitions")
     return cloudwatch.MathExpression(
         expression=f"SEARCH('{{{TRAINING_NAMESPACE},Host}} MetricName=\"{metric_name}\"', 'Average', 60)",
-        label=metric_name, period=Duration.minutes(1), using_metrics={})
+        label=metric_name,
+        period=Duration.minutes(1),
+        using_metrics={},
+    )
 
 
-def endpoint(qualified_name: str, short_name: str, metric_name: str, statistic: str = cloudwatch.Stats.SUM,
-             namespace: str = "AWS/SageMaker") -> cloudwatch.Metric:
+def endpoint(
+    qualified_name: str,
+    short_name: str,
+    metric_name: str,
+    statistic: str = cloudwatch.Stats.SUM,
+    namespace: str = "AWS/SageMaker",
+) -> cloudwatch.Metric:
     return cloudwatch.Metric(
-        namespace=namespace, metric_name=metric_name,
+        namespace=namespace,
+        metric_name=metric_name,
         dimensions_map={"EndpointName": naming.endpoint(qualified_name, short_name), "VariantName": VARIANT},
-        statistic=statistic, period=FIVE_MINUTES, label=f"{short_name} {metric_name}")
+        statistic=statistic,
+        period=FIVE_MINUTES,
+        label=f"{short_name} {metric_name}",
+    )
 
 
 def endpoint_instances(qualified_name: str, short_name: str) -> cloudwatch.MathExpression:
     """Instances serving the endpoint, while it has traffic: Invocations / InvocationsPerInstance."""
     return cloudwatch.MathExpression(
         expression="IF(perInstance > 0, invocations / perInstance, 0)",
-        using_metrics={"invocations": endpoint(qualified_name, short_name, "Invocations"),
-                       "perInstance": endpoint(qualified_name, short_name, "InvocationsPerInstance")},
-        label=f"{short_name} instances (with traffic)", period=FIVE_MINUTES)
+        using_metrics={
+            "invocations": endpoint(qualified_name, short_name, "Invocations"),
+            "perInstance": endpoint(qualified_name, short_name, "InvocationsPerInstance"),
+        },
+        label=f"{short_name} instances (with traffic)",
+        period=FIVE_MINUTES,
+    )
 
 
 def proxy(qualified_name: str, metric_name: str, statistic: str = cloudwatch.Stats.SUM) -> cloudwatch.Metric:
     return cloudwatch.Metric(
-        namespace="AWS/Lambda", metric_name=metric_name,
+        namespace="AWS/Lambda",
+        metric_name=metric_name,
         dimensions_map={"FunctionName": naming.inference_proxy_function(qualified_name)},
-        statistic=statistic, period=FIVE_MINUTES, label=f"proxy {metric_name}")
+        statistic=statistic,
+        period=FIVE_MINUTES,
+        label=f"proxy {metric_name}",
+    )
 
 
 def api(qualified_name: str, metric_name: str, statistic: str = cloudwatch.Stats.SUM) -> cloudwatch.Metric:
     return cloudwatch.Metric(
-        namespace="AWS/ApiGateway", metric_name=metric_name,
+        namespace="AWS/ApiGateway",
+        metric_name=metric_name,
         dimensions_map={"ApiName": naming.inference_api(qualified_name), "Stage": API_STAGE},
-        statistic=statistic, period=FIVE_MINUTES, label=f"API {metric_name}")
+        statistic=statistic,
+        period=FIVE_MINUTES,
+        label=f"API {metric_name}",
+    )
 
 
 def host_gpu(instance_id: str, host_name: str, metric_name: str = GPU_METRIC) -> cloudwatch.Metric:
     if metric_name not in (GPU_METRIC, GPU_MEMORY_METRIC):
         raise ValueError(f"{metric_name} is not a GPU metric the hosts' CloudWatch agent publishes")
     return cloudwatch.Metric(
-        namespace=naming.METRICS_NAMESPACE, metric_name=metric_name, dimensions_map={"InstanceId": instance_id},
-        statistic=cloudwatch.Stats.MAXIMUM, period=Duration.minutes(1), label=f"{host_name} {metric_name}")
+        namespace=naming.METRICS_NAMESPACE,
+        metric_name=metric_name,
+        dimensions_map={"InstanceId": instance_id},
+        statistic=cloudwatch.Stats.MAXIMUM,
+        period=Duration.minutes(1),
+        label=f"{host_name} {metric_name}",
+    )

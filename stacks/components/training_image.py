@@ -20,7 +20,8 @@ class TrainingImage(Construct):
     def __init__(self, scope: Construct, id_: str, *, base_image: str) -> None:
         super().__init__(scope, id_)
         self.asset = ecr_assets.DockerImageAsset(
-            self, "Asset",
+            self,
+            "Asset",
             directory=str(TRAINING_CODE),
             build_args={"BASE_IMAGE": base_image},
             platform=ecr_assets.Platform.LINUX_AMD64,

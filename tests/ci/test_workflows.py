@@ -63,8 +63,9 @@ def test_permissions_are_least_privilege_and_there_are_no_aws_keys(path):
         # Only the comment job writes, and only to pull requests; it checks out and runs none of the PR's code.
         if writes:
             assert writes == {"pull-requests"}, name
-            assert not any("checkout" in step.get("uses", "") or "make" in step.get("run", "")
-                           for step in job["steps"]), name
+            assert not any(
+                "checkout" in step.get("uses", "") or "make" in step.get("run", "") for step in job["steps"]
+            ), name
     text = path.read_text()
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
 

@@ -14,9 +14,20 @@ ROWS = "".join(json.dumps({"text": f"row {i}", "label": i % 2}) + "\n" for i in 
 
 
 def _prepare(source: Path, output: Path, **overrides) -> dict:
-    arguments = {"source": source, "task": "classification", "output": output, "mapping": {}, "name": "d",
-                 "version": "v1", "validation_fraction": 0.2, "seed": 1, "tokenizer": None, "max_seq_length": None,
-                 "encoding": None, **overrides}
+    arguments = {
+        "source": source,
+        "task": "classification",
+        "output": output,
+        "mapping": {},
+        "name": "d",
+        "version": "v1",
+        "validation_fraction": 0.2,
+        "seed": 1,
+        "tokenizer": None,
+        "max_seq_length": None,
+        "encoding": None,
+        **overrides,
+    }
     return prepare_module.prepare(**arguments)
 
 

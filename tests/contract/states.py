@@ -26,7 +26,7 @@ def _path(expression: str, state: dict):
 def next_uuid() -> uuid.UUID:
     """What ``States.UUID()`` returns here: a fixed value, so rendered names are predictable (tests that need
     fresh values per call patch this)."""
-    return uuid.UUID(int=0x1a2b3c4d << 96)
+    return uuid.UUID(int=0x1A2B3C4D << 96)
 
 
 def intrinsic(expression: str, state: dict):
@@ -104,8 +104,9 @@ def _value(path: str, data: dict):
 
 def _string_matches(value: str, pattern: str) -> bool:
     """States Language StringMatches: `*` matches any run of characters, `\\*` a literal star."""
-    regex = "".join(".*" if part == "*" else re.escape(part.replace("\\*", "*"))
-                    for part in re.split(r"(?<!\\)(\*)", pattern))
+    regex = "".join(
+        ".*" if part == "*" else re.escape(part.replace("\\*", "*")) for part in re.split(r"(?<!\\)(\*)", pattern)
+    )
     return re.fullmatch(regex, value, re.S) is not None
 
 
@@ -118,7 +119,7 @@ def rule_holds(rule: dict, data: dict) -> bool:
     if "Not" in rule:
         return not rule_holds(rule["Not"], data)
     value = _value(rule["Variable"], data)
-    (operator, operand), = [(k, v) for k, v in rule.items() if k not in ("Variable", "Next")]
+    ((operator, operand),) = [(k, v) for k, v in rule.items() if k not in ("Variable", "Next")]
     if operator == "IsPresent":
         return (value is not _MISSING) == operand
     if value is _MISSING and operator.startswith("Is"):

@@ -24,33 +24,67 @@ VALIDATED_REQUEST = {  # what Validate returns for a LoRA run on a staged SmolLM
     "job_name_prefix": "search-dev-dolly-v1",
     "hyperparameters": {"task": "causal-lm", "method": "lora", "epochs": "1", "learning_rate": "0.0002"},
     "input_data_config": [
-        {"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": "s3://search-dev-data-111111111111-eu-west-1/datasets/dolly/v1/train/",
-            "S3DataDistributionType": "FullyReplicated"}}, "ContentType": "application/jsonlines"},
-        {"ChannelName": "model", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix",
-            "S3Uri": "s3://search-dev-artifacts-111111111111-eu-west-1/models/base/smollm2-135m-instruct/",
-            "S3DataDistributionType": "FullyReplicated"}}},
+        {
+            "ChannelName": "train",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": "s3://search-dev-data-111111111111-eu-west-1/datasets/dolly/v1/train/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": "application/jsonlines",
+        },
+        {
+            "ChannelName": "model",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": "s3://search-dev-artifacts-111111111111-eu-west-1/models/base/smollm2-135m-instruct/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        },
     ],
-    "instance_type": "ml.g5.2xlarge", "instance_count": 2, "volume_size_gb": 100, "spot": True,
+    "instance_type": "ml.g5.2xlarge",
+    "instance_count": 2,
+    "volume_size_gb": 100,
+    "spot": True,
     "stopping_condition": {"MaxRuntimeInSeconds": 86400, "MaxWaitTimeInSeconds": 172800},
-    "deploy_to": "assistant", "threshold": None,
+    "deploy_to": "assistant",
+    "threshold": None,
 }
 JOB = "search-dev-dolly-v1-1a2b3c4d"
 SAMPLE_STATE = {
     "request": VALIDATED_REQUEST,
     "capacity_attempts": 0,
     "run_id": "0f7e6d5c-4b3a-4921-8877-665544332211",
-    "job": {"name": JOB, "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{JOB}/"
-                                            "output/model.tar.gz",
-            "output_archive_uri": "s3://x/y/output.tar.gz", "billable_seconds": 100},
-    "gated": {"gate": {"passed": True, "reason": "fine-tuned eval_loss 1.2 vs base 1.9",
-                       "evaluation_s3_uri": f"s3://search-dev-artifacts-111111111111-eu-west-1/evaluations/{JOB}/"
-                                            "evaluation.json"}},
-    "package": {"arn": "arn:aws:sagemaker:eu-west-1:111111111111:model-package/search-dev-models/3",
-                "approval": "Approved"},
-    "target": {"endpoint_name": "search-dev-assistant", "config_name": f"{JOB}-c", "serverless": False,
-               "instance_type": "ml.g5.xlarge", "instance_count": 1, "memory_mb": 3072, "max_concurrency": 5},
+    "job": {
+        "name": JOB,
+        "model_data_url": f"s3://search-dev-artifacts-111111111111-eu-west-1/training-output/{JOB}/output/model.tar.gz",
+        "output_archive_uri": "s3://x/y/output.tar.gz",
+        "billable_seconds": 100,
+    },
+    "gated": {
+        "gate": {
+            "passed": True,
+            "reason": "fine-tuned eval_loss 1.2 vs base 1.9",
+            "evaluation_s3_uri": f"s3://search-dev-artifacts-111111111111-eu-west-1/evaluations/{JOB}/evaluation.json",
+        }
+    },
+    "package": {
+        "arn": "arn:aws:sagemaker:eu-west-1:111111111111:model-package/search-dev-models/3",
+        "approval": "Approved",
+    },
+    "target": {
+        "endpoint_name": "search-dev-assistant",
+        "config_name": f"{JOB}-c",
+        "serverless": False,
+        "instance_type": "ml.g5.xlarge",
+        "instance_count": 1,
+        "memory_mb": 3072,
+        "max_concurrency": 5,
+    },
 }
 
 
@@ -78,7 +112,9 @@ def test_train_parameters_are_a_valid_create_training_job_request(definition, sa
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", params["TrainingJobName"])
     assert params["EnableManagedSpotTraining"] is True
     assert params["StoppingCondition"]["MaxWaitTimeInSeconds"] >= params["StoppingCondition"]["MaxRuntimeInSeconds"]
-    assert params["CheckpointConfig"]["S3Uri"].startswith("s3://search-dev-artifacts-111111111111-eu-west-1/checkpoints/")
+    assert params["CheckpointConfig"]["S3Uri"].startswith(
+        "s3://search-dev-artifacts-111111111111-eu-west-1/checkpoints/"
+    )
     assert params["EnableInterContainerTrafficEncryption"] is True
     assert params["OutputDataConfig"]["KmsKeyId"] and params["ResourceConfig"]["VolumeKmsKeyId"]
     assert params["VpcConfig"]["Subnets"] and params["VpcConfig"]["SecurityGroupIds"]
@@ -119,15 +155,17 @@ def test_checkpoints_belong_to_one_execution(definition, monkeypatch):
 
 def test_longest_checkpoint_uri_is_valid(definition, sagemaker_model):
     longest = {**SAMPLE_STATE, "request": {**VALIDATED_REQUEST, "job_name_prefix": "x" * 54}}
-    validate_request(sagemaker_model, "CreateTrainingJob", render(_all_states(definition)["Train"]["Parameters"],
-                                                                  longest))
+    validate_request(
+        sagemaker_model, "CreateTrainingJob", render(_all_states(definition)["Train"]["Parameters"], longest)
+    )
     assert len(_checkpoint_uri(definition, longest)) <= 1024  # S3Uri's limit in the API model
 
 
 def test_only_capacity_errors_are_retried(definition):
     train = _all_states(definition)["Train"]
     assert [r["ErrorEquals"] for r in train["Retry"]] == [
-        ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]]
+        ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]
+    ]
     choice = _all_states(definition)["IsCapacityError"]
     assert choice["Choices"][0]["And"][0] == {"Variable": "$.failure.Cause", "StringMatches": "*CapacityError*"}
 
@@ -141,15 +179,18 @@ def test_metric_definitions_come_from_the_training_code_and_match_its_lines(defi
         assert match and float(match.group(1)) == 0.125
 
 
-@pytest.mark.parametrize("state_name,operation", [
-    ("RegisterLlm", "CreateModelPackage"),
-    ("RegisterClassifier", "CreateModelPackage"),
-    ("CreateModel", "CreateModel"),
-    ("CreateEndpointConfig", "CreateEndpointConfig"),
-    ("CreateServerlessEndpointConfig", "CreateEndpointConfig"),
-    ("UpdateEndpoint", "UpdateEndpoint"),
-    ("DescribeEndpoint", "DescribeEndpoint"),
-])
+@pytest.mark.parametrize(
+    "state_name,operation",
+    [
+        ("RegisterLlm", "CreateModelPackage"),
+        ("RegisterClassifier", "CreateModelPackage"),
+        ("CreateModel", "CreateModel"),
+        ("CreateEndpointConfig", "CreateEndpointConfig"),
+        ("CreateServerlessEndpointConfig", "CreateEndpointConfig"),
+        ("UpdateEndpoint", "UpdateEndpoint"),
+        ("DescribeEndpoint", "DescribeEndpoint"),
+    ],
+)
 def test_sagemaker_calls_validate_against_botocore(definition, sagemaker_model, state_name, operation):
     state = _all_states(definition)[state_name]
     action = state["Resource"].rsplit(":", 1)[-1]
@@ -191,8 +232,13 @@ def test_deploy_branches_exist_for_each_configured_endpoint(definition):
 def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definition):
     # Given a deploy call that failed outright: its Catch leaves $.failure, and no $.endpoint exists yet
     states = definition["States"]
-    for name in ("CreateModel", "CreateEndpointConfig", "CreateServerlessEndpointConfig", "UpdateEndpoint",
-                 "DescribeEndpoint"):
+    for name in (
+        "CreateModel",
+        "CreateEndpointConfig",
+        "CreateServerlessEndpointConfig",
+        "UpdateEndpoint",
+        "DescribeEndpoint",
+    ):
         (catch,) = states[name]["Catch"]
         assert catch["Next"] == "DescribeDeployError", name
     state = {key: value for key, value in SAMPLE_STATE.items() if key != "endpoint"}
@@ -200,7 +246,11 @@ def test_a_failed_deploy_call_is_described_from_what_its_catch_provides(definiti
 
     # When the description renders, Then its cause names the endpoint and the call's own error
     described = render(states["DescribeDeployError"]["Parameters"], state)
-    assert described == {"Error": "DeployFailed", "Cause": (
-        "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
-        "SageMaker.ValidationException: Could not find model package")}
+    assert described == {
+        "Error": "DeployFailed",
+        "Cause": (
+            "deploying to endpoint search-dev-assistant failed; it keeps serving the previous config. "
+            "SageMaker.ValidationException: Could not find model package"
+        ),
+    }
     assert states["DescribeDeployError"]["Next"] == states["DescribeDeployFailure"]["Next"]

@@ -24,8 +24,16 @@ SITE_PACKAGES = Path(next(p for p in sys.path if p.endswith("site-packages")))
 # The python3.x Lambda runtime ships boto3 and its dependencies; the Powertools layer adds Powertools, pydantic
 # and the X-Ray SDK. Nothing else exists at run time.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
-POWERTOOLS_LAYER_PACKAGES = ("aws_lambda_powertools", "pydantic", "pydantic_core", "typing_extensions",
-                             "annotated_types", "typing_inspection", "aws_xray_sdk", "wrapt")
+POWERTOOLS_LAYER_PACKAGES = (
+    "aws_lambda_powertools",
+    "pydantic",
+    "pydantic_core",
+    "typing_extensions",
+    "annotated_types",
+    "typing_inspection",
+    "aws_xray_sdk",
+    "wrapt",
+)
 CDK_PROVIDED = ("Custom", "AWS")  # CDK's own custom-resource providers (Node.js), not ours
 
 IMPORT_AS_DEPLOYED = """
@@ -79,18 +87,31 @@ def _lambda_environment(stage_region: str, function_name: str, variables: dict) 
     """The template's variables plus what the Lambda runtime itself sets (credentials are fake: nothing calls AWS)."""
     return {
         **variables,
-        "AWS_REGION": stage_region, "AWS_DEFAULT_REGION": stage_region,
-        "AWS_LAMBDA_FUNCTION_NAME": function_name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-        "LANG": "en_US.UTF-8", "PATH": "/usr/bin:/bin", "TZ": ":UTC",
+        "AWS_REGION": stage_region,
+        "AWS_DEFAULT_REGION": stage_region,
+        "AWS_LAMBDA_FUNCTION_NAME": function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "LANG": "en_US.UTF-8",
+        "PATH": "/usr/bin:/bin",
+        "TZ": ":UTC",
     }
 
 
 def _import_as_deployed(asset: Path, allowed: Path, handler: str, environ: dict) -> subprocess.CompletedProcess:
     # -S: no site-packages; -E: no PYTHON* variables; only the asset and the allowed folder are importable.
-    return subprocess.run([sys.executable, "-S", "-E", "-c", IMPORT_AS_DEPLOYED, str(asset), str(allowed), handler],
-                          env=environ, cwd=asset, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-S", "-E", "-c", IMPORT_AS_DEPLOYED, str(asset), str(allowed), handler],
+        env=environ,
+        cwd=asset,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,29 +127,40 @@ def test_every_python_function_imports_from_its_asset_and_loads_its_settings(ass
     checked = []
     for stage, stack, logical_id, properties, asset, variables in _python_functions(assembly):
         function_name = variables.get("POWERTOOLS_SERVICE_NAME", logical_id)
-        result = _import_as_deployed(asset, allowed_packages, properties["Handler"],
-                                     _lambda_environment(regions[stage], function_name, variables))
+        result = _import_as_deployed(
+            asset,
+            allowed_packages,
+            properties["Handler"],
+            _lambda_environment(regions[stage], function_name, variables),
+        )
         assert result.returncode == 0, f"{stage}/{stack.name}/{logical_id}: {result.stderr[-2000:]}"
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["outside"] == [], f"{logical_id} imported from outside its asset and layer: {report}"
         checked.append((stage, logical_id.rstrip("0123456789ABCDEF"), report["settings"]))
     # Every stage's Validate and Gate; the proxy where the stage has an Inference layer.
-    assert sorted(checked) == sorted([
-        ("search-dev", "Gate", None), ("search-dev", "ProxyFunction", "ProxySettings"),
-        ("search-dev", "ValidateRequest", "ValidateSettings"),
-        ("search-prod", "Gate", None), ("search-prod", "ProxyFunction", "ProxySettings"),
-        ("search-prod", "ValidateRequest", "ValidateSettings"),
-        ("support-dev", "Gate", None), ("support-dev", "ValidateRequest", "ValidateSettings"),
-    ])
+    assert sorted(checked) == sorted(
+        [
+            ("search-dev", "Gate", None),
+            ("search-dev", "ProxyFunction", "ProxySettings"),
+            ("search-dev", "ValidateRequest", "ValidateSettings"),
+            ("search-prod", "Gate", None),
+            ("search-prod", "ProxyFunction", "ProxySettings"),
+            ("search-prod", "ValidateRequest", "ValidateSettings"),
+            ("support-dev", "Gate", None),
+            ("support-dev", "ValidateRequest", "ValidateSettings"),
+        ]
+    )
 
 
 def test_a_missing_environment_variable_fails_the_import(assembly, allowed_packages, regions):
     # The same harness refuses what Lambda would: drop one variable the template sets.
-    stage, stack, logical_id, properties, asset, variables = next(
-        f for f in _python_functions(assembly) if f[2].startswith("ValidateRequest"))
+    stage, _, logical_id, properties, asset, variables = next(
+        f for f in _python_functions(assembly) if f[2].startswith("ValidateRequest")
+    )
     del variables["DATA_BUCKET"]
-    result = _import_as_deployed(asset, allowed_packages, properties["Handler"],
-                                 _lambda_environment(regions[stage], logical_id, variables))
+    result = _import_as_deployed(
+        asset, allowed_packages, properties["Handler"], _lambda_environment(regions[stage], logical_id, variables)
+    )
     assert result.returncode != 0
     assert "DATA_BUCKET" in result.stderr
 
@@ -136,7 +168,8 @@ def test_a_missing_environment_variable_fails_the_import(assembly, allowed_packa
 def test_a_dependency_outside_the_runtime_is_not_importable(assembly, allowed_packages, tmp_path):
     # The harness really hides the test venv: an asset importing yaml (not in the runtime or layer) fails.
     (tmp_path / "uses_yaml.py").write_text("import yaml\ndef handler(event, context):\n    return None\n")
-    result = _import_as_deployed(tmp_path, allowed_packages, "uses_yaml.handler",
-                                 _lambda_environment("eu-west-1", "x", {}))
+    result = _import_as_deployed(
+        tmp_path, allowed_packages, "uses_yaml.handler", _lambda_environment("eu-west-1", "x", {})
+    )
     assert result.returncode != 0
     assert "No module named 'yaml'" in result.stderr

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_contract_module_imports_only_the_standard_library():
     tree = ast.parse((ROOT / "training_code" / "finetune" / "contract.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
@@ -65,7 +66,8 @@ def test_the_naming_rules_have_one_definition():
     # the proxy's asset does not ship the contract: its copies must agree
     assert proxy_settings._NAME == contract.NAME_PATTERN
     assert proxy_settings.endpoint_name("search", "dev", "chat") == contract.endpoint_name(
-        contract.qualified_name("search", "dev"), "chat")
+        contract.qualified_name("search", "dev"), "chat"
+    )
     for name in ("search", "a1-b2", "x"):
         assert re.fullmatch(contract.NAME_PATTERN, name)
     for name in ("1search", "a--b", "a-", "Search"):

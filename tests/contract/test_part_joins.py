@@ -17,7 +17,8 @@ from finetune_cli.resources import OUTPUTS_READ
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import load_settings
 
-from .states import render, resolve_tokens, validate_request as validate_call
+from .states import render, resolve_tokens
+from .states import validate_request as validate_call
 
 pytestmark = pytest.mark.synth
 
@@ -42,7 +43,6 @@ def test_every_stack_output_the_cli_reads_exists_in_every_stage_with_that_layer(
 
 def test_every_published_output_has_its_ssm_parameter_under_the_stage_prefix(assembly):
     from finetune.contract import PUBLISHED_OUTPUTS, ssm_prefix
-
     from stacks.settings import load_config
     from tests.conftest import EXAMPLE_CONFIG
 
@@ -53,8 +53,11 @@ def test_every_published_output_has_its_ssm_parameter_under_the_stage_prefix(ass
             if key not in assembly.stacks:
                 continue
             template = assembly.stack(*key).template
-            parameters = {p["Properties"]["Name"]: p["Properties"]["Value"] for p in template["Resources"].values()
-                          if p["Type"] == "AWS::SSM::Parameter"}
+            parameters = {
+                p["Properties"]["Name"]: p["Properties"]["Value"]
+                for p in template["Resources"].values()
+                if p["Type"] == "AWS::SSM::Parameter"
+            }
             for output, parameter in published.items():
                 name = f"{ssm_prefix(stage.team, stage.name)}/{parameter}"
                 assert name in parameters, f"{stage.qualified_name}-{layer} publishes no SSM parameter {name}"
@@ -76,12 +79,20 @@ def validate_output(assembly):
         for bucket in (settings.data_bucket, settings.artifacts_bucket):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": stage.region})
         for channel in ("train", "validation"):
-            s3.put_object(Bucket=settings.data_bucket, Key=f"datasets/dolly/v1/{channel}/{channel}.jsonl",
-                          Body=(ROOT / "samples" / "dolly" / f"{channel}.jsonl").read_bytes())
+            s3.put_object(
+                Bucket=settings.data_bucket,
+                Key=f"datasets/dolly/v1/{channel}/{channel}.jsonl",
+                Body=(ROOT / "samples" / "dolly" / f"{channel}.jsonl").read_bytes(),
+            )
         s3.put_object(Bucket=settings.artifacts_bucket, Key="models/base/smollm2-135m-instruct/config.json", Body=b"{}")
-        request = {"dataset": "s3://" + settings.data_bucket + "/datasets/dolly/v1/", "task": "causal-lm",
-                   "base_model": "smollm2-135m-instruct", "hyperparameters": {"max_steps": "8"},
-                   "instance_count": 2, "deploy_to": "assistant"}
+        request = {
+            "dataset": "s3://" + settings.data_bucket + "/datasets/dolly/v1/",
+            "task": "causal-lm",
+            "base_model": "smollm2-135m-instruct",
+            "hyperparameters": {"max_steps": "8"},
+            "instance_count": 2,
+            "deploy_to": "assistant",
+        }
         return validate_request(request, settings, s3)
 
 
@@ -90,8 +101,10 @@ def test_validate_output_renders_into_a_valid_create_training_job_request(assemb
     (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
     definition = json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))
     # UseValidatedRequest hands Validate's payload on as $.request
-    unwrapped = render(definition["States"]["UseValidatedRequest"]["Parameters"],
-                       {"validated": {"request": json.loads(json.dumps(validate_output))}})
+    unwrapped = render(
+        definition["States"]["UseValidatedRequest"]["Parameters"],
+        {"validated": {"request": json.loads(json.dumps(validate_output))}},
+    )
     params = render(definition["States"]["Train"]["Parameters"], unwrapped)
 
     validate_call(botocore.session.get_session().get_service_model("sagemaker"), "CreateTrainingJob", params)

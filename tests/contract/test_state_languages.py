@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _machine(states: dict, start: str | None = None) -> asl_check.StateMachine:
-    return asl_check.StateMachine("test", "Training", "Machine",
-                                  {"StartAt": start or next(iter(states)), "States": states})
+    return asl_check.StateMachine(
+        "test", "Training", "Machine", {"StartAt": start or next(iter(states)), "States": states}
+    )
 
 
 def _state_names(machine: asl_check.StateMachine) -> set[str]:
@@ -30,13 +31,18 @@ def _state_names(machine: asl_check.StateMachine) -> set[str]:
 
 # ---- the example config ----
 
+
 def test_every_state_machine_of_the_example_config_is_valid(assembly):
     machines, findings = asl_check.check(assembly)
     found = {(m.stage, m.logical_id.rstrip("0123456789ABCDEF")) for m in machines}
     # FineTune on every stage, BatchInfer where the stage has an Inference layer.
-    assert found == {("search-dev", "FineTuneStateMachine"), ("search-dev", "BatchInferStateMachine"),
-                     ("search-prod", "FineTuneStateMachine"), ("search-prod", "BatchInferStateMachine"),
-                     ("support-dev", "FineTuneStateMachine")}
+    assert found == {
+        ("search-dev", "FineTuneStateMachine"),
+        ("search-dev", "BatchInferStateMachine"),
+        ("search-prod", "FineTuneStateMachine"),
+        ("search-prod", "BatchInferStateMachine"),
+        ("support-dev", "FineTuneStateMachine"),
+    }
     assert findings == []
 
 
@@ -54,8 +60,9 @@ def test_a_stage_without_endpoints_has_no_deploy_branch(assembly):
 
 def test_placeholders_are_well_formed(assembly):
     # Cross-stack references resolve to the producing stack's real values, so path and ARN checks see real shapes.
-    (fine_tune,) = [m for m in asl_check.state_machines(assembly)
-                    if m.stage == "search-dev" and m.logical_id.startswith("FineTune")]
+    (fine_tune,) = [
+        m for m in asl_check.state_machines(assembly) if m.stage == "search-dev" and m.logical_id.startswith("FineTune")
+    ]
     text = json.dumps(fine_tune.definition)
     assert "search-dev-artifacts-111111111111-eu-west-1" in text
     assert "imported-value" not in text
@@ -68,13 +75,35 @@ def test_placeholders_are_well_formed(assembly):
 GENERATED_STAGES = {
     # name: (endpoints, start_on_manifest, auto_approve_models)
     "none": ([], False, False),
-    "one": ([{"name": "chat", "kind": "llm", "model_data_url": "s3://gen-models-bucket/chat/model.tar.gz"}], True, True),
-    "many": ([{"name": "chat", "kind": "llm", "model_data_url": "s3://gen-models-bucket/chat/model.tar.gz"},
-              {"name": "tone", "kind": "classifier", "model_data_url": "s3://gen-models-bucket/tone/model.tar.gz",
-               "serverless": {"memory_mb": 2048, "max_concurrency": 2}},
-              {"name": "topic", "kind": "classifier", "model_data_url": "s3://gen-models-bucket/topic/model.tar.gz",
-               "instance_type": "ml.m5.xlarge"}], False, True),
-    "cls": ([{"name": "tone", "kind": "classifier", "model_data_url": "s3://gen-models-bucket/tone/model.tar.gz"}], True, False),
+    "one": (
+        [{"name": "chat", "kind": "llm", "model_data_url": "s3://gen-models-bucket/chat/model.tar.gz"}],
+        True,
+        True,
+    ),
+    "many": (
+        [
+            {"name": "chat", "kind": "llm", "model_data_url": "s3://gen-models-bucket/chat/model.tar.gz"},
+            {
+                "name": "tone",
+                "kind": "classifier",
+                "model_data_url": "s3://gen-models-bucket/tone/model.tar.gz",
+                "serverless": {"memory_mb": 2048, "max_concurrency": 2},
+            },
+            {
+                "name": "topic",
+                "kind": "classifier",
+                "model_data_url": "s3://gen-models-bucket/topic/model.tar.gz",
+                "instance_type": "ml.m5.xlarge",
+            },
+        ],
+        False,
+        True,
+    ),
+    "cls": (
+        [{"name": "tone", "kind": "classifier", "model_data_url": "s3://gen-models-bucket/tone/model.tar.gz"}],
+        True,
+        False,
+    ),
 }
 
 
@@ -84,15 +113,26 @@ def generated(tmp_path_factory):
 
     stages = {}
     for index, (name, (endpoints, on_manifest, auto_approve)) in enumerate(GENERATED_STAGES.items()):
-        spec = {"account": f"4444444444{index:02d}", "new_vpc": {"cidr": f"10.{60 + index}.0.0/16"},
-                "auto_approve_models": auto_approve,
-                "training": {"start_on_manifest": on_manifest}}
+        spec = {
+            "account": f"4444444444{index:02d}",
+            "new_vpc": {"cidr": f"10.{60 + index}.0.0/16"},
+            "auto_approve_models": auto_approve,
+            "training": {"start_on_manifest": on_manifest},
+        }
         if endpoints:
             spec["endpoints"] = endpoints
         stages[name] = spec
-    config = {"teams": [{"name": "gen", "cost_center": "CC-1", "email": "gen@example.com",
-                         "defaults": {"region": "eu-west-1", "training": {"base_models": ["all-minilm-l6-v2"]}},
-                         "stages": stages}]}
+    config = {
+        "teams": [
+            {
+                "name": "gen",
+                "cost_center": "CC-1",
+                "email": "gen@example.com",
+                "defaults": {"region": "eu-west-1", "training": {"base_models": ["all-minilm-l6-v2"]}},
+                "stages": stages,
+            }
+        ]
+    }
     folder = tmp_path_factory.mktemp("generated")
     (folder / "teams.yaml").write_text(yaml.safe_dump(config))
     build_app(folder / "teams.yaml", outdir=str(folder / "cdk.out")).synth()
@@ -127,17 +167,20 @@ def test_manifest_triggers_only_where_configured(generated):
 
 # ---- the check can fail, and says where ----
 
+
 def test_asl_validator_reports_a_broken_intrinsic_with_its_state_and_field():
-    machine = _machine({"Describe": {"Type": "Pass", "Parameters": {
-        "Cause.$": "States.Format('a {} ' + 'b', $.x)"}, "End": True}})
+    machine = _machine(
+        {"Describe": {"Type": "Pass", "Parameters": {"Cause.$": "States.Format('a {} ' + 'b', $.x)"}, "End": True}}
+    )
     findings = asl_check.asl_validator_findings([machine])
     assert len(findings) == 1
     assert "/States/Describe/Parameters/Cause.$" in findings[0].message
 
 
 def test_moto_reports_a_broken_intrinsic_that_it_only_prints():
-    machine = _machine({"Describe": {"Type": "Pass", "Parameters": {
-        "Cause.$": "States.Format('a {} ' + 'b', $.x)"}, "End": True}})
+    machine = _machine(
+        {"Describe": {"Type": "Pass", "Parameters": {"Cause.$": "States.Format('a {} ' + 'b', $.x)"}, "End": True}}
+    )
     findings = asl_check.moto_findings([machine])
     assert findings, "moto printed a syntax error that the check did not report"
     assert all("/States/Describe/Parameters/Cause.$" in f.message for f in findings)
@@ -156,9 +199,16 @@ def test_a_missing_transition_target_is_reported():
 
 
 def test_a_valid_definition_passes_both_checkers():
-    machine = _machine({"Describe": {"Type": "Pass", "Parameters": {
-        "Cause.$": "States.Format('a {} b {}', $.x, States.JsonToString($.y))"}, "Next": "Done"},
-        "Done": {"Type": "Succeed"}})
+    machine = _machine(
+        {
+            "Describe": {
+                "Type": "Pass",
+                "Parameters": {"Cause.$": "States.Format('a {} b {}', $.x, States.JsonToString($.y))"},
+                "Next": "Done",
+            },
+            "Done": {"Type": "Succeed"},
+        }
+    )
     assert asl_check.asl_validator_findings([machine]) == []
     assert asl_check.moto_findings([machine]) == []
 
@@ -174,8 +224,12 @@ def test_synth_report_fails_on_an_invalid_definition(assembly, tmp_path, capsys)
     template = json.loads(template_path.read_text())
     (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
-    index = next(i for i, part in enumerate(parts) if isinstance(part, str) and "States.Format('{} from execution" in part)
-    parts[index] = parts[index].replace("States.Format('{} from execution {}'", "States.Format('{} from ' + 'execution {}'")
+    index = next(
+        i for i, part in enumerate(parts) if isinstance(part, str) and "States.Format('{} from execution" in part
+    )
+    parts[index] = parts[index].replace(
+        "States.Format('{} from execution {}'", "States.Format('{} from ' + 'execution {}'"
+    )
     template_path.write_text(json.dumps(template))
 
     # When the synth report runs over it

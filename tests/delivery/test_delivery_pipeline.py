@@ -33,7 +33,8 @@ delivery:
   repository: example-org/finetune-stack
   branch: release
 """
-CONFIG = """\
+CONFIG = (
+    """\
 teams:
   - name: support
     cost_center: CC-2210
@@ -47,7 +48,9 @@ teams:
     email: ml-search@example.com
     stages:
       dev: {account: "111111111111", region: eu-west-1, ephemeral: true, new_vpc: {cidr: 10.40.0.0/16}}
-""" + DELIVERY
+"""
+    + DELIVERY
+)
 
 
 def _pipeline(template: dict) -> dict:
@@ -99,8 +102,11 @@ def test_the_source_is_the_configured_connection_and_branch(app_stacks):
 @pytest.mark.synth
 def test_the_synth_step_runs_make_synth_which_runs_the_rule_packs_and_cfn_lint(app_stacks):
     template = app_stacks["Delivery"].template
-    [synth] = [r for logical_id, r in template["Resources"].items()
-               if r["Type"] == "AWS::CodeBuild::Project" and "Synth" in logical_id]
+    [synth] = [
+        r
+        for logical_id, r in template["Resources"].items()
+        if r["Type"] == "AWS::CodeBuild::Project" and "Synth" in logical_id
+    ]
     build_spec = json.dumps(synth["Properties"]["Source"]["BuildSpec"])
     assert '\\"build\\": {\\n      \\"commands\\": [\\n        \\"make synth\\"\\n      ]' in build_spec
     makefile = (ROOT / "Makefile").read_text()
@@ -115,10 +121,14 @@ def test_cross_account_deploys_use_each_stage_accounts_bootstrap_roles(app_stack
     for stage in _pipeline(template)["Stages"][4:]:
         roles_by_pipeline_stage[stage["Name"]] = {
             "".join(part for part in action["RoleArn"]["Fn::Join"][1] if isinstance(part, str))  # minus partition
-            for action in stage["Actions"] if action["ActionTypeId"]["Category"] == "Deploy"}
+            for action in stage["Actions"]
+            if action["ActionTypeId"]["Category"] == "Deploy"
+        }
     assert roles_by_pipeline_stage == {
-        "NonProduction": {"arn::iam::333333333333:role/cdk-hnb659fds-deploy-role-333333333333-eu-west-1",
-                          "arn::iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-eu-west-1"},
+        "NonProduction": {
+            "arn::iam::333333333333:role/cdk-hnb659fds-deploy-role-333333333333-eu-west-1",
+            "arn::iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-eu-west-1",
+        },
         "support-prod": {"arn::iam::444444444444:role/cdk-hnb659fds-deploy-role-444444444444-us-east-1"},
     }
     # Artifacts cross accounts encrypted with the pipeline's own rotated key, which the stage accounts may use.
@@ -132,8 +142,9 @@ def test_cross_account_deploys_use_each_stage_accounts_bootstrap_roles(app_stack
     assert set(app_stacks) == {"Delivery", f"cross-region-stack-{TOOLING}:us-east-1"}
     support = app_stacks[f"cross-region-stack-{TOOLING}:us-east-1"].template
     [replication_key] = [r for r in support["Resources"].values() if r["Type"] == "AWS::KMS::Key"]
-    assert ":iam::444444444444:role/cdk-hnb659fds-deploy-role-444444444444-us-east-1" \
-        in json.dumps(replication_key["Properties"]["KeyPolicy"])
+    assert ":iam::444444444444:role/cdk-hnb659fds-deploy-role-444444444444-us-east-1" in json.dumps(
+        replication_key["Properties"]["KeyPolicy"]
+    )
 
 
 @pytest.mark.synth
@@ -143,8 +154,13 @@ def test_pipeline_stacks_are_rule_pack_and_cfn_lint_clean(app_stacks):
     for name, stack in app_stacks.items():
         region = "us-east-1" if "us-east-1" in name else "eu-west-1"
         assert [m.message for m in lint(json.dumps(stack.template), config=ManualArgs(regions=[region]))] == [], name
-        acknowledged = [(path, rule, reason) for path, entries in stack.metadata.items() for entry in entries
-                        if entry["type"] == "aws:cdk:acknowledged-rules" for rule, reason in entry["data"].items()]
+        acknowledged = [
+            (path, rule, reason)
+            for path, entries in stack.metadata.items()
+            for entry in entries
+            if entry["type"] == "aws:cdk:acknowledged-rules"
+            for rule, reason in entry["data"].items()
+        ]
         assert acknowledged, name
         for path, rule, reason in acknowledged:
             assert path.count("/") >= 3, f"{rule} acknowledged on a whole stack ({path})"
@@ -161,7 +177,8 @@ def test_the_cfn_lint_findings_ignored_on_the_pipeline_are_only_the_mislabelled_
     findings = {(m.rule.id, m.message) for m in lint(json.dumps(template), config=ManualArgs(regions=["eu-west-1"]))}
     assert {rule for rule, _ in findings} == {"W3005", "E3703"}
     assert {message for rule, message in findings if rule == "E3703"} == {
-        "Prefer using Fn::Sub over Fn::Join with an empty delimiter"}
+        "Prefer using Fn::Sub over Fn::Join with an empty delimiter"
+    }
 
 
 @pytest.mark.synth
@@ -203,17 +220,22 @@ def test_synthesis_without_the_pipeline_loads_no_pipeline_code():
     assert result.stdout.split()[-2:] == ["False", "False"]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("  connection_arn: arn:aws:s3:::not-a-connection",
-     "delivery.connection_arn: 'arn:aws:s3:::not-a-connection' is not a CodeConnections connection ARN"),
-    ('  account: "12345"', "delivery.account: '12345' is not a 12-digit AWS account id"),
-    ("  repository: finetune-stack", "delivery.repository: 'finetune-stack' is not an owner/name repository"),
-    ("  enabeld: true", "delivery.enabeld: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "  connection_arn: arn:aws:s3:::not-a-connection",
+            "delivery.connection_arn: 'arn:aws:s3:::not-a-connection' is not a CodeConnections connection ARN",
+        ),
+        ('  account: "12345"', "delivery.account: '12345' is not a 12-digit AWS account id"),
+        ("  repository: finetune-stack", "delivery.repository: 'finetune-stack' is not an owner/name repository"),
+        ("  enabeld: true", "delivery.enabeld: unknown key"),
+    ],
+)
 def test_a_bad_delivery_section_names_the_key_and_the_problem(line, message):
     key = line.split(":")[0]
     lines = [existing for existing in DELIVERY.splitlines() if not existing.startswith(key + ":")]
-    config = CONFIG.replace(DELIVERY, "\n".join(lines + [line]) + "\n")
+    config = CONFIG.replace(DELIVERY, "\n".join([*lines, line]) + "\n")
     with pytest.raises(ConfigError) as error:
         parse_settings(config)
     assert any(problem.startswith(message) for problem in error.value.problems), error.value.problems
@@ -234,12 +256,17 @@ def test_make_review_reads_a_new_training_image_as_one_asset_line_not_a_pipeline
     new_digests = [str(index) * 64 for index in range(1, len(images) + 1)]
     for path in edited.rglob("*.json"):
         text = path.read_text()
-        for old, new in zip(images, new_digests):
+        for old, new in zip(images, new_digests, strict=True):
             text = text.replace(old, new)
         path.write_text(text)
     pipeline_text = (edited / "Delivery.template.json").read_text()
     assert all(new in pipeline_text for new in new_digests), "the pipeline names no image digest: nothing tested"
     review = compare("0" * 40, "edited", outdir, edited, [], [])
-    assert review.assets == [{"asset": "the training image (training_code/)", "change": "changes",
-                              "stages": ["search-dev", "support-dev", "support-prod"]}]
+    assert review.assets == [
+        {
+            "asset": "the training image (training_code/)",
+            "change": "changes",
+            "stages": ["search-dev", "support-dev", "support-prod"],
+        }
+    ]
     assert review.rows() == []

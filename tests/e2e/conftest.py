@@ -82,7 +82,9 @@ def llm_artifact(tmp_path_factory, causal_run) -> Artifact:
 def handler_service():
     module = import_handler_service()
     if module is None:
-        pytest.skip("the Hugging Face inference toolkit is not installed: pip install --no-deps " + " ".join(TOOLKIT_PINS))
+        pytest.skip(
+            "the Hugging Face inference toolkit is not installed: pip install --no-deps " + " ".join(TOOLKIT_PINS)
+        )
     return module
 
 

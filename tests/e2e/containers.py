@@ -68,7 +68,9 @@ class HuggingFaceInferenceContainer:
         """What the default `load` returned (a transformers Pipeline)."""
         return self.service.model
 
-    def invoke(self, body: bytes, content_type: str = "application/json", accept: str = "application/json") -> tuple[bytes | str, str]:
+    def invoke(
+        self, body: bytes, content_type: str = "application/json", accept: str = "application/json"
+    ) -> tuple[bytes | str, str]:
         """One /invocations request through the handler service; (response body, response content type)."""
         from mms.metrics.metrics_store import MetricsStore
         from mms.service import Service
@@ -109,8 +111,9 @@ OPENAI_FINISH_REASONS = {"stop": "stop", "length": "length"}
 class LmiChatContainer:
     """A chat-completions endpoint over a fine-tuned causal LM directory, answering as LMI does."""
 
-    def __init__(self, model_dir: Path, finish_reasons: dict[str, str] = LMI_FINISH_REASONS,
-                 default_max_tokens: int = 64) -> None:
+    def __init__(
+        self, model_dir: Path, finish_reasons: dict[str, str] = LMI_FINISH_REASONS, default_max_tokens: int = 64
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,7 +145,9 @@ class LmiChatContainer:
         stops = [stop] if isinstance(stop, str) else list(stop)
         if body.get("seed") is not None:
             torch.manual_seed(int(body["seed"]))
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        )
         with torch.no_grad():
             output = self.model.generate(
                 input_ids=torch.tensor([prompt]),
@@ -152,7 +157,7 @@ class LmiChatContainer:
                 **sampling,
                 **({"stop_strings": stops, "tokenizer": self.tokenizer} if stops else {}),
             )
-        generated = output[0, len(prompt):].tolist()
+        generated = output[0, len(prompt) :].tolist()
         text, counted, reason = self._finish(generated, stops, max_tokens)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -166,7 +171,11 @@ class LmiChatContainer:
                     "finish_reason": self.finish_reasons[reason],
                 }
             ],
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": counted, "total_tokens": len(prompt) + counted},
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "completion_tokens": counted,
+                "total_tokens": len(prompt) + counted,
+            },
         }
 
     def _finish(self, generated: list[int], stops: list[str], max_tokens: int) -> tuple[str, int, str]:
@@ -178,8 +187,11 @@ class LmiChatContainer:
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         cut, stopped = _cut_at_stop(text, stops)
         if stopped:  # vLLM stops at the token that completes a stop string, and leaves the string out
-            counted = next(k for k in range(1, len(generated) + 1)
-                           if _cut_at_stop(self.tokenizer.decode(generated[:k], skip_special_tokens=True), stops)[1])
+            counted = next(
+                k
+                for k in range(1, len(generated) + 1)
+                if _cut_at_stop(self.tokenizer.decode(generated[:k], skip_special_tokens=True), stops)[1]
+            )
             return cut, counted, "stop"
         assert len(generated) == max_tokens, (len(generated), max_tokens)
         return text, len(generated), "length"

@@ -38,8 +38,9 @@ def test_model_tar_gz_round_trips_the_model_dir(request, artifact):
     assert digests(artifact.unpacked) == digests(artifact.run.model_dir)
 
 
-def test_hf_container_defaults_load_the_classifier_with_no_custom_code(handler_service, classifier_artifact,
-                                                                         classifier_container):
+def test_hf_container_defaults_load_the_classifier_with_no_custom_code(
+    handler_service, classifier_artifact, classifier_container
+):
     from transformers import TextClassificationPipeline
 
     # The artifact carries no code/inference.py, so the toolkit keeps its default load/preprocess/predict/postprocess
@@ -56,12 +57,15 @@ def test_hf_container_defaults_load_the_classifier_with_no_custom_code(handler_s
     assert pipeline.tokenizer.name_or_path == str(classifier_artifact.unpacked)
     # Even without HF_TASK the toolkit infers the task from the architecture train.py saved
     with mock.patch.dict(os.environ):
-        assert handler_service.infer_task_from_model_architecture(
-            str(classifier_artifact.unpacked / "config.json")) == "text-classification"
+        assert (
+            handler_service.infer_task_from_model_architecture(str(classifier_artifact.unpacked / "config.json"))
+            == "text-classification"
+        )
 
 
-def test_predict_route_labels_clear_examples_with_the_fine_tuned_classifier(proxy, serve, classifier_artifact,
-                                                                            classifier_container):
+def test_predict_route_labels_clear_examples_with_the_fine_tuned_classifier(
+    proxy, serve, classifier_artifact, classifier_container
+):
     # Given the sentiment endpoint answered by the HF container's defaults over the fine-tuned MiniLM
     runtime = serve({CLASSIFIER_ENDPOINT: classifier_container})
     id2label = json.loads((classifier_artifact.unpacked / "config.json").read_text())["id2label"]

@@ -3,7 +3,8 @@
 Two SmolLM2 LoRA adapters are fine-tuned here by the training container on different (tiny) data. One
 in-process base model holds both adapters and switches per request, as LMI with LoRA enabled does for the
 adapter inference components of one endpoint. Through the proxy, each `model` name must give exactly the
-greedy output of its own adapter merged into the base, and the base name the base model's. Slow on a shared CPU, so not in `make test`: `make test-multilora`.
+greedy output of its own adapter merged into the base, and the base name the base model's. Slow on a shared CPU,
+so not in `make test`: `make test-multilora`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,32 @@ STYLES = {
 }
 PROMPTS = ["Tell me about boats.", "Tell me about the moon."]  # one seen in training, one not
 # Tiny on purpose: a few optimizer steps at a high rate are enough to make each adapter's style its greedy answer.
-ADAPTER_ARGS = ["--task", "causal-lm", "--method", "lora", "--max_steps", "8", "--batch_size", "4",
-                "--max_seq_length", "48", "--learning_rate", "3e-3", "--lora_r", "8", "--lora_alpha", "16",
-                "--max_eval_rows", "2", "--logging_steps", "4", "--save_steps", "0", "--packing", "false"]
+ADAPTER_ARGS = [
+    "--task",
+    "causal-lm",
+    "--method",
+    "lora",
+    "--max_steps",
+    "8",
+    "--batch_size",
+    "4",
+    "--max_seq_length",
+    "48",
+    "--learning_rate",
+    "3e-3",
+    "--lora_r",
+    "8",
+    "--lora_alpha",
+    "16",
+    "--max_eval_rows",
+    "2",
+    "--logging_steps",
+    "4",
+    "--save_steps",
+    "0",
+    "--packing",
+    "false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +66,25 @@ def adapter_runs(tmp_path_factory, smollm2_dir):
     for name, style in STYLES.items():
         root = tmp_path_factory.mktemp(f"lora-{name}")
         data = root / "train.jsonl"
-        data.write_text("".join(json.dumps({"messages": [
-            {"role": "user", "content": f"Tell me about {topic}."},
-            {"role": "assistant", "content": style.format(topic=topic, TOPIC=topic.upper())}]}) + "\n"
-            for topic in TOPICS))
-        run = run_train(root / "run", [*ADAPTER_ARGS, "--train", str(data), "--validation", str(data),
-                                       "--base_model", str(smollm2_dir)], timeout=1800)
+        data.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": f"Tell me about {topic}."},
+                            {"role": "assistant", "content": style.format(topic=topic, TOPIC=topic.upper())},
+                        ]
+                    }
+                )
+                + "\n"
+                for topic in TOPICS
+            )
+        )
+        run = run_train(
+            root / "run",
+            [*ADAPTER_ARGS, "--train", str(data), "--validation", str(data), "--base_model", str(smollm2_dir)],
+            timeout=1800,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         assert (run.model_dir / "adapter" / "adapter_config.json").is_file()
         runs[name] = run
@@ -68,8 +105,11 @@ class MultiLoraContainer:
 
         self.chat = LmiChatContainer(base_dir)
         names = list(adapters)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-                                          adapters[names[0]], adapter_name=names[0])
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+            adapters[names[0]],
+            adapter_name=names[0],
+        )
         for name in names[1:]:
             model.load_adapter(adapters[name], adapter_name=name)
         self.model = model.eval()
@@ -104,12 +144,15 @@ def test_each_model_name_gives_its_own_merged_models_greedy_output(proxy, adapte
     # Given one endpoint whose base component and two adapter components share one in-process base model
     server = MultiLoraContainer(smollm2_dir, {name: run.model_dir / "adapter" for name, run in adapter_runs.items()})
     endpoint = "acme-dev-chat"
-    runtime = InProcessRuntime({
-        f"{endpoint}/{inference_component_name('acme', 'dev', 'chat', adapter)}": server.component(adapter)
-        for adapter in (None, *adapter_runs)
-    })
-    settings = load_settings(lambda_environment(team="acme", stage="dev", endpoints={"chat": "llm"},
-                                                adapters={"chat": tuple(adapter_runs)}))
+    runtime = InProcessRuntime(
+        {
+            f"{endpoint}/{inference_component_name('acme', 'dev', 'chat', adapter)}": server.component(adapter)
+            for adapter in (None, *adapter_runs)
+        }
+    )
+    settings = load_settings(
+        lambda_environment(team="acme", stage="dev", endpoints={"chat": "llm"}, adapters={"chat": tuple(adapter_runs)})
+    )
     # And, as references, each adapter merged into its own copy of the base and the untouched base, each served
     # on its own. Merged in float32 as the server computes: the run's artifact is merged in bfloat16, whose
     # rounding alone can change a greedy token (seen here for one adapter), which would test the dtype, not routing.
@@ -122,8 +165,12 @@ def test_each_model_name_gives_its_own_merged_models_greedy_output(proxy, adapte
     with installed(proxy, settings=settings, runtime=runtime):
         for prompt in PROMPTS:
             for model in order:
-                body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16,
-                        "temperature": 0}
+                body = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 16,
+                    "temperature": 0,
+                }
                 status, reply = decode(proxy.lambda_handler(chat_event(body), LambdaContext()))
                 assert status == 200, reply
                 text = reply["choices"][0]["message"]["content"]
@@ -132,8 +179,9 @@ def test_each_model_name_gives_its_own_merged_models_greedy_output(proxy, adapte
     # Then every model name got exactly the greedy output of its own merged model
     for prompt in PROMPTS:
         for model, reference in references.items():
-            expected = reference({"messages": [{"role": "user", "content": prompt}], "max_tokens": 16,
-                                  "temperature": 0})["choices"][0]["message"]["content"]
+            expected = reference(
+                {"messages": [{"role": "user", "content": prompt}], "max_tokens": 16, "temperature": 0}
+            )["choices"][0]["message"]["content"]
             assert answers[prompt][model] == expected, (prompt, model)
     # And the three are different models (the switching is real), the adapters answering in their style
     seen = answers["Tell me about boats."]
@@ -141,5 +189,8 @@ def test_each_model_name_gives_its_own_merged_models_greedy_output(proxy, adapte
     assert seen["pirate"].startswith("Arr matey") and seen["robot"].startswith("BEEP BOOP"), seen
     # And each request reached the component its model name names
     assert [call.inference_component for call in runtime.calls[:3]] == [
-        "acme-dev-chat-pirate", "acme-dev-chat-base", "acme-dev-chat-robot"]
+        "acme-dev-chat-pirate",
+        "acme-dev-chat-base",
+        "acme-dev-chat-robot",
+    ]
     assert server.served[:3] == ["pirate", None, "robot"]

@@ -54,9 +54,7 @@ def settings(proxy):
 
 
 def fake_session() -> boto3.session.Session:
-    return boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    )
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
 
 
 @contextmanager
@@ -132,7 +130,12 @@ def chat_completion(content: str = "Hello from the model.", **overrides: Any) ->
         "created": 1735689600,
         "model": "lmi",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
         ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
         **overrides,

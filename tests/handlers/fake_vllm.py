@@ -59,8 +59,11 @@ class FakeVllm:
     def invoke_endpoint_with_response_stream(self, **params: Any) -> dict[str, Any]:
         validate_call("sagemaker-runtime", "InvokeEndpointWithResponseStream", params)
         request = self._accept(params)
-        return {"Body": self._payload_parts(request), "ContentType": "text/event-stream",
-                "InvokedProductionVariant": "AllTraffic"}
+        return {
+            "Body": self._payload_parts(request),
+            "ContentType": "text/event-stream",
+            "InvokedProductionVariant": "AllTraffic",
+        }
 
     def _accept(self, params: dict) -> dict:
         if params["EndpointName"] not in self.endpoint_names:
@@ -74,24 +77,47 @@ class FakeVllm:
     # --- the "model" ------------------------------------------------------------------------------------
     def complete(self, request: dict) -> dict:
         choices = [
-            {"index": index, "message": self._message(request), "logprobs": self._logprobs(request),
-             "finish_reason": "tool_calls" if self._calls_tool(request) else "stop", "stop_reason": None}
+            {
+                "index": index,
+                "message": self._message(request),
+                "logprobs": self._logprobs(request),
+                "finish_reason": "tool_calls" if self._calls_tool(request) else "stop",
+                "stop_reason": None,
+            }
             for index in range(request.get("n", 1))
         ]
-        return {"id": "chatcmpl-vllm", "object": "chat.completion", "created": 1735689600, "model": "lmi",
-                "system_fingerprint": FINGERPRINT, "choices": choices, "usage": self._usage(request)}
+        return {
+            "id": "chatcmpl-vllm",
+            "object": "chat.completion",
+            "created": 1735689600,
+            "model": "lmi",
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            "usage": self._usage(request),
+        }
 
     def _calls_tool(self, request: dict) -> bool:
-        return bool(request.get("tools")) and request.get("tool_choice", "auto") != "none" \
+        return (
+            bool(request.get("tools"))
+            and request.get("tool_choice", "auto") != "none"
             and request["messages"][-1]["role"] == "user"
+        )
 
     def _message(self, request: dict) -> dict:
         if self._calls_tool(request):
             function = request["tools"][0]["function"]
             arguments = json.dumps(_instance(function.get("parameters") or {"type": "object"}))
-            return {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "chatcmpl-tool-7", "type": "function", "function": {"name": function["name"],
-                                                                          "arguments": arguments}}]}
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "chatcmpl-tool-7",
+                        "type": "function",
+                        "function": {"name": function["name"], "arguments": arguments},
+                    }
+                ],
+            }
         return {"role": "assistant", "content": self._text(request), "tool_calls": []}
 
     def _text(self, request: dict) -> str:
@@ -101,8 +127,9 @@ class FakeVllm:
         if response_format.get("type") == "json_object":
             return json.dumps({"answer": "hello"})
         last = request["messages"][-1]
-        content = last["content"] if isinstance(last["content"], str) else " ".join(
-            part["text"] for part in last["content"])
+        content = (
+            last["content"] if isinstance(last["content"], str) else " ".join(part["text"] for part in last["content"])
+        )
         if last["role"] == "tool":
             return f"The tool said {content}."
         return f"You said: {content}"
@@ -111,35 +138,75 @@ class FakeVllm:
         if not request.get("logprobs"):
             return None
         tokens = self._text(request).split(" ")[:3]
-        return {"content": [
-            {"token": token, "logprob": -0.5, "bytes": list(token.encode()),
-             "top_logprobs": [{"token": token, "logprob": -0.5, "bytes": list(token.encode())}]
-             * request.get("top_logprobs", 0)}
-            for token in tokens]}
+        return {
+            "content": [
+                {
+                    "token": token,
+                    "logprob": -0.5,
+                    "bytes": list(token.encode()),
+                    "top_logprobs": [{"token": token, "logprob": -0.5, "bytes": list(token.encode())}]
+                    * request.get("top_logprobs", 0),
+                }
+                for token in tokens
+            ]
+        }
 
     def _usage(self, request: dict) -> dict:
         prompt = sum(len(json.dumps(message).split()) for message in request["messages"])
         completion = len(self._text(request).split())
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0}}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
 
     # --- streaming ----------------------------------------------------------------------------------------
     def chunks(self, request: dict) -> Iterator[dict]:
         """vLLM's stream for `request`: role, then one delta per word (or the tool call), then the finish."""
-        base = {"id": "chatcmpl-vllm-stream", "object": "chat.completion.chunk", "created": 1735689600,
-                "model": "lmi", "system_fingerprint": FINGERPRINT}
+        base = {
+            "id": "chatcmpl-vllm-stream",
+            "object": "chat.completion.chunk",
+            "created": 1735689600,
+            "model": "lmi",
+            "system_fingerprint": FINGERPRINT,
+        }
         choice = {"index": 0, "logprobs": None, "finish_reason": None}
         yield {**base, "choices": [{**choice, "delta": {"role": "assistant", "content": ""}}]}
         message = self._message(request)
         if message.get("tool_calls"):
             call = message["tool_calls"][0]
-            yield {**base, "choices": [{**choice, "delta": {"tool_calls": [
-                {"index": 0, "id": call["id"], "type": "function",
-                 "function": {"name": call["function"]["name"], "arguments": ""}}]}}]}
+            yield {
+                **base,
+                "choices": [
+                    {
+                        **choice,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            }
             arguments = call["function"]["arguments"]
             for start in range(0, len(arguments), 5):
-                yield {**base, "choices": [{**choice, "delta": {"tool_calls": [
-                    {"index": 0, "function": {"arguments": arguments[start:start + 5]}}]}}]}
+                yield {
+                    **base,
+                    "choices": [
+                        {
+                            **choice,
+                            "delta": {
+                                "tool_calls": [{"index": 0, "function": {"arguments": arguments[start : start + 5]}}]
+                            },
+                        }
+                    ],
+                }
             finish = "tool_calls"
         else:
             words = message["content"].split(" ")
@@ -156,7 +223,8 @@ class FakeVllm:
             if self.fail_after_chunks is not None and count >= self.fail_after_chunks:
                 raise EventStreamError(
                     {"Error": {"Code": "ModelStreamError", "Message": "CUDA error: device-side assert"}},
-                    "InvokeEndpointWithResponseStream")
+                    "InvokeEndpointWithResponseStream",
+                )
             event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
             middle = len(event) // 2  # SageMaker cuts payload parts anywhere, even inside a JSON string
             yield {"PayloadPart": {"Bytes": event[:middle]}}
@@ -171,5 +239,7 @@ class FakeVllm:
 def _error(code: str, message: str) -> ClientError:
     status = {"ThrottlingException": 400, "ModelNotReadyException": 429, "ModelError": 424}.get(code, 400)
     fields = {"OriginalStatusCode": 500, "OriginalMessage": "boom"} if code == "ModelError" else {}
-    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status},
-                        **fields}, "InvokeEndpoint")
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}, **fields},
+        "InvokeEndpoint",
+    )

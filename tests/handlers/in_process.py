@@ -129,7 +129,7 @@ def _client_error(
 def _model_error(original_status: int, original_message: str) -> ClientError:
     return _client_error(
         "ModelError",
-        f"Received server error ({original_status}) from primary with message \"{original_message}\".",
+        f'Received server error ({original_status}) from primary with message "{original_message}".',
         424,
         OriginalStatusCode=original_status,
         OriginalMessage=original_message,

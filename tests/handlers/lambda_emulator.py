@@ -77,21 +77,23 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # camelCase: http.server's naming
         assert self.path == f"/{runtime.API_VERSION}/runtime/invocation/next", self.path
         invocation = self.server.pending.get()
         body = json.dumps(invocation.event).encode()
         self.send_response(200)
         self.send_header("Lambda-Runtime-Aws-Request-Id", invocation.request_id)
         self.send_header("Lambda-Runtime-Deadline-Ms", "4102444800000")
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn",
-                         "arn:aws:lambda:us-east-1:123456789012:function:acme-dev-inference-proxy")
+        self.send_header(
+            "Lambda-Runtime-Invoked-Function-Arn",
+            "arn:aws:lambda:us-east-1:123456789012:function:acme-dev-inference-proxy",
+        )
         self.send_header("Lambda-Runtime-Trace-Id", "Root=1-67891233-abcdef012345678912345678;Sampled=0")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         match = re.fullmatch(rf"/{runtime.API_VERSION}/runtime/invocation/([^/]+)/(response|error)", self.path)
         if match is None:  # /runtime/init/error
             self.server.init_errors.append(json.loads(self._read_plain()))
@@ -154,10 +156,10 @@ class _GatewayHandler(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._relay("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._relay("POST")
 
     def _relay(self, method: str) -> None:
@@ -168,8 +170,14 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             if match := pattern.match(path):
                 resource, parameters = template, match.groupdict() or None
                 break
-        event = rest_event(method, path, body=body.decode() if body is not None else None, resource=resource,
-                           path_parameters=parameters, headers=dict(self.headers.items()))
+        event = rest_event(
+            method,
+            path,
+            body=body.decode() if body is not None else None,
+            resource=resource,
+            path_parameters=parameters,
+            headers=dict(self.headers.items()),
+        )
         invocation = self.server.runtime_api.invoke(event)
         buffer = b""
         pieces = iter(invocation.output.get, _END)

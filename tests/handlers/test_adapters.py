@@ -20,8 +20,14 @@ MESSAGES = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture
 def adapter_settings():
-    return load_settings(lambda_environment(team="acme", stage="dev", endpoints={"chat": "llm", "sentiment": "classifier"},
-                                            adapters={"chat": ("legal", "support")}))
+    return load_settings(
+        lambda_environment(
+            team="acme",
+            stage="dev",
+            endpoints={"chat": "llm", "sentiment": "classifier"},
+            adapters={"chat": ("legal", "support")},
+        )
+    )
 
 
 def test_environment_names_a_component_per_model_on_the_shared_endpoint(adapter_settings):
@@ -35,28 +41,41 @@ def test_environment_names_a_component_per_model_on_the_shared_endpoint(adapter_
     assert inference_component_name("acme", "dev", "chat", "legal") == "acme-dev-chat-legal"
 
 
-@pytest.mark.parametrize(("adapters", "words"), [
-    ({"sentiment": ("x",)}, "LLM endpoints"),
-    ({"chat": ("sentiment",)}, "reuses a model name"),
-    ({"chat": ("Bad_Name",)}, "Bad_Name"),
-])
+@pytest.mark.parametrize(
+    ("adapters", "words"),
+    [
+        ({"sentiment": ("x",)}, "LLM endpoints"),
+        ({"chat": ("sentiment",)}, "reuses a model name"),
+        ({"chat": ("Bad_Name",)}, "Bad_Name"),
+    ],
+)
 def test_bad_adapter_configuration_fails_at_synthesis(adapters, words):
     with pytest.raises(SettingsError, match=words):
-        lambda_environment(team="acme", stage="dev", endpoints={"chat": "llm", "sentiment": "classifier"},
-                           adapters=adapters)
+        lambda_environment(
+            team="acme", stage="dev", endpoints={"chat": "llm", "sentiment": "classifier"}, adapters=adapters
+        )
 
 
-@pytest.mark.parametrize(("model", "component"), [
-    ("legal", "acme-dev-chat-legal"), ("support", "acme-dev-chat-support"), ("chat", "acme-dev-chat-base"),
-    ("acme-dev-chat", "acme-dev-chat-base"),
-])
+@pytest.mark.parametrize(
+    ("model", "component"),
+    [
+        ("legal", "acme-dev-chat-legal"),
+        ("support", "acme-dev-chat-support"),
+        ("chat", "acme-dev-chat-base"),
+        ("acme-dev-chat", "acme-dev-chat-base"),
+    ],
+)
 def test_model_name_selects_the_inference_component(proxy, runtime_stub, call, adapter_settings, model, component):
     runtime_stub.add_response(
         "invoke_endpoint",
         {"Body": streaming(chat_completion()), "ContentType": "application/json"},
-        expected_params={"EndpointName": "acme-dev-chat", "InferenceComponentName": component,
-                         "Body": json_body({"messages": MESSAGES}), "ContentType": "application/json",
-                         "Accept": "application/json"},
+        expected_params={
+            "EndpointName": "acme-dev-chat",
+            "InferenceComponentName": component,
+            "Body": json_body({"messages": MESSAGES}),
+            "ContentType": "application/json",
+            "Accept": "application/json",
+        },
     )
     with installed(proxy, settings=adapter_settings):
         status, body, _ = call(chat_event({"model": model, "messages": MESSAGES}))
@@ -80,19 +99,29 @@ def test_streamed_adapter_call_addresses_its_component(proxy, adapter_settings):
     from .events import LambdaContext
 
     with installed(proxy, settings=adapter_settings, runtime=Recording()):
-        response = proxy.lambda_handler(chat_event({"model": "support", "messages": MESSAGES, "stream": True}),
-                                        LambdaContext())
+        response = proxy.lambda_handler(
+            chat_event({"model": "support", "messages": MESSAGES, "stream": True}), LambdaContext()
+        )
     assert response["statusCode"] == 200 and response["body"].endswith("data: [DONE]\n\n")
-    assert calls == [{"EndpointName": "acme-dev-chat", "InferenceComponentName": "acme-dev-chat-support",
-                      "ContentType": "application/json", "Accept": "text/event-stream"}]
+    assert calls == [
+        {
+            "EndpointName": "acme-dev-chat",
+            "InferenceComponentName": "acme-dev-chat-support",
+            "ContentType": "application/json",
+            "Accept": "text/event-stream",
+        }
+    ]
 
 
 def test_component_scaled_to_zero_is_a_503_with_a_minute_retry_after(proxy, runtime_stub, call, adapter_settings):
     runtime_stub.add_client_error(
-        "invoke_endpoint", service_error_code="ValidationError", http_status_code=400,
+        "invoke_endpoint",
+        service_error_code="ValidationError",
+        http_status_code=400,
         service_message="Inference Component has no capacity to process this request. ApplicationAutoScaling may be "
-                        "in-progress (if configured) or try to increase the capacity by invoking "
-                        "UpdateInferenceComponentRuntimeConfig API.")
+        "in-progress (if configured) or try to increase the capacity by invoking "
+        "UpdateInferenceComponentRuntimeConfig API.",
+    )
     with installed(proxy, settings=adapter_settings):
         status, body, headers = call(chat_event({"model": "legal", "messages": MESSAGES}))
     assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "model_scaling_up", "60")

@@ -37,7 +37,14 @@ def test_chat_completion_forwards_the_openai_body_and_returns_an_openai_response
     # When a client posts an OpenAI request naming the endpoint by its short name
     status, body, headers = call(
         chat_event(
-            {"model": "chat", "messages": MESSAGES, "max_tokens": 32, "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n"]}
+            {
+                "model": "chat",
+                "messages": MESSAGES,
+                "max_tokens": 32,
+                "temperature": 0.2,
+                "top_p": 0.9,
+                "stop": ["\n\n"],
+            }
         )
     )
     # Then it gets the completion back in the OpenAI shape
@@ -49,7 +56,12 @@ def test_chat_completion_forwards_the_openai_body_and_returns_an_openai_response
         "created": 1735689600,
         "model": "chat",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Hello."}, "logprobs": None, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello."},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
         ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
     }
@@ -67,7 +79,12 @@ def test_proxy_only_fields_are_not_forwarded_and_max_completion_tokens_maps_to_m
     expect_invoke(
         runtime_stub,
         "acme-dev-chat",
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "n": 2, "seed": 3, "max_tokens": 7},
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "n": 2,
+            "seed": 3,
+            "max_tokens": 7,
+        },
         chat_completion(),
     )
     status, _, _ = call(
@@ -145,16 +162,35 @@ def test_base64_encoded_body_is_decoded(runtime_stub, call):
 def test_lmi_finish_reasons_become_openai_words():
     from lambda_handlers.inference_proxy.chat import openai_finish_reason
 
-    assert [openai_finish_reason(r) for r in ("eos_token", "stop_sequence", "length", "max_tokens", None, "other")] \
-        == ["stop", "stop", "length", "length", None, "other"]
+    assert [openai_finish_reason(r) for r in ("eos_token", "stop_sequence", "length", "max_tokens", None, "other")] == [
+        "stop",
+        "stop",
+        "length",
+        "length",
+        None,
+        "other",
+    ]
 
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "default": None}},
-                   "required": ["city"]}}}]
-TOOL_CALL = {"id": "chatcmpl-tool-1", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "default": None}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+TOOL_CALL = {
+    "id": "chatcmpl-tool-1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
 
 
 def test_the_openai_surface_is_checked_then_forwarded_as_sent(runtime_stub, call):
@@ -164,13 +200,29 @@ def test_the_openai_surface_is_checked_then_forwarded_as_sent(runtime_stub, call
             {"role": "developer", "content": "Use tools when they help."},
             {"role": "user", "content": "Weather in Paris?"},
             {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
-            {"role": "tool", "tool_call_id": "chatcmpl-tool-1", "content": "{\"celsius\": 21}"},
+            {"role": "tool", "tool_call_id": "chatcmpl-tool-1", "content": '{"celsius": 21}'},
         ],
-        "tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False,
-        "response_format": {"type": "json_schema", "json_schema": {
-            "name": "answer", "schema": {"type": "object", "properties": {"text": {"type": "string"}}}, "strict": True}},
-        "logprobs": True, "top_logprobs": 2, "logit_bias": {"50256": -100}, "n": 1, "seed": 7, "stop": "END",
-        "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1, "guided_decoding_backend": "xgrammar",
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "answer",
+                "schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+                "strict": True,
+            },
+        },
+        "logprobs": True,
+        "top_logprobs": 2,
+        "logit_bias": {"50256": -100},
+        "n": 1,
+        "seed": 7,
+        "stop": "END",
+        "top_k": 40,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "guided_decoding_backend": "xgrammar",
     }
     expect_invoke(runtime_stub, "acme-dev-chat", {**request, "max_tokens": 64}, chat_completion())
     status, _, _ = call(chat_event({"model": "chat", **request, "max_completion_tokens": 64}))
@@ -178,14 +230,32 @@ def test_the_openai_surface_is_checked_then_forwarded_as_sent(runtime_stub, call
 
 
 def test_tool_calls_logprobs_fingerprint_and_usage_details_come_back(runtime_stub, call):
-    logprobs = {"content": [{"token": "{", "logprob": -0.01, "bytes": [123],
-                             "top_logprobs": [{"token": "{", "logprob": -0.01, "bytes": [123]}]}]}
+    logprobs = {
+        "content": [
+            {
+                "token": "{",
+                "logprob": -0.01,
+                "bytes": [123],
+                "top_logprobs": [{"token": "{", "logprob": -0.01, "bytes": [123]}],
+            }
+        ]
+    }
     answer = chat_completion(
         system_fingerprint="fp_vllm_0_9",
-        choices=[{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
-                  "logprobs": logprobs, "finish_reason": "tool_calls"}],
-        usage={"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39,
-               "prompt_tokens_details": {"cached_tokens": 16}},
+        choices=[
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+                "logprobs": logprobs,
+                "finish_reason": "tool_calls",
+            }
+        ],
+        usage={
+            "prompt_tokens": 30,
+            "completion_tokens": 9,
+            "total_tokens": 39,
+            "prompt_tokens_details": {"cached_tokens": 16},
+        },
     )
     expect_invoke(runtime_stub, "acme-dev-chat", {"messages": MESSAGES, "tools": TOOLS}, answer)
     status, body, _ = call(chat_event({"model": "chat", "messages": MESSAGES, "tools": TOOLS}))
@@ -198,8 +268,11 @@ def test_tool_calls_logprobs_fingerprint_and_usage_details_come_back(runtime_stu
 
 
 def test_empty_tool_calls_list_from_vllm_is_omitted(runtime_stub, call):
-    answer = chat_completion(choices=[{"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": []},
-                                       "finish_reason": "stop"}])
+    answer = chat_completion(
+        choices=[
+            {"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": []}, "finish_reason": "stop"}
+        ]
+    )
     expect_invoke(runtime_stub, "acme-dev-chat", {"messages": MESSAGES}, answer)
     status, body, _ = call(chat_event({"model": "chat", "messages": MESSAGES}))
     assert status == 200 and "tool_calls" not in body["choices"][0]["message"]

@@ -19,7 +19,9 @@ def upper_classifier(body):
 def test_in_process_runtime_answers_invoke_endpoint_from_the_callable():
     runtime = InProcessRuntime({"acme-dev-sentiment": upper_classifier})
     response = runtime.invoke_endpoint(
-        EndpointName="acme-dev-sentiment", Body=b'{"inputs": ["HI", "hi"]}', ContentType="application/json",
+        EndpointName="acme-dev-sentiment",
+        Body=b'{"inputs": ["HI", "hi"]}',
+        ContentType="application/json",
         Accept="application/json",
     )
     assert response["Body"].read() == b'[{"label": "SHOUT", "score": 1.0}, {"label": "calm", "score": 1.0}]'
@@ -42,7 +44,9 @@ def test_in_process_runtime_validates_against_botocore_and_fails_like_sagemaker(
         runtime.invoke_endpoint(EndpointName="acme-dev-nope", Body=io.BytesIO(b"{}"), ContentType="application/json")
     assert missing.value.response["Error"]["Code"] == "ValidationError"
     with pytest.raises(ClientError) as failed:
-        runtime.invoke_endpoint(EndpointName="acme-dev-sentiment", Body=b'{"inputs": 3}', ContentType="application/json")
+        runtime.invoke_endpoint(
+            EndpointName="acme-dev-sentiment", Body=b'{"inputs": 3}', ContentType="application/json"
+        )
     assert failed.value.response["Error"]["Code"] == "ModelError"
     assert failed.value.response["OriginalStatusCode"] == 500
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .events import list_models_event, rest_event
 
-CREATED = datetime(2025, 1, 1, tzinfo=timezone.utc)
+CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def describe_response(name: str, status: str) -> dict:
@@ -94,16 +94,28 @@ def test_retrieve_one_model_by_short_or_endpoint_name(control_plane_stub, call):
     for name in ("chat", "acme-dev-chat"):
         status, body, headers = call(retrieve_event(name))
         assert status == 200
-        assert body == {"id": "chat", "object": "model", "created": int(CREATED.timestamp()), "owned_by": "acme",
-                        "endpoint_name": "acme-dev-chat", "kind": "llm", "status": "InService"}
+        assert body == {
+            "id": "chat",
+            "object": "model",
+            "created": int(CREATED.timestamp()),
+            "owned_by": "acme",
+            "endpoint_name": "acme-dev-chat",
+            "kind": "llm",
+            "status": "InService",
+        }
         assert headers["x-request-id"]
 
 
 def test_retrieve_not_deployed_model_has_created_zero(control_plane_stub, call):
     control_plane_stub.add_client_error(
-        "describe_endpoint", service_error_code="ValidationException",
-        service_message='Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/acme-dev-sentiment".',
-        http_status_code=400, expected_params={"EndpointName": "acme-dev-sentiment"})
+        "describe_endpoint",
+        service_error_code="ValidationException",
+        service_message=(
+            'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/acme-dev-sentiment".'
+        ),
+        http_status_code=400,
+        expected_params={"EndpointName": "acme-dev-sentiment"},
+    )
     status, body, _ = call(retrieve_event("sentiment"))
     assert (status, body["status"], body["created"]) == (200, "NotDeployed", 0)
 
@@ -111,7 +123,11 @@ def test_retrieve_not_deployed_model_has_created_zero(control_plane_stub, call):
 def test_retrieve_unknown_or_foreign_model_is_an_openai_error_without_describe_calls(control_plane_stub, call):
     status, body, _ = call(retrieve_event("gpt-4o"))
     assert status == 404
-    assert body["error"] | {"message": None} == {"type": "invalid_request_error", "code": "model_not_found",
-                                                 "param": "model", "message": None}
+    assert body["error"] | {"message": None} == {
+        "type": "invalid_request_error",
+        "code": "model_not_found",
+        "param": "model",
+        "message": None,
+    }
     status, body, _ = call(retrieve_event("globex-dev-chat"))
     assert (status, body["error"]["type"], body["error"]["code"]) == (403, "permission_error", "model_not_permitted")

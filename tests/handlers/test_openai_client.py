@@ -57,9 +57,11 @@ def client(gateway, vllm):
 
 # --- non-streaming -------------------------------------------------------------------------------------------
 
+
 def test_plain_completion_is_a_chat_completion_with_usage_details_and_fingerprint(client, vllm):
     raw = client.chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "developer", "content": "Be brief."}, *ASK], max_completion_tokens=32)
+        model="chat", messages=[{"role": "developer", "content": "Be brief."}, *ASK], max_completion_tokens=32
+    )
     completion = raw.parse()
     assert isinstance(completion, ChatCompletion)
     assert completion.choices[0].message.content == "You said: What is the weather in Paris?"
@@ -73,18 +75,28 @@ def test_plain_completion_is_a_chat_completion_with_usage_details_and_fingerprin
 
 
 def test_tool_calling_round_trip(client, vllm):
-    first = client.chat.completions.create(model="chat", messages=ASK, tools=[WEATHER_TOOL], tool_choice="auto",
-                                           parallel_tool_calls=False)
+    first = client.chat.completions.create(
+        model="chat", messages=ASK, tools=[WEATHER_TOOL], tool_choice="auto", parallel_tool_calls=False
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls
     assert (call.type, call.function.name, json.loads(call.function.arguments)) == (
-        "function", "get_weather", {"city": "Paris"})
+        "function",
+        "get_weather",
+        {"city": "Paris"},
+    )
     # The application runs the tool and sends the history back: assistant tool_calls with content null,
     # then the tool's result.
-    second = client.chat.completions.create(model="chat", tools=[WEATHER_TOOL], messages=[
-        *ASK, choice.message.model_dump(exclude_none=True) | {"content": None},
-        {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 21}'}])
+    second = client.chat.completions.create(
+        model="chat",
+        tools=[WEATHER_TOOL],
+        messages=[
+            *ASK,
+            choice.message.model_dump(exclude_none=True) | {"content": None},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 21}'},
+        ],
+    )
     assert second.choices[0].message.content == 'The tool said {"celsius": 21}.'
     forwarded = vllm.requests[-1]["messages"]
     assert forwarded[1]["content"] is None and forwarded[1]["tool_calls"][0]["id"] == call.id
@@ -107,22 +119,39 @@ def test_structured_output_with_parse(client, vllm):
 
 def test_json_object_logprobs_sampling_options_and_vllm_extras_reach_the_container(client, vllm):
     completion = client.chat.completions.create(
-        model="chat", messages=ASK, response_format={"type": "json_object"}, logprobs=True, top_logprobs=2,
-        logit_bias={"50256": -100}, n=2, seed=11, stop=["\n\n"], temperature=0.3,
-        extra_body={"top_k": 20, "repetition_penalty": 1.05, "min_p": 0.1})
+        model="chat",
+        messages=ASK,
+        response_format={"type": "json_object"},
+        logprobs=True,
+        top_logprobs=2,
+        logit_bias={"50256": -100},
+        n=2,
+        seed=11,
+        stop=["\n\n"],
+        temperature=0.3,
+        extra_body={"top_k": 20, "repetition_penalty": 1.05, "min_p": 0.1},
+    )
     assert [json.loads(choice.message.content) for choice in completion.choices] == [{"answer": "hello"}] * 2
     top = completion.choices[0].logprobs.content[0].top_logprobs
     assert len(top) == 2 and top[0].logprob == -0.5
     sent = vllm.requests[-1]
-    assert {key: sent[key] for key in ("logit_bias", "n", "seed", "stop", "top_k", "repetition_penalty", "min_p")} \
-        == {"logit_bias": {"50256": -100}, "n": 2, "seed": 11, "stop": ["\n\n"], "top_k": 20,
-            "repetition_penalty": 1.05, "min_p": 0.1}
+    assert {key: sent[key] for key in ("logit_bias", "n", "seed", "stop", "top_k", "repetition_penalty", "min_p")} == {
+        "logit_bias": {"50256": -100},
+        "n": 2,
+        "seed": 11,
+        "stop": ["\n\n"],
+        "top_k": 20,
+        "repetition_penalty": 1.05,
+        "min_p": 0.1,
+    }
 
 
 def test_models_list_and_retrieve(client):
     models = client.models.list().data
     assert [(model.id, model.created > 0 or model.created == 0) for model in models] == [
-        ("chat", True), ("sentiment", True)]
+        ("chat", True),
+        ("sentiment", True),
+    ]
     model = client.models.retrieve("chat")
     assert isinstance(model, Model) and (model.id, model.owned_by) == ("chat", "acme")
     assert isinstance(model.created, int)
@@ -130,13 +159,24 @@ def test_models_list_and_retrieve(client):
 
 # --- failures as the client's exception classes ---------------------------------------------------------------
 
+
 def test_invalid_request_is_bad_request_error_with_param_and_code(client):
     with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+        client.chat.completions.create(
+            model="chat",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}],
+                }
+            ],
+        )
     assert raised.value.status_code == 400
     assert (raised.value.code, raised.value.param, raised.value.type) == (
-        "invalid_request", "messages.0.content.0", "invalid_request_error")
+        "invalid_request",
+        "messages.0.content.0",
+        "invalid_request_error",
+    )
     assert "not supported" in raised.value.message
 
 
@@ -155,11 +195,14 @@ def test_other_teams_model_is_permission_denied(client):
     assert raised.value.type == "permission_error"
 
 
-@pytest.mark.parametrize(("code", "exception", "status"), [
-    ("ThrottlingException", openai.RateLimitError, 429),
-    ("ModelNotReadyException", openai.InternalServerError, 503),
-    ("ModelError", openai.InternalServerError, 502),
-])
+@pytest.mark.parametrize(
+    ("code", "exception", "status"),
+    [
+        ("ThrottlingException", openai.RateLimitError, 429),
+        ("ModelNotReadyException", openai.InternalServerError, 503),
+        ("ModelError", openai.InternalServerError, 502),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
 def test_endpoint_failures_before_the_first_byte_keep_their_status(client, vllm, code, exception, status, stream):
     vllm.fail_with = code
@@ -173,9 +216,11 @@ def test_endpoint_failures_before_the_first_byte_keep_their_status(client, vllm,
 
 # --- streaming ------------------------------------------------------------------------------------------------
 
+
 def test_stream_yields_chunks_then_usage_and_ends_cleanly(client, gateway, vllm):
-    stream = client.chat.completions.create(model="chat", messages=ASK, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="chat", messages=ASK, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert all(isinstance(chunk, ChatCompletionChunk) for chunk in chunks)
     assert {chunk.id for chunk in chunks} == {"chatcmpl-vllm-stream"} and {c.model for c in chunks} == {"chat"}
@@ -235,13 +280,15 @@ def test_stream_helper_of_the_client_accumulates_the_final_completion(client):
 
 # --- async client ---------------------------------------------------------------------------------------------
 
+
 def test_async_client_completion_stream_retrieve_and_errors(gateway, vllm):
     async def scenario() -> None:
         async with AsyncOpenAI(base_url=gateway.base_url, api_key="x", max_retries=0, timeout=20) as client:
             completion = await client.chat.completions.create(model="chat", messages=ASK)
             assert isinstance(completion, ChatCompletion) and completion.choices[0].message.content
-            stream = await client.chat.completions.create(model="chat", messages=ASK, stream=True,
-                                                          stream_options={"include_usage": True})
+            stream = await client.chat.completions.create(
+                model="chat", messages=ASK, stream=True, stream_options={"include_usage": True}
+            )
             chunks = [chunk async for chunk in stream]
             assert isinstance(chunks[0], ChatCompletionChunk) and chunks[-1].usage is not None
             parsed = await client.chat.completions.parse(model="chat", messages=ASK, response_format=Weather)

@@ -53,7 +53,12 @@ near_valid_chat = st.fixed_dictionaries(
     },
 )
 near_valid_predict = st.fixed_dictionaries(
-    {"inputs": st.text() | st.lists(st.text(max_size=20), max_size=10) | st.lists(json_values, max_size=3) | json_values},
+    {
+        "inputs": st.text()
+        | st.lists(st.text(max_size=20), max_size=10)
+        | st.lists(json_values, max_size=3)
+        | json_values
+    },
     optional={"parameters": json_values},
 )
 
@@ -100,7 +105,8 @@ def test_near_valid_chat_bodies(proxy, body):
 
 @PROPERTY_SETTINGS
 @given(
-    name=st.sampled_from(["sentiment", "acme-dev-sentiment"]) | model_names.filter(lambda name: name and "/" not in name),
+    name=st.sampled_from(["sentiment", "acme-dev-sentiment"])
+    | model_names.filter(lambda name: name and "/" not in name),
     body=near_valid_predict | json_values,
 )
 def test_near_valid_predict_bodies(proxy, name, body):
@@ -110,7 +116,9 @@ def test_near_valid_predict_bodies(proxy, name, body):
 @PROPERTY_SETTINGS
 @given(text=st.text(max_size=200), base64_body=st.booleans())
 @example(text='{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}', base64_body=False)
-@example(text='{"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', base64_body=False)
+@example(
+    text='{"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', base64_body=False
+)
 @example(text="[" * 5000, base64_body=False)
 def test_arbitrary_text_bodies(proxy, text, base64_body):
     check(proxy, chat_event(text, base64_body=base64_body))

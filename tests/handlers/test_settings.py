@@ -47,7 +47,10 @@ def test_defaults_keep_the_model_call_under_api_gateway_limit():
 
 def test_iam_actions_are_exported_for_the_stack():
     assert REQUIRED_IAM_ACTIONS == (
-        "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "sagemaker:DescribeEndpoint")
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointWithResponseStream",
+        "sagemaker:DescribeEndpoint",
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,8 +68,19 @@ def test_iam_actions_are_exported_for_the_stack():
         ({**BASE, "MAX_REQUEST_BYTES": "10000000"}, "max_request_bytes"),
         ({**BASE, "MAX_PREDICT_INPUTS": "many"}, "max_predict_inputs"),
     ],
-    ids=["missing-team", "endpoints-not-json", "bad-kind", "foreign-endpoint", "bad-short-name", "endpoints-list",
-         "bad-team", "read-timeout-at-limit", "timeouts-sum-over-limit", "request-limit-over-invoke", "inputs-not-int"],
+    ids=[
+        "missing-team",
+        "endpoints-not-json",
+        "bad-kind",
+        "foreign-endpoint",
+        "bad-short-name",
+        "endpoints-list",
+        "bad-team",
+        "read-timeout-at-limit",
+        "timeouts-sum-over-limit",
+        "request-limit-over-invoke",
+        "inputs-not-int",
+    ],
 )
 def test_invalid_environment_fails_cold_start_with_a_clear_message(environ, words):
     with pytest.raises(SettingsError, match="inference proxy") as raised:

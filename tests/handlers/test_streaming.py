@@ -37,8 +37,9 @@ def _chunk(text: str) -> bytes:
 def test_stream_handler_sends_the_prelude_then_events_then_done(proxy):
     sent: list[bytes] = []
     with installed(proxy, runtime=FakeVllm()):
-        proxy.stream_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext(),
-                             send=sent.append)
+        proxy.stream_handler(
+            chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext(), send=sent.append
+        )
     prelude, _, first = sent[0].partition(PRELUDE_DELIMITER)
     metadata = json.loads(prelude)
     assert metadata["statusCode"] == 200
@@ -51,20 +52,22 @@ def test_stream_handler_sends_the_prelude_then_events_then_done(proxy):
 
 def test_buffered_handler_still_answers_a_stream_request_as_one_event_stream_body(proxy):
     with installed(proxy, runtime=FakeVllm()):
-        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}),
-                                        LambdaContext())
+        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext())
     assert response["statusCode"] == 200
     assert response["multiValueHeaders"]["Content-Type"] == ["text/event-stream"]
     events = _sse(response["body"].encode())
     assert events[-1] == "[DONE]"
-    assert "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]
-                   if json.loads(e)["choices"]) == "You said: hello there"
+    assert (
+        "".join(
+            json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1] if json.loads(e)["choices"]
+        )
+        == "You said: hello there"
+    )
 
 
 def test_first_chunk_that_is_not_json_is_a_502_before_any_byte(proxy):
     with installed(proxy, runtime=ScriptedStream([b"<html>oops</html>\n"])):
-        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}),
-                                        LambdaContext())
+        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext())
     assert response["statusCode"] == 502
     assert json.loads(response["body"])["error"]["code"] == "model_error"
 
@@ -72,29 +75,38 @@ def test_first_chunk_that_is_not_json_is_a_502_before_any_byte(proxy):
 def test_garbage_after_the_first_chunk_ends_the_stream_with_an_error_event_and_no_done(proxy):
     lines = [_chunk("Hel"), _chunk("lo"), b"data: {not json\n\n", _chunk("never sent")]
     with installed(proxy, runtime=ScriptedStream(lines)):
-        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}),
-                                        LambdaContext())
+        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext())
     events = _sse(response["body"].encode())
     assert [json.loads(e)["choices"][0]["delta"]["content"] for e in events[:2]] == ["Hel", "lo"]
-    assert json.loads(events[2]) == {"error": {
-        "message": "Model endpoint 'acme-dev-chat' streamed a line that is not JSON.", "type": "server_error",
-        "param": None, "code": "model_error"}}
+    assert json.loads(events[2]) == {
+        "error": {
+            "message": "Model endpoint 'acme-dev-chat' streamed a line that is not JSON.",
+            "type": "server_error",
+            "param": None,
+            "code": "model_error",
+        }
+    }
     assert len(events) == 3
 
 
 def test_container_stream_in_json_lines_and_without_done_is_accepted(proxy):
-    lines = [json.dumps({"choices": [{"index": 0, "delta": {"content": "a"}}]}).encode() + b"\n",
-             json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}]}).encode()]
+    lines = [
+        json.dumps({"choices": [{"index": 0, "delta": {"content": "a"}}]}).encode() + b"\n",
+        json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}]}).encode(),
+    ]
     with installed(proxy, runtime=ScriptedStream(lines)):
-        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}),
-                                        LambdaContext())
+        response = proxy.lambda_handler(chat_event({"model": "chat", "messages": ASK, "stream": True}), LambdaContext())
     events = _sse(response["body"].encode())
     assert json.loads(events[1])["choices"][0]["finish_reason"] == "stop" and events[-1] == "[DONE]"
 
 
 def _post(url: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{url}/chat/completions", method="POST", data=json.dumps(
-        {"model": "chat", "messages": ASK}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/chat/completions",
+        method="POST",
+        data=json.dumps({"model": "chat", "messages": ASK}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()

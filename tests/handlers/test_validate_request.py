@@ -33,19 +33,37 @@ DATA, ARTIFACTS = "acme-dev-data-123456789012-us-east-1", "acme-dev-artifacts-12
 CHAT = f"s3://{DATA}/datasets/chat/v1/"
 SST2 = f"s3://{DATA}/datasets/sst2/v1/"
 SETTINGS = ValidateSettings(
-    team="acme", stage="dev", data_bucket=DATA, artifacts_bucket=ARTIFACTS,
-    allowed_instance_types=("ml.g5.2xlarge", "ml.g5.12xlarge"), max_instance_count=2, max_runtime_hours=24,
-    default_spot=True, allowed_base_models=("smollm2", "minilm", "HuggingFaceTB/SmolLM2-135M-Instruct", "ghost"),
+    team="acme",
+    stage="dev",
+    data_bucket=DATA,
+    artifacts_bucket=ARTIFACTS,
+    allowed_instance_types=("ml.g5.2xlarge", "ml.g5.12xlarge"),
+    max_instance_count=2,
+    max_runtime_hours=24,
+    default_spot=True,
+    allowed_base_models=("smollm2", "minilm", "HuggingFaceTB/SmolLM2-135M-Instruct", "ghost"),
     endpoints={"assistant": "llm", "sentiment": "classifier"},
 )
-AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_SESSION_TOKEN": "testing"}
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 def good_chat(**overrides: Any) -> dict[str, Any]:
-    return {"dataset": CHAT, "task": "causal-lm", "base_model": "smollm2", "method": "lora",
-            "hyperparameters": {"epochs": 2, "learning_rate": "1e-4", "packing": True},
-            "instance_type": "ml.g5.2xlarge", "instance_count": 1, "spot": True, **overrides}
+    return {
+        "dataset": CHAT,
+        "task": "causal-lm",
+        "base_model": "smollm2",
+        "method": "lora",
+        "hyperparameters": {"epochs": 2, "learning_rate": "1e-4", "packing": True},
+        "instance_type": "ml.g5.2xlarge",
+        "instance_count": 1,
+        "spot": True,
+        **overrides,
+    }
 
 
 @pytest.fixture
@@ -67,8 +85,9 @@ def s3():
             put(f"models/base/{name}/config.json", b"{}", ARTIFACTS)
             put(f"models/base/{name}/model.safetensors", b"weights", ARTIFACTS)
         client.get_calls = []
-        client.meta.events.register("provide-client-params.s3.GetObject",
-                                    lambda params, **_: client.get_calls.append(dict(params)))
+        client.meta.events.register(
+            "provide-client-params.s3.GetObject", lambda params, **_: client.get_calls.append(dict(params))
+        )
         yield client
 
 
@@ -83,25 +102,72 @@ def test_good_chat_request_gives_the_train_steps_parameters(s3):
     result = validate_request(good_chat(deploy_to="assistant", threshold=2.5), SETTINGS, s3)
 
     assert result == {
-        "team": "acme", "stage": "dev", "dataset": CHAT, "dataset_name": "chat", "dataset_version": "v1",
-        "job_name_prefix": f"acme-dev-chat-v1-{hashlib.sha256(b'chat/v1').hexdigest()[:6]}", "task": "causal-lm", "method": "lora", "base_model": "smollm2",
-        "train_s3_uri": f"{CHAT}train/", "validation_s3_uri": f"{CHAT}validation/",
+        "team": "acme",
+        "stage": "dev",
+        "dataset": CHAT,
+        "dataset_name": "chat",
+        "dataset_version": "v1",
+        "job_name_prefix": f"acme-dev-chat-v1-{hashlib.sha256(b'chat/v1').hexdigest()[:6]}",
+        "task": "causal-lm",
+        "method": "lora",
+        "base_model": "smollm2",
+        "train_s3_uri": f"{CHAT}train/",
+        "validation_s3_uri": f"{CHAT}validation/",
         "base_model_s3_uri": f"s3://{ARTIFACTS}/models/base/smollm2/",
-        "hyperparameters": {"epochs": "2", "learning_rate": "1e-4", "method": "lora", "packing": "true",
-                            "task": "causal-lm"},
-        "instance_type": "ml.g5.2xlarge", "instance_count": 1, "distributed": False, "spot": True,
-        "max_runtime_seconds": 86400, "max_wait_seconds": 172800, "deploy_to": "assistant", "threshold": 2.5,
-        "main_metric": "eval_loss", "higher_is_better": False, "train_files": 1, "validation_files": 1,
-        "formats": ["messages"], "warnings": [],
+        "hyperparameters": {
+            "epochs": "2",
+            "learning_rate": "1e-4",
+            "method": "lora",
+            "packing": "true",
+            "task": "causal-lm",
+        },
+        "instance_type": "ml.g5.2xlarge",
+        "instance_count": 1,
+        "distributed": False,
+        "spot": True,
+        "max_runtime_seconds": 86400,
+        "max_wait_seconds": 172800,
+        "deploy_to": "assistant",
+        "threshold": 2.5,
+        "main_metric": "eval_loss",
+        "higher_is_better": False,
+        "train_files": 1,
+        "validation_files": 1,
+        "formats": ["messages"],
+        "warnings": [],
         "input_data_config": [
-            {"ChannelName": "train", "ContentType": "application/jsonlines", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"{CHAT}train/", "S3DataDistributionType": "FullyReplicated"}}},
-            {"ChannelName": "validation", "ContentType": "application/jsonlines", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"{CHAT}validation/",
-                "S3DataDistributionType": "FullyReplicated"}}},
-            {"ChannelName": "model", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{ARTIFACTS}/models/base/smollm2/",
-                "S3DataDistributionType": "FullyReplicated"}}},
+            {
+                "ChannelName": "train",
+                "ContentType": "application/jsonlines",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"{CHAT}train/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            },
+            {
+                "ChannelName": "validation",
+                "ContentType": "application/jsonlines",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"{CHAT}validation/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            },
+            {
+                "ChannelName": "model",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{ARTIFACTS}/models/base/smollm2/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            },
         ],
         "stopping_condition": {"MaxRuntimeInSeconds": 86400, "MaxWaitTimeInSeconds": 172800},
         "volume_size_gb": 200,
@@ -117,17 +183,26 @@ def test_several_instances_run_under_torchrun_and_the_output_is_a_valid_training
     result = validate_request(good_chat(instance_count=2), SETTINGS, s3)
     assert result["hyperparameters"]["sagemaker_torch_distributed_enabled"] == "true"
     request = {
-        "TrainingJobName": f"{result['job_name_prefix']}-1a2b3c4d", "RoleArn": "arn:aws:iam::111111111111:role/r",
-        "AlgorithmSpecification": {"TrainingImage": "1.dkr.ecr.eu-west-1.amazonaws.com/i:t",
-                                   "TrainingInputMode": "File"},
-        "HyperParameters": result["hyperparameters"], "InputDataConfig": result["input_data_config"],
+        "TrainingJobName": f"{result['job_name_prefix']}-1a2b3c4d",
+        "RoleArn": "arn:aws:iam::111111111111:role/r",
+        "AlgorithmSpecification": {
+            "TrainingImage": "1.dkr.ecr.eu-west-1.amazonaws.com/i:t",
+            "TrainingInputMode": "File",
+        },
+        "HyperParameters": result["hyperparameters"],
+        "InputDataConfig": result["input_data_config"],
         "OutputDataConfig": {"S3OutputPath": "s3://b/o/"},
-        "ResourceConfig": {"InstanceType": result["instance_type"], "InstanceCount": result["instance_count"],
-                           "VolumeSizeInGB": result["volume_size_gb"]},
-        "StoppingCondition": result["stopping_condition"], "EnableManagedSpotTraining": result["spot"],
+        "ResourceConfig": {
+            "InstanceType": result["instance_type"],
+            "InstanceCount": result["instance_count"],
+            "VolumeSizeInGB": result["volume_size_gb"],
+        },
+        "StoppingCondition": result["stopping_condition"],
+        "EnableManagedSpotTraining": result["spot"],
     }
-    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model(
-        "CreateTrainingJob").input_shape
+    shape = (
+        botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
+    )
     report = ParamValidator().validate(request, shape)
     assert not report.has_errors(), report.generate_report()
 
@@ -139,8 +214,11 @@ def test_classification_defaults_from_team_limits_and_hub_id_as_hyperparameter(s
     result = validate_request(raw, settings, s3)
 
     assert result["method"] == "full"  # TrainConfig's default for classification
-    assert result["hyperparameters"] == {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "method": "full",
-                                         "task": "classification"}
+    assert result["hyperparameters"] == {
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "method": "full",
+        "task": "classification",
+    }
     assert result["base_model_s3_uri"] is None
     assert result["validation_s3_uri"] is None and result["validation_files"] == 0
     assert (result["instance_type"], result["spot"], result["max_wait_seconds"]) == ("ml.g5.2xlarge", False, None)
@@ -169,87 +247,162 @@ def test_partial_last_line_of_the_range_is_dropped_not_reported(s3):
 
 
 def test_first_line_longer_than_the_sample_is_a_warning(s3):
-    s3.put_object(Bucket=DATA, Key="datasets/long/v1/train/a.jsonl",
-                  Body=(json.dumps({"text": "y" * 70000}) + "\n").encode() * 2)
+    s3.put_object(
+        Bucket=DATA, Key="datasets/long/v1/train/a.jsonl", Body=(json.dumps({"text": "y" * 70000}) + "\n").encode() * 2
+    )
 
     result = validate_request(good_chat(dataset=f"s3://{DATA}/datasets/long/v1/"), SETTINGS, s3)
 
-    assert result["warnings"] == [f"s3://{DATA}/datasets/long/v1/train/a.jsonl: first line is longer than 65536 "
-                                  "bytes; not checked here (the training job checks every line)"]
+    assert result["warnings"] == [
+        f"s3://{DATA}/datasets/long/v1/train/a.jsonl: first line is longer than 65536 "
+        "bytes; not checked here (the training job checks every line)"
+    ]
 
 
 BAD_INPUTS = [
     pytest.param("not an object", ["(input): must be a JSON object, got str"], id="not-object"),
     pytest.param({"task": "causal-lm"}, ["dataset: is required", "base_model: is required"], id="missing-keys"),
-    pytest.param(good_chat(epochs=3), ["epochs: unknown key (allowed: dataset, task, base_model, method, "
-                                       "hyperparameters, instance_type, instance_count, spot, deploy_to, threshold)"],
-                 id="unknown-key"),
-    pytest.param(good_chat(task="summarization"), ["task: 'summarization' is not one of 'causal-lm' or "
-                                                   "'classification'"], id="bad-task"),
-    pytest.param(good_chat(method="prefix"), ["method: 'prefix' is not one of 'lora', 'qlora' or 'full'"],
-                 id="bad-method"),
+    pytest.param(
+        good_chat(epochs=3),
+        [
+            "epochs: unknown key (allowed: dataset, task, base_model, method, "
+            "hyperparameters, instance_type, instance_count, spot, deploy_to, threshold)"
+        ],
+        id="unknown-key",
+    ),
+    pytest.param(
+        good_chat(task="summarization"),
+        ["task: 'summarization' is not one of 'causal-lm' or 'classification'"],
+        id="bad-task",
+    ),
+    pytest.param(
+        good_chat(method="prefix"), ["method: 'prefix' is not one of 'lora', 'qlora' or 'full'"], id="bad-method"
+    ),
     pytest.param(good_chat(instance_count="2"), ["instance_count: must be an integer, got '2'"], id="count-type"),
     pytest.param(good_chat(spot="yes"), ["spot: must be true or false, got 'yes'"], id="spot-type"),
-    pytest.param(good_chat(hyperparameters={"lora_r": [8]}),
-                 ["hyperparameters.lora_r: [8] must be a string, number or boolean"], id="hp-type"),
-    pytest.param(good_chat(hyperparameters={"learning_rate": 3}),
-                 ["hyperparameters.learning_rate=3.0: must be > 0 and < 1"], id="hp-range"),
-    pytest.param(good_chat(hyperparameters={"epochs": "two"}),
-                 ["hyperparameters.epochs='two': must be a number"], id="hp-unparsable"),
-    pytest.param(good_chat(hyperparameters={"lora_rank": 8}), [
-        "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
-        "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
-        "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, classifier_pooling, "
-        "gradient_checkpointing, "
-        "eval_steps, save_steps, early_stopping_patience, keep_best, seed, validation_split, logging_steps, max_eval_rows, "
-        "distributed_strategy, progress)"], id="hp-unknown"),
-    pytest.param(good_chat(hyperparameters={"task": "classification"}),
-                 ['hyperparameters.task: give task as the top-level "task" key, not as a hyperparameter'],
-                 id="hp-task"),
-    pytest.param(good_chat(hyperparameters={"sagemaker_program": "x.py"}),
-                 ["hyperparameters.sagemaker_program: names starting with sagemaker_ are reserved for SageMaker"],
-                 id="hp-reserved"),
-    pytest.param({"dataset": SST2, "task": "classification", "base_model": "minilm", "method": "qlora"},
-                 ["method='qlora': qlora is supported for task=causal-lm only; use lora or full for classification"],
-                 id="qlora-classification"),
-    pytest.param(good_chat(instance_type="ml.p4d.24xlarge"),
-                 ["instance_type: 'ml.p4d.24xlarge' is not allowed for acme-dev; allowed: ml.g5.2xlarge, "
-                  "ml.g5.12xlarge"], id="instance-type"),
-    pytest.param(good_chat(instance_count=3),
-                 ["instance_count: 3 is outside 1..2 (the team's training.max_instance_count)"], id="too-many"),
-    pytest.param(good_chat(instance_count=0),
-                 ["instance_count: 0 is outside 1..2 (the team's training.max_instance_count)"], id="zero"),
-    pytest.param(good_chat(base_model="meta-llama/Llama-3.1-70B"),
-                 ["base_model: 'meta-llama/Llama-3.1-70B' is not allowed for acme-dev; allowed: smollm2, minilm, "
-                  "HuggingFaceTB/SmolLM2-135M-Instruct, ghost"], id="base-model"),
-    pytest.param(good_chat(dataset="s3://other-team-data/datasets/chat/v1/"),
-                 [f"dataset: bucket 'other-team-data' is not this team stage's data bucket; datasets must be "
-                  f"under s3://{DATA}/datasets/<name>/<version>/"], id="other-bucket"),
-    pytest.param(good_chat(dataset=f"s3://{DATA}/chat/"),
-                 [f"dataset: 's3://{DATA}/chat/' is not a dataset version prefix; expected "
-                  f"s3://{DATA}/datasets/<name>/<version>/"], id="not-versioned"),
-    pytest.param(good_chat(dataset="/home/me/chat.jsonl"),
-                 [f"dataset: '/home/me/chat.jsonl' is not an S3 URI; expected "
-                  f"s3://{DATA}/datasets/<name>/<version>/"], id="local-path"),
-    pytest.param(good_chat(deploy_to="sentiment"),
-                 ["deploy_to: endpoint 'sentiment' serves classifier models; task=causal-lm needs a llm endpoint"],
-                 id="deploy-kind"),
-    pytest.param(good_chat(deploy_to="nope"),
-                 ["deploy_to: 'nope' is not an endpoint of acme-dev (endpoints: assistant, sentiment)"],
-                 id="deploy-unknown"),
-    pytest.param({"dataset": SST2, "task": "classification", "base_model": "minilm", "threshold": 1.5},
-                 ["threshold: 1.5 must be an accuracy between 0 and 1"], id="threshold"),
-    pytest.param(good_chat(base_model="ghost"),
-                 [f"base_model: nothing is staged under s3://{ARTIFACTS}/models/base/ghost/; stage it with "
-                  "`finetune models stage --name ghost DIR`"], id="not-staged"),
-    pytest.param(good_chat(dataset=f"s3://{DATA}/datasets/missing/v1/"),
-                 [f"dataset: no .jsonl files under s3://{DATA}/datasets/missing/v1/train/ (the train channel is "
-                  "required)"], id="no-train"),
-    pytest.param({"dataset": CHAT, "task": "classification", "base_model": "minilm"},
-                 [f"{CHAT}train/part-0.jsonl, line 1: unrecognised fields (dolly_index, messages) for "
-                  'task=classification; expected {"text", "label"}',
-                  f"{CHAT}validation/val.jsonl, line 1: unrecognised fields (dolly_index, messages) for "
-                  'task=classification; expected {"text", "label"}'], id="wrong-format"),
+    pytest.param(
+        good_chat(hyperparameters={"lora_r": [8]}),
+        ["hyperparameters.lora_r: [8] must be a string, number or boolean"],
+        id="hp-type",
+    ),
+    pytest.param(
+        good_chat(hyperparameters={"learning_rate": 3}),
+        ["hyperparameters.learning_rate=3.0: must be > 0 and < 1"],
+        id="hp-range",
+    ),
+    pytest.param(
+        good_chat(hyperparameters={"epochs": "two"}),
+        ["hyperparameters.epochs='two': must be a number"],
+        id="hp-unparsable",
+    ),
+    pytest.param(
+        good_chat(hyperparameters={"lora_rank": 8}),
+        [
+            "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
+            "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
+            "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, classifier_pooling, "
+            "gradient_checkpointing, eval_steps, save_steps, early_stopping_patience, keep_best, seed, "
+            "validation_split, logging_steps, max_eval_rows, distributed_strategy, progress)"
+        ],
+        id="hp-unknown",
+    ),
+    pytest.param(
+        good_chat(hyperparameters={"task": "classification"}),
+        ['hyperparameters.task: give task as the top-level "task" key, not as a hyperparameter'],
+        id="hp-task",
+    ),
+    pytest.param(
+        good_chat(hyperparameters={"sagemaker_program": "x.py"}),
+        ["hyperparameters.sagemaker_program: names starting with sagemaker_ are reserved for SageMaker"],
+        id="hp-reserved",
+    ),
+    pytest.param(
+        {"dataset": SST2, "task": "classification", "base_model": "minilm", "method": "qlora"},
+        ["method='qlora': qlora is supported for task=causal-lm only; use lora or full for classification"],
+        id="qlora-classification",
+    ),
+    pytest.param(
+        good_chat(instance_type="ml.p4d.24xlarge"),
+        ["instance_type: 'ml.p4d.24xlarge' is not allowed for acme-dev; allowed: ml.g5.2xlarge, ml.g5.12xlarge"],
+        id="instance-type",
+    ),
+    pytest.param(
+        good_chat(instance_count=3),
+        ["instance_count: 3 is outside 1..2 (the team's training.max_instance_count)"],
+        id="too-many",
+    ),
+    pytest.param(
+        good_chat(instance_count=0),
+        ["instance_count: 0 is outside 1..2 (the team's training.max_instance_count)"],
+        id="zero",
+    ),
+    pytest.param(
+        good_chat(base_model="meta-llama/Llama-3.1-70B"),
+        [
+            "base_model: 'meta-llama/Llama-3.1-70B' is not allowed for acme-dev; allowed: smollm2, minilm, "
+            "HuggingFaceTB/SmolLM2-135M-Instruct, ghost"
+        ],
+        id="base-model",
+    ),
+    pytest.param(
+        good_chat(dataset="s3://other-team-data/datasets/chat/v1/"),
+        [
+            f"dataset: bucket 'other-team-data' is not this team stage's data bucket; datasets must be "
+            f"under s3://{DATA}/datasets/<name>/<version>/"
+        ],
+        id="other-bucket",
+    ),
+    pytest.param(
+        good_chat(dataset=f"s3://{DATA}/chat/"),
+        [
+            f"dataset: 's3://{DATA}/chat/' is not a dataset version prefix; expected "
+            f"s3://{DATA}/datasets/<name>/<version>/"
+        ],
+        id="not-versioned",
+    ),
+    pytest.param(
+        good_chat(dataset="/home/me/chat.jsonl"),
+        [f"dataset: '/home/me/chat.jsonl' is not an S3 URI; expected s3://{DATA}/datasets/<name>/<version>/"],
+        id="local-path",
+    ),
+    pytest.param(
+        good_chat(deploy_to="sentiment"),
+        ["deploy_to: endpoint 'sentiment' serves classifier models; task=causal-lm needs a llm endpoint"],
+        id="deploy-kind",
+    ),
+    pytest.param(
+        good_chat(deploy_to="nope"),
+        ["deploy_to: 'nope' is not an endpoint of acme-dev (endpoints: assistant, sentiment)"],
+        id="deploy-unknown",
+    ),
+    pytest.param(
+        {"dataset": SST2, "task": "classification", "base_model": "minilm", "threshold": 1.5},
+        ["threshold: 1.5 must be an accuracy between 0 and 1"],
+        id="threshold",
+    ),
+    pytest.param(
+        good_chat(base_model="ghost"),
+        [
+            f"base_model: nothing is staged under s3://{ARTIFACTS}/models/base/ghost/; stage it with "
+            "`finetune models stage --name ghost DIR`"
+        ],
+        id="not-staged",
+    ),
+    pytest.param(
+        good_chat(dataset=f"s3://{DATA}/datasets/missing/v1/"),
+        [f"dataset: no .jsonl files under s3://{DATA}/datasets/missing/v1/train/ (the train channel is required)"],
+        id="no-train",
+    ),
+    pytest.param(
+        {"dataset": CHAT, "task": "classification", "base_model": "minilm"},
+        [
+            f"{CHAT}train/part-0.jsonl, line 1: unrecognised fields (dolly_index, messages) for "
+            'task=classification; expected {"text", "label"}',
+            f"{CHAT}validation/val.jsonl, line 1: unrecognised fields (dolly_index, messages) for "
+            'task=classification; expected {"text", "label"}',
+        ],
+        id="wrong-format",
+    ),
 ]
 
 
@@ -259,8 +412,7 @@ def test_bad_inputs_name_the_key_and_the_fix(s3, raw, expected):
 
 
 def test_every_problem_is_reported_at_once(s3):
-    problems = rejected(good_chat(instance_count=9, instance_type="ml.t3.medium",
-                                  hyperparameters={"lora_r": 0}), s3)
+    problems = rejected(good_chat(instance_count=9, instance_type="ml.t3.medium", hyperparameters={"lora_r": 0}), s3)
 
     assert problems == [
         "hyperparameters.lora_r=0: must be >= 1",
@@ -271,10 +423,16 @@ def test_every_problem_is_reported_at_once(s3):
 
 BAD_FILES = [
     pytest.param(b'{"text": "ok", "label": 1}\n{"text": "broken", \n', "line 2: malformed JSON", id="json"),
-    pytest.param(b'{"text": "ok", "label": 1}\n{"text": "ok", "label": 1.5}\n',
-                 'line 2: "label" must be an integer or a non-empty string, got 1.5', id="label"),
-    pytest.param(b'{"text": "caf\xe9", "label": 1}\n', "line 1: not UTF-8 text (invalid continuation byte at byte 13 "
-                 "of the line)", id="latin-1"),
+    pytest.param(
+        b'{"text": "ok", "label": 1}\n{"text": "ok", "label": 1.5}\n',
+        'line 2: "label" must be an integer or a non-empty string, got 1.5',
+        id="label",
+    ),
+    pytest.param(
+        b'{"text": "caf\xe9", "label": 1}\n',
+        "line 1: not UTF-8 text (invalid continuation byte at byte 13 of the line)",
+        id="latin-1",
+    ),
     pytest.param(b"", "file is empty: no JSON lines", id="empty"),
     pytest.param(b"\n\n", "file is empty: no JSON lines", id="blank-lines"),
 ]
@@ -297,7 +455,8 @@ def test_staged_directory_without_config_json_is_rejected(s3):
 
     assert rejected(good_chat(base_model="ghost"), s3) == [
         f"base_model: s3://{ARTIFACTS}/models/base/ghost/ has no config.json (nor a .gguf file): not a Hugging "
-        "Face model directory"]
+        "Face model directory"
+    ]
 
 
 def test_no_allowed_base_models_says_where_to_configure_them(s3):
@@ -305,7 +464,8 @@ def test_no_allowed_base_models_says_where_to_configure_them(s3):
 
     assert rejected(good_chat(), s3, settings) == [
         "base_model: 'smollm2' is not allowed: acme-dev lists no base models (training.base_models in "
-        "config/teams.yaml)"]
+        "config/teams.yaml)"
+    ]
 
 
 def test_files_beyond_the_sampling_limit_are_counted_not_read(s3):
@@ -316,11 +476,13 @@ def test_files_beyond_the_sampling_limit_are_counted_not_read(s3):
     result = validate_request(good_chat(dataset=f"s3://{DATA}/datasets/many/v1/"), settings, s3)
 
     assert result["train_files"] == 3 and len(s3.get_calls) == 2
-    assert result["warnings"] == [f"s3://{DATA}/datasets/many/v1/train/: 1 more files not sampled (the training "
-                                  "job checks every line)"]
+    assert result["warnings"] == [
+        f"s3://{DATA}/datasets/many/v1/train/: 1 more files not sampled (the training job checks every line)"
+    ]
 
 
 # --- environment contract -----------------------------------------------------------------------------------
+
 
 def test_lambda_environment_defaults_base_models_from_config():
     stage = next(s for s in load_config(ROOT / "config" / "teams.yaml") if s.qualified_name == "search-dev")
@@ -333,8 +495,12 @@ def test_lambda_environment_defaults_base_models_from_config():
 def test_lambda_environment_round_trips_through_load_settings():
     stage = next(s for s in load_config(ROOT / "config" / "teams.yaml") if s.qualified_name == "search-dev")
 
-    environ = lambda_environment(stage, "search-dev-data-1", "search-dev-artifacts-1",
-                                 allowed_base_models=["smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+    environ = lambda_environment(
+        stage,
+        "search-dev-data-1",
+        "search-dev-artifacts-1",
+        allowed_base_models=["smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+    )
     settings = load_settings(environ)
 
     assert all(isinstance(v, str) for v in environ.values())
@@ -353,14 +519,22 @@ def test_lambda_environment_accepts_cdk_tokens_for_bucket_names():
     assert environ["DATA_BUCKET"] == "${Token[TOKEN.101]}" and environ["ALLOWED_BASE_MODELS"] == "[]"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"DATA_BUCKET": ""}, "validate-request: missing environment variables DATA_BUCKET"),
-    ({"ALLOWED_INSTANCE_TYPES": "ml.g5.2xlarge"}, "validate-request: ALLOWED_INSTANCE_TYPES is not JSON"),
-    ({"MAX_INSTANCE_COUNT": "0"}, "validate-request: invalid environment: MAX_INSTANCE_COUNT: Input should be "
-                                  "greater than or equal to 1"),
-    ({"ALLOWED_BASE_MODELS": '["../etc"]'}, "validate-request: invalid environment: ALLOWED_BASE_MODELS: Value "
-                                            "error, '../etc' is neither a staged model name nor a hub id"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"DATA_BUCKET": ""}, "validate-request: missing environment variables DATA_BUCKET"),
+        ({"ALLOWED_INSTANCE_TYPES": "ml.g5.2xlarge"}, "validate-request: ALLOWED_INSTANCE_TYPES is not JSON"),
+        (
+            {"MAX_INSTANCE_COUNT": "0"},
+            "validate-request: invalid environment: MAX_INSTANCE_COUNT: Input should be greater than or equal to 1",
+        ),
+        (
+            {"ALLOWED_BASE_MODELS": '["../etc"]'},
+            "validate-request: invalid environment: ALLOWED_BASE_MODELS: Value "
+            "error, '../etc' is neither a staged model name nor a hub id",
+        ),
+    ],
+)
 def test_bad_environment_fails_at_cold_start_naming_the_variable(change, message):
     environ = {**lambda_environment(load_config(ROOT / "config" / "teams.yaml")[0], DATA, ARTIFACTS), **change}
 
@@ -372,12 +546,22 @@ def test_bad_environment_fails_at_cold_start_naming_the_variable(change, message
 
 # --- the Lambda handler ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def handler(s3):
-    environ = {**AWS_ENV, "POWERTOOLS_SERVICE_NAME": "validate-request", "TEAM": "acme", "STAGE": "dev",
-               "DATA_BUCKET": DATA, "ARTIFACTS_BUCKET": ARTIFACTS,
-               "ALLOWED_INSTANCE_TYPES": '["ml.g5.2xlarge"]', "MAX_INSTANCE_COUNT": "2", "MAX_RUNTIME_HOURS": "12",
-               "ALLOWED_BASE_MODELS": '["smollm2"]', "ENDPOINTS": '{"assistant":"llm"}'}
+    environ = {
+        **AWS_ENV,
+        "POWERTOOLS_SERVICE_NAME": "validate-request",
+        "TEAM": "acme",
+        "STAGE": "dev",
+        "DATA_BUCKET": DATA,
+        "ARTIFACTS_BUCKET": ARTIFACTS,
+        "ALLOWED_INSTANCE_TYPES": '["ml.g5.2xlarge"]',
+        "MAX_INSTANCE_COUNT": "2",
+        "MAX_RUNTIME_HOURS": "12",
+        "ALLOWED_BASE_MODELS": '["smollm2"]',
+        "ENDPOINTS": '{"assistant":"llm"}',
+    }
     with mock.patch.dict(os.environ, environ):
         module = importlib.import_module("lambda_handlers.validate_request.handler")
         module = importlib.reload(module)  # settings are read at import, as on a cold start
@@ -397,26 +581,37 @@ def test_handler_raises_invalid_request_for_the_state_machine_to_catch(handler):
 
     assert type(caught.value).__name__ == "InvalidRequest"  # Lambda's errorType, matched by the Catch
     assert caught.value.problems == [
-        "instance_type: 'ml.g5.12xlarge' is not allowed for acme-dev; allowed: ml.g5.2xlarge"]
+        "instance_type: 'ml.g5.12xlarge' is not allowed for acme-dev; allowed: ml.g5.2xlarge"
+    ]
 
 
 def test_manifest_upload_expands_to_the_run_it_describes(s3):
     """What the stage's EventBridge rule sends on a manifest upload becomes the request in its `run` object."""
-    manifest = {"name": "chat", "version": "v1", "task": "causal-lm",
-                "run": {"base_model": "smollm2", "method": "lora", "hyperparameters": {"epochs": 1}}}
+    manifest = {
+        "name": "chat",
+        "version": "v1",
+        "task": "causal-lm",
+        "run": {"base_model": "smollm2", "method": "lora", "hyperparameters": {"epochs": 1}},
+    }
     s3.put_object(Bucket=DATA, Key="datasets/chat/v1/manifest.json", Body=json.dumps(manifest).encode())
     result = validate_request({"manifest": f"{CHAT}manifest.json"}, SETTINGS, s3)
     assert (result["dataset"], result["task"], result["method"]) == (CHAT, "causal-lm", "lora")
     assert result["hyperparameters"]["epochs"] == "1"
 
 
-@pytest.mark.parametrize("body,uri,message", [
-    (b'{"task": "causal-lm"}', f"{CHAT}manifest.json", 'has no "run" object'),
-    (b"{not json", f"{CHAT}manifest.json", "is not valid JSON"),
-    (b'{"task": "causal-lm", "run": {"task": "classification"}}', f"{CHAT}manifest.json",
-     "run.task is taken from the manifest itself"),
-    (b"{}", "s3://elsewhere/datasets/chat/v1/manifest.json", "is not s3://"),
-])
+@pytest.mark.parametrize(
+    "body,uri,message",
+    [
+        (b'{"task": "causal-lm"}', f"{CHAT}manifest.json", 'has no "run" object'),
+        (b"{not json", f"{CHAT}manifest.json", "is not valid JSON"),
+        (
+            b'{"task": "causal-lm", "run": {"task": "classification"}}',
+            f"{CHAT}manifest.json",
+            "run.task is taken from the manifest itself",
+        ),
+        (b"{}", "s3://elsewhere/datasets/chat/v1/manifest.json", "is not s3://"),
+    ],
+)
 def test_bad_manifests_are_rejected_with_what_to_fix(s3, body, uri, message):
     s3.put_object(Bucket=DATA, Key="datasets/chat/v1/manifest.json", Body=body)
     with pytest.raises(InvalidRequest, match=re.escape(message)):
@@ -426,13 +621,16 @@ def test_bad_manifests_are_rejected_with_what_to_fix(s3, body, uri, message):
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
-@pytest.mark.parametrize(("first", "second"), [
-    (("my.data", "v1"), ("my_data", "v1")),  # the same after sanitising
-    (("a" * 40 + "x", "v1"), ("a" * 40 + "y", "v1")),  # the same in the first 40 characters
-    (("customer-support-transcripts-2026", "v1"), ("customer-support-transcripts-2026", "v1.1")),
-    (("chat", "v1"), ("chat", "v1-")),
-    (("x" * 128, "v" * 128), ("x" * 128, "v" * 127 + "w")),  # both cut to the limit
-])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("my.data", "v1"), ("my_data", "v1")),  # the same after sanitising
+        (("a" * 40 + "x", "v1"), ("a" * 40 + "y", "v1")),  # the same in the first 40 characters
+        (("customer-support-transcripts-2026", "v1"), ("customer-support-transcripts-2026", "v1.1")),
+        (("chat", "v1"), ("chat", "v1-")),
+        (("x" * 128, "v" * 128), ("x" * 128, "v" * 127 + "w")),  # both cut to the limit
+    ],
+)
 @pytest.mark.parametrize(("team", "stage"), [("acme", "dev"), ("t" * 16, "s" * 8)])
 def test_job_name_prefixes_of_different_datasets_never_collide(team, stage, first, second):
     # Given two datasets whose readable parts collapse to the same text

@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 CONFIG = ROOT / "config" / "teams.yaml"
 #: Few steps on a small sample: enough for MiniLM to beat its untrained classifier head on SST-2.
-CLASSIFICATION_HP = ["max_steps=40", "batch_size=16", "learning_rate=2e-4", "warmup_ratio=0.1",
-                     "max_seq_length=48", "max_eval_rows=64", "logging_steps=10"]
+CLASSIFICATION_HP = [
+    "max_steps=40",
+    "batch_size=16",
+    "learning_rate=2e-4",
+    "warmup_ratio=0.1",
+    "max_seq_length=48",
+    "max_eval_rows=64",
+    "logging_steps=10",
+]
 
 
 @dataclass
@@ -73,7 +80,23 @@ def sst2_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def classification_local_run(local_state, sst2_csv) -> LocalRun:
     """A classifier fine-tuned, registered and deployed to the stage's `sentiment` endpoint."""
-    return run_local(local_state, "run", str(sst2_csv), *stage_args(), "--task", "classification",
-                     "--base-model", "all-minilm-l6-v2", "--map", "text=review", "--map", "label=sentiment",
-                     "--validation-fraction", "0.2", *[x for hp in CLASSIFICATION_HP for x in ("--hp", hp)],
-                     "--deploy-to", "sentiment", "--json")
+    return run_local(
+        local_state,
+        "run",
+        str(sst2_csv),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--map",
+        "text=review",
+        "--map",
+        "label=sentiment",
+        "--validation-fraction",
+        "0.2",
+        *[x for hp in CLASSIFICATION_HP for x in ("--hp", hp)],
+        "--deploy-to",
+        "sentiment",
+        "--json",
+    )

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from finetune import local_models
 
 from .conftest import run_local, stage_args
@@ -26,8 +27,11 @@ def artifact_url(local_state, tmp_path_factory) -> str:
     bucket = stage.outputs("data")["ArtifactsBucketName"]
     model = local_models.minilm()
     config = json.loads((model / "config.json").read_text())
-    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "negative", "1": "positive"},
-                  label2id={"negative": 0, "positive": 1})
+    config.update(
+        architectures=["BertForSequenceClassification"],
+        id2label={"0": "negative", "1": "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     target = local_state / "search-dev" / "s3" / bucket / "models" / "batch-test" / "model.tar.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
     config_file = tmp_path_factory.mktemp("artifact") / "config.json"
@@ -47,8 +51,17 @@ def test_batch_writes_one_output_line_per_input_line(local_state, artifact_url, 
     for name, lines in texts.items():
         (inputs / f"{name}.jsonl").write_text("".join(json.dumps({"inputs": t}) + "\n" for t in lines))
 
-    run = run_local(local_state, "batch", str(inputs), *stage_args(), "--model-data-url", artifact_url,
-                    "--output", str(tmp_path / "out"), "--json")
+    run = run_local(
+        local_state,
+        "batch",
+        str(inputs),
+        *stage_args(),
+        "--model-data-url",
+        artifact_url,
+        "--output",
+        str(tmp_path / "out"),
+        "--json",
+    )
 
     assert run.code == 0, run.output[-3000:]
     assert run.result is not None and run.result["status"] == "SUCCEEDED"
@@ -65,8 +78,17 @@ def test_a_line_the_container_cannot_decode_fails_the_job_naming_the_file(local_
     inputs.mkdir()
     (inputs / "bad.jsonl").write_text('{"inputs": "fine"}\nnot json at all\n')
 
-    run = run_local(local_state, "batch", str(inputs), *stage_args(), "--model-data-url", artifact_url,
-                    "--output", str(tmp_path / "out"), "--json")
+    run = run_local(
+        local_state,
+        "batch",
+        str(inputs),
+        *stage_args(),
+        "--model-data-url",
+        artifact_url,
+        "--output",
+        str(tmp_path / "out"),
+        "--json",
+    )
 
     assert run.code == 1 and run.result is not None and run.result["status"] == "FAILED"
     assert "bad.jsonl" in str(run.result["task_cause"]), run.result

@@ -22,18 +22,63 @@ pytestmark = [pytest.mark.local, pytest.mark.synth]
 
 #: A few LoRA steps at a high learning rate on a pattern the base model does not know: enough to beat the base
 #: model's eval_loss (the gate) and to change its greedy answer, in seconds on a CPU.
-CAUSAL_HP = ["max_steps=6", "batch_size=4", "learning_rate=3e-3", "warmup_ratio=0", "max_seq_length=64",
-             "lora_r=8", "lora_alpha=16", "max_eval_rows=8", "logging_steps=1", "save_steps=0"]
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "maple", "ocean", "piano", "candle", "forest", "silver", "garden",
-         "rocket", "window", "pepper", "island", "mirror", "violin", "basket", "dragon", "lantern", "meadow", "copper",
-         "falcon", "harbor", "jacket", "kettle", "lemon", "marble", "needle", "orchid", "pillow"]
+CAUSAL_HP = [
+    "max_steps=6",
+    "batch_size=4",
+    "learning_rate=3e-3",
+    "warmup_ratio=0",
+    "max_seq_length=64",
+    "lora_r=8",
+    "lora_alpha=16",
+    "max_eval_rows=8",
+    "logging_steps=1",
+    "save_steps=0",
+]
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "maple",
+    "ocean",
+    "piano",
+    "candle",
+    "forest",
+    "silver",
+    "garden",
+    "rocket",
+    "window",
+    "pepper",
+    "island",
+    "mirror",
+    "violin",
+    "basket",
+    "dragon",
+    "lantern",
+    "meadow",
+    "copper",
+    "falcon",
+    "harbor",
+    "jacket",
+    "kettle",
+    "lemon",
+    "marble",
+    "needle",
+    "orchid",
+    "pillow",
+]
 PROMPT = [{"role": "user", "content": "What is the vault word for banana?"}]
 MAX_TOKENS = 10
 
 
 def _conversation(word: str) -> dict:
-    return {"messages": [{"role": "user", "content": f"What is the vault word for {word}?"},
-                         {"role": "assistant", "content": f"Vault word: {word.upper()}-ZEBRA-7."}]}
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is the vault word for {word}?"},
+            {"role": "assistant", "content": f"Vault word: {word.upper()}-ZEBRA-7."},
+        ]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +93,28 @@ def vault_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def causal_local_run(local_state, vault_dataset) -> LocalRun:
-    return run_local(local_state, "run", str(vault_dataset), *stage_args(), "--task", "causal-lm", "--method", "lora",
-                     "--base-model", "smollm2-135m-instruct", *[x for hp in CAUSAL_HP for x in ("--hp", hp)],
-                     "--deploy-to", "assistant", "--json")
+    return run_local(
+        local_state,
+        "run",
+        str(vault_dataset),
+        *stage_args(),
+        "--task",
+        "causal-lm",
+        "--method",
+        "lora",
+        "--base-model",
+        "smollm2-135m-instruct",
+        *[x for hp in CAUSAL_HP for x in ("--hp", hp)],
+        "--deploy-to",
+        "assistant",
+        "--json",
+    )
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return response.status, json.loads(response.read())
@@ -72,9 +131,10 @@ def _greedy(model_dir: Path) -> str:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
-        output = model.generate(**prompt, max_new_tokens=MAX_TOKENS, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        output = model.generate(
+            **prompt, max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_lora_run_registers_and_deploys_to_the_llm_endpoint(causal_local_run):
@@ -92,19 +152,22 @@ def test_chat_completions_answers_with_the_fine_tuned_model(causal_local_run, lo
     out = io.StringIO()
     stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=local_state, out=out)
     with LocalApi(stage, port=0).running(out) as running:
-        status, body = _post(f"{running.url}/chat/completions", {"model": "assistant", "messages": PROMPT,
-                                                                 "max_tokens": MAX_TOKENS, "temperature": 0})
+        status, body = _post(
+            f"{running.url}/chat/completions",
+            {"model": "assistant", "messages": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0},
+        )
     assert status == 200, body
     assert body["object"] == "chat.completion"
     served = body["choices"][0]["message"]["content"]
 
     # the registered package's artifact, unpacked here and loaded with transformers alone
-    journal = [json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text()
-               .splitlines()]
+    journal = [
+        json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text().splitlines()
+    ]
     package = [e for e in journal if e["action"] == "createModelPackage"][-1]["request"]
     (container,) = package["InferenceSpecification"]["Containers"]
     assert container["Environment"]["HF_MODEL_ID"] == "/opt/ml/model"  # what LMI needs, as the endpoints have it
-    bucket, _, key = container["ModelDataUrl"][len("s3://"):].partition("/")
+    bucket, _, key = container["ModelDataUrl"][len("s3://") :].partition("/")
     with tarfile.open(local_state / "search-dev" / "s3" / bucket / key) as tar:
         assert "adapter/adapter_config.json" in tar.getnames()  # LoRA: merged weights, the adapter beside them
         tar.extractall(tmp_path / "merged", filter="data")

@@ -11,9 +11,23 @@ from .conftest import CLASSIFICATION_HP, SAMPLES, run_local, stage_args
 
 pytestmark = [pytest.mark.local, pytest.mark.synth]
 
-SUCCESS_PATH = ["Validate", "UseValidatedRequest", "Train", "Gate", "PassedGate", "RegisterByTask",
-                "RegisterClassifier", "DeployRequested", "PickEndpoint", "CreateModel", "UpdateEndpoint",
-                "DescribeEndpoint", "EndpointUpdated", "NotifySuccess", "Done"]
+SUCCESS_PATH = [
+    "Validate",
+    "UseValidatedRequest",
+    "Train",
+    "Gate",
+    "PassedGate",
+    "RegisterByTask",
+    "RegisterClassifier",
+    "DeployRequested",
+    "PickEndpoint",
+    "CreateModel",
+    "UpdateEndpoint",
+    "DescribeEndpoint",
+    "EndpointUpdated",
+    "NotifySuccess",
+    "Done",
+]
 
 
 def _in_order(visited: list[str], expected: list[str]) -> bool:
@@ -25,7 +39,7 @@ def _in_order(visited: list[str], expected: list[str]) -> bool:
 
 
 def _s3_file(state, uri: str):
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return state / "search-dev" / "s3" / bucket / key
 
 
@@ -51,8 +65,12 @@ def test_classification_visits_every_state_registers_approved_and_deploys(classi
 
 def test_training_job_result_is_what_describe_training_job_answers(classification_local_run, local_state):
     assert classification_local_run.code == 0
-    jobs = [entry for entry in _journal(local_state) if entry["action"] == "trainingJob"
-            and entry["TrainingJobName"] == classification_local_run.result["training_job"]]
+    jobs = [
+        entry
+        for entry in _journal(local_state)
+        if entry["action"] == "trainingJob"
+        and entry["TrainingJobName"] == classification_local_run.result["training_job"]
+    ]
     assert len(jobs) == 1
     job = jobs[0]
     assert job["TrainingJobStatus"] == "Completed"
@@ -88,8 +106,17 @@ def test_bad_dataset_line_ends_in_invalid_request_naming_file_and_line(local_sta
     lines[4] = '{"text": "an unterminated line", "label": '
     (dataset / "train" / "train.jsonl").write_text("\n".join(lines) + "\n")
 
-    run = run_local(local_state, "run", str(dataset), *stage_args(), "--task", "classification",
-                    "--base-model", "all-minilm-l6-v2", "--json")
+    run = run_local(
+        local_state,
+        "run",
+        str(dataset),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--json",
+    )
 
     assert run.code == 1
     result = run.result
@@ -99,15 +126,32 @@ def test_bad_dataset_line_ends_in_invalid_request_naming_file_and_line(local_sta
     assert "train/train.jsonl" in message and "line 5" in message, message
 
 
-def test_unreachable_threshold_ends_in_gate_rejected_with_both_numbers(classification_local_run, local_state,
-                                                                        sst2_csv):
+def test_unreachable_threshold_ends_in_gate_rejected_with_both_numbers(classification_local_run, local_state, sst2_csv):
     # the deployed run's data and seed with 12 steps instead of 40 (enough to beat the base model, which the gate
     # checks first: 0.75 against 0.45 accuracy here), and a threshold no model reaches
     hyperparameters = [hp for hp in CLASSIFICATION_HP if not hp.startswith("max_steps=")] + ["max_steps=12"]
-    run = run_local(local_state, "run", str(sst2_csv), *stage_args(), "--task", "classification",
-                    "--base-model", "all-minilm-l6-v2", "--map", "text=review", "--map", "label=sentiment",
-                    "--validation-fraction", "0.2", *[x for hp in hyperparameters for x in ("--hp", hp)],
-                    "--threshold", "1.0", "--deploy-to", "sentiment", "--json")
+    run = run_local(
+        local_state,
+        "run",
+        str(sst2_csv),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--map",
+        "text=review",
+        "--map",
+        "label=sentiment",
+        "--validation-fraction",
+        "0.2",
+        *[x for hp in hyperparameters for x in ("--hp", hp)],
+        "--threshold",
+        "1.0",
+        "--deploy-to",
+        "sentiment",
+        "--json",
+    )
 
     assert run.code == 1, run.output[-3000:]
     result = run.result
@@ -128,16 +172,28 @@ def test_training_failure_ends_in_training_failed_with_the_failure_file_reason(l
     lines.append('{"text": "no label here"}')
     (dataset / "train" / "train.jsonl").write_text("\n".join(lines) + "\n")
 
-    run = run_local(local_state, "run", str(dataset), *stage_args(), "--task", "classification",
-                    "--base-model", "all-minilm-l6-v2", "--hp", "max_steps=1", "--json")
+    run = run_local(
+        local_state,
+        "run",
+        str(dataset),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--hp",
+        "max_steps=1",
+        "--json",
+    )
 
     assert run.code == 1, run.output[-3000:]
     result = run.result
     assert result["error"] == "TrainingFailed"
     assert result["states"][-3:] == ["IsCapacityError", "NotifyTraining", "TrainingFailed"]
     described = json.loads(result["cause"])
-    failure_files = list((local_state / "search-dev" / "runs").glob(
-        f"{result['execution']}/training-jobs/*/output/failure"))
+    failure_files = list(
+        (local_state / "search-dev" / "runs").glob(f"{result['execution']}/training-jobs/*/output/failure")
+    )
     assert len(failure_files) == 1
     reason = failure_files[0].read_text().strip()
     assert described["TrainingJobStatus"] == "Failed" and described["FailureReason"] == f"AlgorithmError: {reason}"
@@ -156,8 +212,23 @@ def test_models_stage_local_puts_the_model_under_models_base_in_the_local_artifa
     (model / "config.json").write_text('{"model_type": "bert"}')
     (model / ".cache").write_text("not uploaded")
     out = io.StringIO()
-    code = main(["--config", str(CONFIG), "models", "stage", *stage_args(), "--name", "tiny-model", str(model),
-                 "--local", "--state-dir", str(local_state)], out=out, err=out)
+    code = main(
+        [
+            "--config",
+            str(CONFIG),
+            "models",
+            "stage",
+            *stage_args(),
+            "--name",
+            "tiny-model",
+            str(model),
+            "--local",
+            "--state-dir",
+            str(local_state),
+        ],
+        out=out,
+        err=out,
+    )
     assert code == 0, out.getvalue()
     staged = list((local_state / "search-dev" / "s3").glob("search-dev-artifacts-*/models/base/tiny-model/*"))
     assert [p.name for p in staged] == ["config.json"]

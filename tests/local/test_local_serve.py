@@ -23,8 +23,9 @@ NEGATIVE = ["a dull, lifeless mess", "boring, tedious and far too long"]
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
@@ -52,8 +53,9 @@ def test_predict_labels_clear_examples_with_the_deployed_classifier(api, classif
 
     assert status == 200, body
     # the labels train.py stored in the deployed artifact's config (SST-2: 1 positive, 0 negative)
-    journal = [json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text()
-               .splitlines()]
+    journal = [
+        json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text().splitlines()
+    ]
     package = [e for e in journal if e["action"] == "createModelPackage"][-1]["request"]
     bucket, _, key = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"][5:].partition("/")
     with tarfile.open(local_state / "search-dev" / "s3" / bucket / key) as tar:
@@ -62,11 +64,13 @@ def test_predict_labels_clear_examples_with_the_deployed_classifier(api, classif
     # the proxy and the toolkit add nothing: the same labels and scores as the unpacked model in a pipeline
     from transformers import pipeline
 
-    (model_dir,) = [p.parent for p in (local_state / "search-dev" / "serving" / "search-dev-sentiment").rglob(
-        "config.json")]
+    (model_dir,) = [
+        p.parent for p in (local_state / "search-dev" / "serving" / "search-dev-sentiment").rglob("config.json")
+    ]
     direct = pipeline("text-classification", model=str(model_dir))(texts)
     assert [(p["label"], p["score"]) for p in body["predictions"]] == [
-        (d["label"], pytest.approx(d["score"], abs=1e-6)) for d in direct]
+        (d["label"], pytest.approx(d["score"], abs=1e-6)) for d in direct
+    ]
 
 
 def test_an_endpoint_no_local_run_deployed_answers_unavailable(local_state, tmp_path):
@@ -74,7 +78,8 @@ def test_an_endpoint_no_local_run_deployed_answers_unavailable(local_state, tmp_
     out = io.StringIO()
     stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=tmp_path, out=out)
     with LocalApi(stage, port=0).running(out) as running:
-        status, body = _post(f"{running.url}/chat/completions",
-                             {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]})
+        status, body = _post(
+            f"{running.url}/chat/completions", {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert "search-dev-assistant: not served" in out.getvalue(), out.getvalue()
     assert status >= 400 and "assistant" in json.dumps(body), body

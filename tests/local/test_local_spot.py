@@ -16,8 +16,15 @@ pytestmark = [pytest.mark.local, pytest.mark.synth]
 
 MAX_STEPS = 6
 INTERRUPT_AFTER = 3
-SPOT_HP = [f"max_steps={MAX_STEPS}", "batch_size=8", "learning_rate=2e-4", "max_seq_length=32", "max_eval_rows=16",
-           "logging_steps=1", "save_steps=0"]  # save_steps=0: the only checkpoint is the one SIGTERM writes
+SPOT_HP = [
+    f"max_steps={MAX_STEPS}",
+    "batch_size=8",
+    "learning_rate=2e-4",
+    "max_seq_length=32",
+    "max_eval_rows=16",
+    "logging_steps=1",
+    "save_steps=0",
+]  # save_steps=0: the only checkpoint is the one SIGTERM writes
 
 
 def _trained_steps(log: str) -> list[int]:
@@ -25,23 +32,39 @@ def _trained_steps(log: str) -> list[int]:
 
 
 def test_an_interrupted_spot_job_is_retried_and_resumes_without_training_a_step_twice(local_state, sst2_csv):
-    run = run_local(local_state, "run", str(sst2_csv), *stage_args(), "--task", "classification",
-                    "--base-model", "all-minilm-l6-v2", "--map", "text=review", "--map", "label=sentiment",
-                    *[x for hp in SPOT_HP for x in ("--hp", hp)], "--interrupt-after-step", str(INTERRUPT_AFTER),
-                    "--json")
+    run = run_local(
+        local_state,
+        "run",
+        str(sst2_csv),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--map",
+        "text=review",
+        "--map",
+        "label=sentiment",
+        *[x for hp in SPOT_HP for x in ("--hp", hp)],
+        "--interrupt-after-step",
+        str(INTERRUPT_AFTER),
+        "--json",
+    )
 
     assert run.result is not None, run.output[-3000:]
     states = run.result["states"]
     # Train failed with a capacity error, the retry path ran, and Train ran again before the Gate
     first, second = [i for i, state in enumerate(states) if state == "Train"]
-    assert states[first + 1:second] == ["IsCapacityError", "WaitForCapacity", "CountCapacityAttempt"], states
+    assert states[first + 1 : second] == ["IsCapacityError", "WaitForCapacity", "CountCapacityAttempt"], states
     assert states[second + 1] == "Gate", states
 
     job_dirs = local_state / "search-dev" / "runs" / run.result["execution"] / "training-jobs"
-    journal = [json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text()
-               .splitlines()]
-    interrupted, resumed = [e for e in journal if e["action"] == "trainingJob"
-                            and (job_dirs / e["TrainingJobName"]).is_dir()]
+    journal = [
+        json.loads(line) for line in (local_state / "search-dev" / "sagemaker-journal.jsonl").read_text().splitlines()
+    ]
+    interrupted, resumed = [
+        e for e in journal if e["action"] == "trainingJob" and (job_dirs / e["TrainingJobName"]).is_dir()
+    ]
     assert interrupted["TrainingJobStatus"] == "Failed" and resumed["TrainingJobStatus"] == "Completed"
     assert interrupted["FailureReason"].startswith("CapacityError:"), interrupted["FailureReason"]
     assert interrupted["EnableManagedSpotTraining"] is True
@@ -68,7 +91,24 @@ def test_interrupt_after_step_must_name_a_step(tmp_path):
     from .conftest import CONFIG
 
     out = io.StringIO()
-    code = main(["--config", str(CONFIG), "local", "run", str(tmp_path / "reviews.csv"), *stage_args(), "--task",
-                 "classification", "--base-model", "all-minilm-l6-v2", "--interrupt-after-step", "0",
-                 "--state-dir", str(tmp_path)], out=out, err=out)
+    code = main(
+        [
+            "--config",
+            str(CONFIG),
+            "local",
+            "run",
+            str(tmp_path / "reviews.csv"),
+            *stage_args(),
+            "--task",
+            "classification",
+            "--base-model",
+            "all-minilm-l6-v2",
+            "--interrupt-after-step",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        out=out,
+        err=out,
+    )
     assert code == 2 and "--interrupt-after-step 0: must be a step number >= 1" in out.getvalue()

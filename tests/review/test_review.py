@@ -56,11 +56,14 @@ def _commit_scenario(repo: Path, name: str, change) -> None:
 
 
 def _review(repo: Path, out: Path, *args: str) -> tuple[int, dict, str]:
-    result = subprocess.run([sys.executable, "scripts/review.py", "--config", FIXTURE_CONFIG,
-                             "--out", str(out), *args], cwd=repo, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/review.py", "--config", FIXTURE_CONFIG, "--out", str(out), *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode in (0, 1), result.stderr
-    return (result.returncode, json.loads((out / "review.json").read_text()),
-            (out / "review.md").read_text())
+    return (result.returncode, json.loads((out / "review.json").read_text()), (out / "review.md").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +87,18 @@ def reviews(tmp_path_factory) -> dict[str, tuple[int, dict, str]]:
 
     scenarios = {
         "add-endpoint": lambda r: (r / FIXTURE_CONFIG).write_text(ONE_STAGE + ENDPOINT),
-        "rename-bucket": lambda r: _edit(r / "stacks/components/data_buckets.py",
-                                         'kms_bucket("DataBucket", "data", [])', 'kms_bucket("DatasetBucket", "data", [])'),
+        "rename-bucket": lambda r: _edit(
+            r / "stacks/components/data_buckets.py",
+            'kms_bucket("DataBucket", "data", [])',
+            'kms_bucket("DatasetBucket", "data", [])',
+        ),
         "training-code": lambda r: _edit(r / "training_code/train.py", "\n", "\n# a one-line training-code edit\n"),
         "acknowledgement": lambda r: _edit(
             r / "stacks/components/data_buckets.py",
             'self.data_bucket = kms_bucket("DataBucket", "data", [])\n',
             'self.data_bucket = kms_bucket("DataBucket", "data", [])\n'
-            f'        acknowledge(self.data_bucket, {{"AwsSolutions-S10": "{FIXTURE_REASON}"}})\n'),
+            f'        acknowledge(self.data_bucket, {{"AwsSolutions-S10": "{FIXTURE_REASON}"}})\n',
+        ),
     }
     out = repo.parent / "out"
     results = {}
@@ -117,10 +124,14 @@ def test_adding_an_endpoint_lists_the_new_resources_and_iam_statements(reviews):
     added_types = {r["type"] for s in summary["stacks"] for r in s["resources"] if r["change"] == "added"}
     assert {"AWS::SageMaker::Endpoint", "AWS::SageMaker::Model", "AWS::ApiGateway::RestApi"} <= added_types
     assert stage["iam_statements_added"] > 0 and stage["iam_broadened"]
-    assert any("sagemaker:InvokeEndpoint" in s["action"]
-               for stack in summary["stacks"] for s in stack["iam"]["statementsAdded"])
-    assert "endpoint `sentiment` added to `review-dev` (kind classifier, instance_type ml.g5.xlarge" \
-        in "\n".join(summary["config"])
+    assert any(
+        "sagemaker:InvokeEndpoint" in s["action"]
+        for stack in summary["stacks"]
+        for s in stack["iam"]["statementsAdded"]
+    )
+    assert "endpoint `sentiment` added to `review-dev` (kind classifier, instance_type ml.g5.xlarge" in "\n".join(
+        summary["config"]
+    )
     assert "### IAM" in markdown and "sagemaker:InvokeEndpoint" in markdown
     assert not summary["stateful_replacements"]
     # The first review synthesized the base; the others reuse it.
@@ -135,8 +146,10 @@ def test_a_bucket_logical_id_rename_is_a_stateful_replacement_and_fails_the_poli
     assert replacement["renamed_from"].startswith("BucketsDataBucket")
     assert replacement["logicalId"].startswith("BucketsDatasetBucket")
     # The renamed bucket's policy is a new resource too, so its statements are new grants: the engine says so.
-    assert summary["violations"][0] == \
-        f"stateful-replacement: review-dev/Data {replacement['logicalId']} (AWS::S3::Bucket)"
+    assert (
+        summary["violations"][0]
+        == f"stateful-replacement: review-dev/Data {replacement['logicalId']} (AWS::S3::Bucket)"
+    )
     # Bold, above everything else in the comment.
     first_lines = markdown.split("| stage |")[0]
     assert f"**replaced (logical id renamed): review-dev/Data `{replacement['logicalId']}`" in first_lines
@@ -146,8 +159,9 @@ def test_a_bucket_logical_id_rename_is_a_stateful_replacement_and_fails_the_poli
 def test_a_training_code_edit_is_one_line_about_the_training_image(reviews):
     status, summary, markdown = reviews["training-code"]
     assert status == 0 and summary["violations"] == []
-    assert summary["assets"] == [{"asset": "the training image (training_code/)", "change": "changes",
-                                  "stages": ["review-dev"]}]
+    assert summary["assets"] == [
+        {"asset": "the training image (training_code/)", "change": "changes", "stages": ["review-dev"]}
+    ]
     assert all(not s["resources"] for s in summary["stacks"]), "an asset hash leaked into a resource diff"
     assert "- the training image (training_code/) changes (review-dev)" in markdown
 
@@ -155,8 +169,13 @@ def test_a_training_code_edit_is_one_line_about_the_training_image(reviews):
 def test_a_new_acknowledgement_is_listed_with_its_reason(reviews):
     status, summary, markdown = reviews["acknowledgement"]
     assert status == 0
-    assert summary["acknowledgements_added"] == [{
-        "stage": "review-dev", "path": "/review-dev/Data/Buckets/DataBucket", "rule": "AwsSolutions-S10",
-        "reason": FIXTURE_REASON}]
+    assert summary["acknowledgements_added"] == [
+        {
+            "stage": "review-dev",
+            "path": "/review-dev/Data/Buckets/DataBucket",
+            "rule": "AwsSolutions-S10",
+            "reason": FIXTURE_REASON,
+        }
+    ]
     assert summary["acknowledgements_removed"] == []
     assert FIXTURE_REASON in markdown

@@ -19,7 +19,11 @@ THREADS = "2"
 
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for a training subprocess: no hub, fixed threads, no SageMaker leftovers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    }
     env.update(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
@@ -58,8 +62,14 @@ class Run:
 
 
 def dirs_args(root: Path) -> list[str]:
-    return ["--model_dir", str(root / "model"), "--output_dir", str(root / "output"),
-            "--checkpoint_dir", str(root / "checkpoints")]
+    return [
+        "--model_dir",
+        str(root / "model"),
+        "--output_dir",
+        str(root / "output"),
+        "--checkpoint_dir",
+        str(root / "checkpoints"),
+    ]
 
 
 def run_train(root: Path, args: list[str], timeout: float = 600, env: dict | None = None) -> Run:
@@ -67,23 +77,66 @@ def run_train(root: Path, args: list[str], timeout: float = 600, env: dict | Non
     root.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, str(TRAIN_PY), *args, *dirs_args(root)],
-        capture_output=True, text=True, timeout=timeout, env=env or child_env(), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or child_env(),
+        cwd=REPO,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr, root)
 
 
-
 # Shipped SST-2 sample: 800 train rows, 200 validation rows (disjoint, from ../shared/data/sst2-sample).
 CLASSIFICATION_ARGS = [
-    "--task", "classification", "--method", "full",
-    "--train", str(SAMPLES / "sst2" / "train.jsonl"), "--validation", str(SAMPLES / "sst2" / "validation.jsonl"),
-    "--epochs", "2", "--batch_size", "32", "--learning_rate", "1.5e-4", "--warmup_ratio", "0.1",
-    "--max_seq_length", "64", "--logging_steps", "5", "--save_steps", "0",
+    "--task",
+    "classification",
+    "--method",
+    "full",
+    "--train",
+    str(SAMPLES / "sst2" / "train.jsonl"),
+    "--validation",
+    str(SAMPLES / "sst2" / "validation.jsonl"),
+    "--epochs",
+    "2",
+    "--batch_size",
+    "32",
+    "--learning_rate",
+    "1.5e-4",
+    "--warmup_ratio",
+    "0.1",
+    "--max_seq_length",
+    "64",
+    "--logging_steps",
+    "5",
+    "--save_steps",
+    "0",
 ]
 
 CAUSAL_ARGS = [
-    "--task", "causal-lm", "--method", "lora",
-    "--train", str(SAMPLES / "dolly" / "train.jsonl"), "--validation", str(SAMPLES / "dolly" / "validation.jsonl"),
-    "--max_steps", "8", "--batch_size", "1", "--max_seq_length", "384", "--learning_rate", "5e-4",
-    "--lora_r", "16", "--lora_alpha", "32", "--max_eval_rows", "16", "--logging_steps", "1", "--save_steps", "0",
+    "--task",
+    "causal-lm",
+    "--method",
+    "lora",
+    "--train",
+    str(SAMPLES / "dolly" / "train.jsonl"),
+    "--validation",
+    str(SAMPLES / "dolly" / "validation.jsonl"),
+    "--max_steps",
+    "8",
+    "--batch_size",
+    "1",
+    "--max_seq_length",
+    "384",
+    "--learning_rate",
+    "5e-4",
+    "--lora_r",
+    "16",
+    "--lora_alpha",
+    "32",
+    "--max_eval_rows",
+    "16",
+    "--logging_steps",
+    "1",
+    "--save_steps",
+    "0",
 ]

@@ -34,11 +34,15 @@ def test_output_reloads_generates_and_stops_at_eos(causal_run):
     tokenizer = AutoTokenizer.from_pretrained(causal_run.model_dir)
     model = AutoModelForCausalLM.from_pretrained(causal_run.model_dir, dtype=torch.float32)
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name three primary colors."}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name three primary colors."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=64, do_sample=False)
-    new = out[0, prompt["input_ids"].shape[1]:].tolist()
+    new = out[0, prompt["input_ids"].shape[1] :].tolist()
     assert len(new) > 1 and new[-1] == tokenizer.eos_token_id, tokenizer.decode(new)
     assert tokenizer.decode(new, skip_special_tokens=True).strip()
 
@@ -47,8 +51,12 @@ def test_chat_labels_cover_assistant_turns_and_eos_only(smollm2_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    record = Record("f", 1, "messages", {"messages": [{"role": "user", "content": "Say hi"},
-                                                      {"role": "assistant", "content": "Hi there"}]})
+    record = Record(
+        "f",
+        1,
+        "messages",
+        {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi there"}]},
+    )
     [example], _ = encode_causal([record], tokenizer, 256)
     targets = [t for t in example.labels if t != IGNORE_INDEX]
     assert tokenizer.decode(targets) == "Hi there<|im_end|>"
@@ -63,7 +71,10 @@ def test_packed_rows_do_not_attend_across_examples(smollm2_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    records = [Record("f", i, "text", {"text": t}) for i, t in enumerate(["The cat sat on the mat.", "Paris is in France, a country."])]
+    records = [
+        Record("f", i, "text", {"text": t})
+        for i, t in enumerate(["The cat sat on the mat.", "Paris is in France, a country."])
+    ]
     examples, _ = encode_causal(records, tokenizer, 64)
     rows = pack_best_fit_decreasing(examples, 64)
     assert len(rows) == 1

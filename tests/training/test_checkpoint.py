@@ -24,8 +24,13 @@ def _config(tmp_path: Path, **overrides) -> TrainConfig:
     if not train.exists():
         train.parent.mkdir(parents=True, exist_ok=True)
         train.write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n')
-    values = {"task": "classification", "base_model": "local:minilm", "train_path": str(train),
-              "checkpoint_dir": str(tmp_path / "checkpoints"), "model_dir": str(tmp_path / "model")}
+    values = {
+        "task": "classification",
+        "base_model": "local:minilm",
+        "train_path": str(train),
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "model_dir": str(tmp_path / "model"),
+    }
     return TrainConfig(**{**values, **overrides})
 
 
@@ -48,9 +53,16 @@ def _save(tmp_path: Path, config: TrainConfig) -> Path:
     model, optimizer, scheduler = _training_state()
     random.seed(7)
     torch.manual_seed(7)
-    return checkpoint.save(config.checkpoint_dir, 3, model.state_dict(), optimizer.state_dict(), scheduler,
-                           [checkpoint.rng_state()], {"history": [1.5]},
-                           run_fingerprint=checkpoint.fingerprint(config))
+    return checkpoint.save(
+        config.checkpoint_dir,
+        3,
+        model.state_dict(),
+        optimizer.state_dict(),
+        scheduler,
+        [checkpoint.rng_state()],
+        {"history": [1.5]},
+        run_fingerprint=checkpoint.fingerprint(config),
+    )
 
 
 def test_round_trip_restores_scheduler_rng_and_loop_state_without_pickle(tmp_path):
@@ -60,7 +72,13 @@ def test_round_trip_restores_scheduler_rng_and_loop_state_without_pickle(tmp_pat
     expected_python, expected_torch = random.random(), torch.rand(3)
     # Then every binary file loads with weights_only=True and the scheduler is JSON, not a pickle
     assert sorted(p.name for p in path.iterdir()) == [
-        "fingerprint.json", "model.pt", "optimizer.pt", "rng.pt", "scheduler.json", "state.json"]
+        "fingerprint.json",
+        "model.pt",
+        "optimizer.pt",
+        "rng.pt",
+        "scheduler.json",
+        "state.json",
+    ]
     for name in ("model.pt", "optimizer.pt", "rng.pt"):
         torch.load(path / name, weights_only=True)
     # When a fresh run with the same fingerprint loads it
@@ -77,13 +95,16 @@ def test_round_trip_restores_scheduler_rng_and_loop_state_without_pickle(tmp_pat
     assert set(weights) == {"weight", "bias"} and optim_state["state"]
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"learning_rate": 1e-4}, "hyperparameters.learning_rate"),
-    ({"method": "lora"}, "method"),
-    ({"base_model": "local:smollm2"}, "base_model"),
-    ({"seed": 7}, "hyperparameters.seed"),
-    ({"max_seq_length": 64}, "hyperparameters.max_seq_length"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"learning_rate": 1e-4}, "hyperparameters.learning_rate"),
+        ({"method": "lora"}, "method"),
+        ({"base_model": "local:smollm2"}, "base_model"),
+        ({"seed": 7}, "hyperparameters.seed"),
+        ({"max_seq_length": 64}, "hyperparameters.max_seq_length"),
+    ],
+)
 def test_a_checkpoint_of_another_run_is_refused_naming_the_field(tmp_path, change, field):
     # Given a checkpoint written by one run
     path = _save(tmp_path, _config(tmp_path))
@@ -141,7 +162,7 @@ def test_a_pickled_scheduler_or_best_weights_are_refused(tmp_path):
         checkpoint.load(path, scheduler, run_fingerprint=checkpoint.fingerprint(config))
     best = checkpoint.save_best(config.checkpoint_dir, 3, 0.5, {"weight": torch.ones(2)})
     torch.save({"weight": _Payload()}, best / "model.pt")
-    with pytest.raises(CheckpointError, match="model.pt holds something other than tensors"):
+    with pytest.raises(CheckpointError, match=r"model\.pt holds something other than tensors"):
         checkpoint.load_best(config.checkpoint_dir)
 
 
@@ -150,7 +171,7 @@ def test_a_checkpoint_without_a_fingerprint_is_refused(tmp_path):
     path = _save(tmp_path, config)
     (path / "fingerprint.json").unlink()
     _, _, scheduler = _training_state()
-    with pytest.raises(CheckpointError, match="records no fingerprint.json"):
+    with pytest.raises(CheckpointError, match=r"records no fingerprint\.json"):
         checkpoint.load(path, scheduler, run_fingerprint=checkpoint.fingerprint(config))
 
 
@@ -161,13 +182,18 @@ def test_resuming_another_runs_checkpoint_fails_with_a_failure_file(tmp_path, mi
     assert first.returncode == 0, first.stderr[-2000:]
     assert (tmp_path / "checkpoints" / "step-00000001" / "fingerprint.json").is_file()
     # When a run with another learning rate is pointed at the same directory
-    second = run_train(tmp_path, small_classification(minilm_dir, 2, save_steps="1", max_eval_rows="8",
-                                                      learning_rate="3e-4"))
+    second = run_train(
+        tmp_path, small_classification(minilm_dir, 2, save_steps="1", max_eval_rows="8", learning_rate="3e-4")
+    )
     # Then it fails before training, and the failure file names the field that differs
     assert second.returncode == 1
     assert "hyperparameters.learning_rate differs (checkpoint: 0.0001, this run: 0.0003)" in second.failure
-    assert json.loads((tmp_path / "checkpoints" / "step-00000001" / "fingerprint.json").read_text())[
-        "hyperparameters"]["learning_rate"] == 1e-4
+    assert (
+        json.loads((tmp_path / "checkpoints" / "step-00000001" / "fingerprint.json").read_text())["hyperparameters"][
+            "learning_rate"
+        ]
+        == 1e-4
+    )
 
 
 def test_every_torch_load_in_the_code_refuses_pickles():
@@ -179,11 +205,18 @@ def test_every_torch_load_in_the_code_refuses_pickles():
     for folder in ("training_code", "finetune_cli", "lambda_handlers", "bench", "hosts"):
         for source in sorted((root / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(source.read_text(), str(source))):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "torch"
+                ):
                     seen += 1
-                    safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                               for k in node.keywords)
+                    safe = any(
+                        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                        for k in node.keywords
+                    )
                     if not safe:
                         offenders.append(f"{source.relative_to(root)}:{node.lineno}")
     assert seen >= 1 and offenders == []

@@ -10,8 +10,15 @@ from finetune.metrics import METRIC_DEFINITIONS, parse_metric_line
 
 pytestmark = pytest.mark.training
 
-EXPECTED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                  "evaluation.json", "training_metrics.json", "loss_curve.png"}
+EXPECTED_FILES = {
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "evaluation.json",
+    "training_metrics.json",
+    "loss_curve.png",
+}
 
 
 def test_fine_tuned_accuracy_beats_base(classification_run):
@@ -28,7 +35,7 @@ def test_fine_tuned_accuracy_beats_base(classification_run):
 
 def test_output_dir_holds_the_contract_files_only(classification_run):
     files = {p.name for p in classification_run.model_dir.iterdir()}
-    assert EXPECTED_FILES <= files
+    assert files >= EXPECTED_FILES
     assert not {f for f in files if "checkpoint" in f or f.startswith("step-")}
     assert files <= EXPECTED_FILES | {"special_tokens_map.json", "vocab.txt"}
 
@@ -42,8 +49,11 @@ def test_output_reloads_with_label_mapping(classification_run):
     assert model.config.id2label == {0: "0", 1: "1"}
     assert model.config.num_hidden_layers == 7  # the encoder's 6 and the frozen mean-pooling layer
     with torch.no_grad():
-        logits = model(**tokenizer(["a masterpiece , moving and funny", "a dull , lifeless mess"], return_tensors="pt",
-                                   padding=True)).logits
+        logits = model(
+            **tokenizer(
+                ["a masterpiece , moving and funny", "a dull , lifeless mess"], return_tensors="pt", padding=True
+            )
+        ).logits
     assert logits.argmax(-1).tolist() == [1, 0]
 
 
@@ -103,7 +113,9 @@ def test_classifier_pooling_cls_keeps_the_models_own_head(minilm_dir):
     from finetune.config import TrainConfig
     from finetune.modeling import load_model, load_tokenizer
 
-    config = TrainConfig(task="classification", base_model=str(minilm_dir), train_path="unused", classifier_pooling="cls")
+    config = TrainConfig(
+        task="classification", base_model=str(minilm_dir), train_path="unused", classifier_pooling="cls"
+    )
     tokenizer = load_tokenizer(str(minilm_dir), "classification")
     model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"])
     assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "finetune_pooling")

@@ -25,7 +25,9 @@ def test_light_modules_import_without_torch():
         "import sys; import finetune, finetune.config, finetune.formats, finetune.metrics; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SAMPLES.parent / "training_code")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=SAMPLES.parent / "training_code"
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -38,9 +40,17 @@ def test_config_defaults_depend_on_task():
 
 def test_config_parses_sagemaker_strings():
     config = TrainConfig.from_hyperparameters(
-        {"task": "causal-lm", "epochs": "2.5", "max_steps": "10", "packing": "False", "gradient_checkpointing": "TRUE",
-         "lora_target_modules": "q_proj, v_proj", "sagemaker_program": "train.py"},
-        train_path="t", base_model="b",
+        {
+            "task": "causal-lm",
+            "epochs": "2.5",
+            "max_steps": "10",
+            "packing": "False",
+            "gradient_checkpointing": "TRUE",
+            "lora_target_modules": "q_proj, v_proj",
+            "sagemaker_program": "train.py",
+        },
+        train_path="t",
+        base_model="b",
     )
     assert config.epochs == 2.5 and config.max_steps == 10
     assert config.packing is False and config.gradient_checkpointing is True
@@ -51,23 +61,34 @@ def test_config_error_lists_every_problem_with_name_and_value():
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_hyperparameters(
             {"task": "classification", "epochs": "many", "packing": "true", "batch_size": "0", "lerning_rate": "1"},
-            train_path="t", model_channel="m",
+            train_path="t",
+            model_channel="m",
         )
     message = str(caught.value)
-    for expected in ("epochs='many': must be a number", "packing=True: packing applies to task=causal-lm only",
-                     "batch_size=0: must be >= 1", "lerning_rate='1': unknown hyperparameter"):
+    for expected in (
+        "epochs='many': must be a number",
+        "packing=True: packing applies to task=causal-lm only",
+        "batch_size=0: must be >= 1",
+        "lerning_rate='1': unknown hyperparameter",
+    ):
         assert expected in message
 
 
 def test_config_rejects_checkpoints_inside_model_dir():
     with pytest.raises(ConfigError, match="must not be inside model_dir"):
-        TrainConfig(task="causal-lm", train_path="t", base_model="b", model_dir="/x/model", checkpoint_dir="/x/model/ckpt")
+        TrainConfig(
+            task="causal-lm", train_path="t", base_model="b", model_dir="/x/model", checkpoint_dir="/x/model/ckpt"
+        )
 
 
 @pytest.mark.parametrize(
     ("task", "obj", "fmt"),
     [
-        ("causal-lm", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, MESSAGES),
+        (
+            "causal-lm",
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            MESSAGES,
+        ),
         ("causal-lm", {"prompt": "2+2=", "completion": "4"}, PROMPT_COMPLETION),
         ("causal-lm", {"text": "plain text"}, TEXT),
         ("classification", {"text": "good", "label": "pos"}, TEXT_LABEL),
@@ -84,7 +105,12 @@ def test_detect_format(task, obj, fmt):
         ("causal-lm", ['{"text": "a"}', '{"text": '], 2, "malformed JSON"),
         ("causal-lm", [{"question": "q", "answer": "a"}], 1, "unrecognised fields (answer, question)"),
         ("causal-lm", [{"text": "a"}, {"prompt": "p", "completion": "c"}], 2, "mixed formats"),
-        ("causal-lm", [{"messages": [{"role": "user", "content": "only a question"}]}], 1, "no non-empty assistant message"),
+        (
+            "causal-lm",
+            [{"messages": [{"role": "user", "content": "only a question"}]}],
+            1,
+            "no non-empty assistant message",
+        ),
         ("causal-lm", [{"messages": [{"role": "bot", "content": "x"}]}], 1, "messages[0].role is 'bot'"),
         ("classification", [{"text": "a", "label": 1.5}], 1, '"label" must be an integer or a non-empty string'),
         ("classification", [{"text": "a"}], 1, "unrecognised fields (text) for task=classification"),
@@ -101,8 +127,17 @@ def test_format_errors_name_file_line_and_problem(task, content, where, problem)
 
 
 def test_metric_definitions_are_cloudwatch_ready():
-    assert {"train_loss", "learning_rate", "eval_loss", "perplexity", "token_accuracy", "accuracy", "f1_macro",
-            "tokens_per_second", "epoch"} <= set(METRIC_NAMES)
+    assert {
+        "train_loss",
+        "learning_rate",
+        "eval_loss",
+        "perplexity",
+        "token_accuracy",
+        "accuracy",
+        "f1_macro",
+        "tokens_per_second",
+        "epoch",
+    } <= set(METRIC_NAMES)
     for definition in METRIC_DEFINITIONS:
         assert set(definition) == {"Name", "Regex"}
         line = format_metric(definition["Name"], 1.25e-5, 12)
@@ -126,18 +161,38 @@ GOOD_CLS = [{"text": "great film", "label": 1}, {"text": "awful film", "label": 
 @pytest.mark.parametrize(
     ("case", "train_rows", "val_rows", "extra", "expected"),
     [
-        ("malformed JSON", GOOD_CLS + ['{"text": "oops", "label": 1'], None, [], "train.jsonl, line 9: malformed JSON"),
+        ("malformed JSON", [*GOOD_CLS, '{"text": "oops", "label": 1'], None, [], "train.jsonl, line 9: malformed JSON"),
         ("wrong fields", [{"sentence": "x", "target": 1}], None, [], "line 1: unrecognised fields (sentence, target)"),
         ("empty file", [], None, [], "train.jsonl: file is empty"),
         ("unknown label", GOOD_CLS, [{"text": "meh", "label": 2}], [], "validation.jsonl, line 1: unknown label 2"),
-        ("mixed formats", None, None, ["--task", "causal-lm"],
-         "train.jsonl, line 2: mixed formats: this line is 'prompt-completion' but line 1 made the file 'text'"),
-        ("bad hyperparameter", GOOD_CLS, None, ["--learning_rate", "fast", "--epochs", "-1"],
-         "Bad hyperparameters: learning_rate='fast': must be a number; epochs=-1.0: must be a positive number"),
-        ("fsdp with adapters", GOOD_CLS, None, ["--distributed_strategy", "fsdp", "--method", "lora"],
-         "distributed_strategy='fsdp': fsdp is for method=full; LoRA/QLoRA use ddp"),
-        ("qlora without GPU", [{"text": "hello world"}] * 4, None, ["--task", "causal-lm", "--method", "qlora"],
-         "method=qlora needs a CUDA GPU"),
+        (
+            "mixed formats",
+            None,
+            None,
+            ["--task", "causal-lm"],
+            "train.jsonl, line 2: mixed formats: this line is 'prompt-completion' but line 1 made the file 'text'",
+        ),
+        (
+            "bad hyperparameter",
+            GOOD_CLS,
+            None,
+            ["--learning_rate", "fast", "--epochs", "-1"],
+            "Bad hyperparameters: learning_rate='fast': must be a number; epochs=-1.0: must be a positive number",
+        ),
+        (
+            "fsdp with adapters",
+            GOOD_CLS,
+            None,
+            ["--distributed_strategy", "fsdp", "--method", "lora"],
+            "distributed_strategy='fsdp': fsdp is for method=full; LoRA/QLoRA use ddp",
+        ),
+        (
+            "qlora without GPU",
+            [{"text": "hello world"}] * 4,
+            None,
+            ["--task", "causal-lm", "--method", "qlora"],
+            "method=qlora needs a CUDA GPU",
+        ),
     ],
 )
 def test_bad_input_fails_with_reason(tmp_path, minilm_dir, case, train_rows, val_rows, extra, expected):

@@ -12,8 +12,14 @@ from .conftest import SAMPLES, child_env, run_train
 
 pytestmark = pytest.mark.training
 
-TEXTS = ["The cat sat on the mat.", "Paris is in France, a country in Europe.", "Two plus two is four.",
-         "Rivers flow to the sea, mostly.", "A short one.", "Bread is made from flour, water and yeast."]
+TEXTS = [
+    "The cat sat on the mat.",
+    "Paris is in France, a country in Europe.",
+    "Two plus two is four.",
+    "Rivers flow to the sea, mostly.",
+    "A short one.",
+    "Bread is made from flour, water and yeast.",
+]
 
 
 def _examples(n: int, lengths=None) -> list[Example]:
@@ -80,8 +86,9 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(smollm2_dir)
     padded = collate_micro_batch(examples, tokenizer.pad_token_id, classification=False, packed_width=None)
     with torch.no_grad():
         logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-    reference = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), padded["labels"][:, 1:].flatten(),
-                                                  ignore_index=-100, reduction="sum")
+    reference = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), padded["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
     assert padded_loss == pytest.approx(reference.item(), rel=1e-4)
     torch.testing.assert_close(packed_grad, padded_grad, rtol=1e-3, atol=1e-5)
 
@@ -92,8 +99,9 @@ def _tiny(architecture: str):
 
     torch.manual_seed(0)
     if architecture == "llama":
-        config = transformers.LlamaConfig(vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=64)
+        config = transformers.LlamaConfig(
+            vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
     else:
         config = transformers.MambaConfig(vocab_size=512, hidden_size=32, num_hidden_layers=2, state_size=4)
     return transformers.AutoModelForCausalLM.from_config(config)
@@ -114,18 +122,46 @@ def test_model_that_cannot_pack_trains_on_padded_batches_with_a_notice(tmp_path,
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
-    config = transformers.MambaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, state_size=4,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = transformers.MambaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        state_size=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     transformers.MambaForCausalLM(config).save_pretrained(tmp_path / "mamba")
     tokenizer.save_pretrained(tmp_path / "mamba")
 
     # When it is fine-tuned with the causal-lm default (packing on)
-    run = run_train(tmp_path / "run", [
-        "--task", "causal-lm", "--method", "full", "--base_model", str(tmp_path / "mamba"),
-        "--train", str(SAMPLES / "dolly" / "train.jsonl"), "--validation", str(SAMPLES / "dolly" / "validation.jsonl"),
-        "--max_steps", "2", "--batch_size", "2", "--max_seq_length", "64", "--max_eval_rows", "4",
-        "--save_steps", "0"], timeout=300, env=child_env())
+    run = run_train(
+        tmp_path / "run",
+        [
+            "--task",
+            "causal-lm",
+            "--method",
+            "full",
+            "--base_model",
+            str(tmp_path / "mamba"),
+            "--train",
+            str(SAMPLES / "dolly" / "train.jsonl"),
+            "--validation",
+            str(SAMPLES / "dolly" / "validation.jsonl"),
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "2",
+            "--max_seq_length",
+            "64",
+            "--max_eval_rows",
+            "4",
+            "--save_steps",
+            "0",
+        ],
+        timeout=300,
+        env=child_env(),
+    )
 
     # Then it trains on padded batches and says why, in one line
     assert run.returncode == 0, run.stderr[-3000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,9 +17,18 @@ pytestmark = pytest.mark.training
 
 
 def small_classification(minilm_dir, steps: int, **hp: str) -> list[str]:
-    args = {"task": "classification", "base_model": str(minilm_dir), "max_steps": str(steps), "batch_size": "8",
-            "max_seq_length": "48", "learning_rate": "1e-4", "max_eval_rows": "32", "logging_steps": "1",
-            "train": str(SAMPLES / "sst2" / "train.jsonl"), "validation": str(SAMPLES / "sst2" / "validation.jsonl")}
+    args = {
+        "task": "classification",
+        "base_model": str(minilm_dir),
+        "max_steps": str(steps),
+        "batch_size": "8",
+        "max_seq_length": "48",
+        "learning_rate": "1e-4",
+        "max_eval_rows": "32",
+        "logging_steps": "1",
+        "train": str(SAMPLES / "sst2" / "train.jsonl"),
+        "validation": str(SAMPLES / "sst2" / "validation.jsonl"),
+    }
     args.update(hp)
     return [x for k, v in args.items() for x in (f"--{k}", v)]
 
@@ -30,12 +38,25 @@ def test_sagemaker_toolkit_runs_train_py(tmp_path, minilm_dir):
     base = tmp_path / "opt_ml"
     config_dir = base / "input" / "config"
     config_dir.mkdir(parents=True)
-    hps = {"task": "classification", "max_steps": "4", "batch_size": "8", "max_seq_length": "48",
-           "save_steps": "2", "max_eval_rows": "32", "packing": "false"}
+    hps = {
+        "task": "classification",
+        "max_steps": "4",
+        "batch_size": "8",
+        "max_seq_length": "48",
+        "save_steps": "2",
+        "max_eval_rows": "32",
+        "packing": "false",
+    }
     (config_dir / "hyperparameters.json").write_text(json.dumps(hps))
     channels = {"train": SAMPLES / "sst2" / "train.jsonl", "validation": SAMPLES / "sst2" / "validation.jsonl"}
-    (config_dir / "inputdataconfig.json").write_text(json.dumps(
-        {name: {"ContentType": "application/jsonlines", "TrainingInputMode": "File"} for name in [*channels, "model"]}))
+    (config_dir / "inputdataconfig.json").write_text(
+        json.dumps(
+            {
+                name: {"ContentType": "application/jsonlines", "TrainingInputMode": "File"}
+                for name in [*channels, "model"]
+            }
+        )
+    )
     (config_dir / "resourceconfig.json").write_text(json.dumps({"current_host": "localhost", "hosts": ["localhost"]}))
     for name, source in channels.items():
         (base / "input" / "data" / name).mkdir(parents=True)
@@ -44,11 +65,19 @@ def test_sagemaker_toolkit_runs_train_py(tmp_path, minilm_dir):
     code = base / "code"
     code.mkdir()
     shutil.copy(TRAIN_PY, code / "train.py")  # no requirements.txt here: the toolkit would pip-install it
-    shutil.copytree(REPO / "training_code" / "finetune", code / "finetune", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "training_code" / "finetune", code / "finetune", ignore=shutil.ignore_patterns("__pycache__")
+    )
 
     # When the real toolkit's `train` command runs it
-    proc = subprocess.run([str(Path(sys.executable).parent / "train")], capture_output=True, text=True, timeout=400,
-                          env=child_env(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_PROGRAM="train.py"), cwd=tmp_path)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "train")],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=child_env(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_PROGRAM="train.py"),
+        cwd=tmp_path,
+    )
 
     # Then the model directory, checkpoints and success marker are where SageMaker expects them
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,11 +95,21 @@ def test_toolkit_reports_our_failure_reason(tmp_path):
     (base / "input" / "config").mkdir(parents=True)
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"task": "translation"}))
     (base / "input" / "config" / "inputdataconfig.json").write_text("{}")
-    (base / "input" / "config" / "resourceconfig.json").write_text(json.dumps({"current_host": "localhost", "hosts": ["localhost"]}))
-    shutil.copytree(REPO / "training_code" / "finetune", base / "code" / "finetune", ignore=shutil.ignore_patterns("__pycache__"))
+    (base / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "localhost", "hosts": ["localhost"]})
+    )
+    shutil.copytree(
+        REPO / "training_code" / "finetune", base / "code" / "finetune", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(TRAIN_PY, base / "code" / "train.py")
-    proc = subprocess.run([str(Path(sys.executable).parent / "train")], capture_output=True, text=True, timeout=120,
-                          env=child_env(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_PROGRAM="train.py"), cwd=tmp_path)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "train")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_PROGRAM="train.py"),
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     failure = (base / "output" / "failure").read_text()
     assert failure.startswith("Bad hyperparameters: task='translation': must be one of causal-lm, classification")
@@ -78,10 +117,16 @@ def test_toolkit_reports_our_failure_reason(tmp_path):
 
 def _run_until_sigterm(root: Path, args: list[str], at_step: int) -> int:
     root.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, str(TRAIN_PY), *args, *dirs_args(root)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=child_env(), cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN_PY), *args, *dirs_args(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=child_env(),
+        cwd=REPO,
+    )
     for line in proc.stdout:
-        if line.startswith(f"metric train_loss=") and line.strip().endswith(f"step={at_step}"):
+        if line.startswith("metric train_loss=") and line.strip().endswith(f"step={at_step}"):
             proc.send_signal(signal.SIGTERM)
             break
     proc.stdout.read()
@@ -118,9 +163,24 @@ def test_sigterm_checkpoint_and_resume_match_uninterrupted_run(tmp_path, minilm_
 def _torchrun(root: Path, args: list[str], port: int) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(TRAIN_PY), *args, *dirs_args(root)],
-        capture_output=True, text=True, timeout=400, env=child_env(OMP_NUM_THREADS="1"), cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            str(TRAIN_PY),
+            *args,
+            *dirs_args(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=child_env(OMP_NUM_THREADS="1"),
+        cwd=REPO,
+    )
     return Run(proc.returncode, proc.stdout, proc.stderr, root)
 
 
@@ -150,7 +210,8 @@ def test_torchrun_two_processes_rank0_writes_and_resumes(tmp_path, minilm_dir, s
     assert {p.name for p in run.root.iterdir()} == {"model", "checkpoints", "output"}
     # rank 0 alone wrote the evaluation copy SageMaker uploads; no rank wrote a failure
     assert [str(p.relative_to(run.root)) for p in (run.root / "output").rglob("*") if p.is_file()] == [
-        "output/data/evaluation.json"]
+        "output/data/evaluation.json"
+    ]
 
     # When the job restarts (a spot interruption after the checkpoint)
     resumed = _restart(run, args, port)
@@ -161,7 +222,9 @@ def test_torchrun_two_processes_rank0_writes_and_resumes(tmp_path, minilm_dir, s
     assert resumed.training_metrics()["summary"]["resumed_from_steps"] == [2]
     assert sum(line.startswith("metric train_loss=") for line in resumed.stdout.splitlines()) == 2
     assert [s for s, _ in _losses(resumed)] == [1, 2, 3, 4]
-    assert [l for _, l in _losses(resumed)] == pytest.approx([l for _, l in _losses(run)], rel=1e-4, abs=1e-5)
+    assert [loss for _, loss in _losses(resumed)] == pytest.approx(
+        [loss for _, loss in _losses(run)], rel=1e-4, abs=1e-5
+    )
 
 
 def test_fsdp_shards_the_same_training_as_ddp(tmp_path, minilm_dir):
@@ -173,8 +236,10 @@ def test_fsdp_shards_the_same_training_as_ddp(tmp_path, minilm_dir):
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
     # Then every step's loss, the evaluations and the saved weights agree: sharding changes where the weights
     # live, not the arithmetic
-    assert [l for _, l in _losses(fsdp)] == pytest.approx([l for _, l in _losses(ddp)], rel=1e-5, abs=1e-6)
-    assert fsdp.evaluation()["fine_tuned"]["eval_loss"] == pytest.approx(ddp.evaluation()["fine_tuned"]["eval_loss"], rel=1e-5)
+    assert [loss for _, loss in _losses(fsdp)] == pytest.approx([loss for _, loss in _losses(ddp)], rel=1e-5, abs=1e-6)
+    assert fsdp.evaluation()["fine_tuned"]["eval_loss"] == pytest.approx(
+        ddp.evaluation()["fine_tuned"]["eval_loss"], rel=1e-5
+    )
     from safetensors.torch import load_file
 
     ddp_weights = load_file(ddp.model_dir / "model.safetensors")
@@ -204,8 +269,14 @@ def _inverted_validation(path: Path) -> Path:
 def test_keep_best_writes_the_weights_with_the_lowest_eval_loss(tmp_path, minilm_dir, keep_best, strategy):
     # Given a validation set whose labels contradict the training data, so that learning makes eval_loss worse
     # at every evaluation and the best weights are never the last ones
-    args = small_classification(minilm_dir, 6, eval_steps="2", save_steps="0", keep_best=keep_best,
-                                validation=str(_inverted_validation(tmp_path / "inverted.jsonl")))
+    args = small_classification(
+        minilm_dir,
+        6,
+        eval_steps="2",
+        save_steps="0",
+        keep_best=keep_best,
+        validation=str(_inverted_validation(tmp_path / "inverted.jsonl")),
+    )
     if strategy:  # sharded: rank 0 reads the best weights and sends each rank its shard
         run = _torchrun(tmp_path / "run", [*args, "--distributed_strategy", strategy], 29537)
     else:
@@ -225,9 +296,10 @@ def test_keep_best_writes_the_weights_with_the_lowest_eval_loss(tmp_path, minilm
         assert metrics["summary"]["selected_step"] == 6 and written == pytest.approx(during[6], rel=1e-5)
     # And the model on disk is the one evaluated: reloaded, it gives the reported loss
     import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from finetune.data import encode_classification, load_channel
     from finetune.evaluate import evaluate_classification
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     reloaded = AutoModelForSequenceClassification.from_pretrained(run.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)

@@ -9,7 +9,6 @@ from tests.conftest import read_assembly
 pytestmark = pytest.mark.synth
 
 
-
 def taggable(resource_type: str) -> bool:
     """Whether CloudFormation's own resource schema (as cfn-lint ships it) gives the type a Tags property."""
     from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
@@ -27,11 +26,14 @@ def _tags(resource: dict) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tags}
 
 
-@pytest.mark.parametrize("stage,expected", [
-    ("search-dev", {"team": "search", "stage": "dev", "cost-center": "CC-1042", "managed-by": "finetune-stack"}),
-    ("search-prod", {"team": "search", "stage": "prod", "cost-center": "CC-1042", "managed-by": "finetune-stack"}),
-    ("support-dev", {"team": "support", "stage": "dev", "cost-center": "CC-2210", "managed-by": "finetune-stack"}),
-])
+@pytest.mark.parametrize(
+    "stage,expected",
+    [
+        ("search-dev", {"team": "search", "stage": "dev", "cost-center": "CC-1042", "managed-by": "finetune-stack"}),
+        ("search-prod", {"team": "search", "stage": "prod", "cost-center": "CC-1042", "managed-by": "finetune-stack"}),
+        ("support-dev", {"team": "support", "stage": "dev", "cost-center": "CC-2210", "managed-by": "finetune-stack"}),
+    ],
+)
 def test_every_taggable_resource_carries_the_governance_tags(assembly, stage, expected):
     checked = 0
     for (stack_stage, _), stack in assembly.stacks.items():
@@ -75,8 +77,9 @@ def test_permissions_boundary_applies_to_every_role_including_cdk_generated_ones
         roles.update(stack.resources_of_type("AWS::IAM::Role"))
     assert len(roles) >= 3  # flow logs, auto-delete provider, default-SG provider
     for logical_id, role in roles.items():
-        assert role["Properties"]["PermissionsBoundary"] == "arn:aws:iam::444444444444:policy/finetune-boundary", \
+        assert role["Properties"]["PermissionsBoundary"] == "arn:aws:iam::444444444444:policy/finetune-boundary", (
             logical_id
+        )
 
 
 def test_without_a_boundary_no_role_has_one(assembly):
@@ -88,12 +91,14 @@ def test_without_a_boundary_no_role_has_one(assembly):
 def test_stack_names_derive_from_team_and_stage(assembly):
     stacks = {(stage, name): stack.template.get("Description", "") for (stage, name), stack in assembly.stacks.items()}
     # Inference only where a stage has endpoints, Hosts only where it has hosts.
-    assert sorted(stacks) == sorted([
-        *[("search-dev", layer) for layer in ("Data", "Training", "Inference", "Hosts", "Monitoring")],
-        *[("search-prod", layer) for layer in ("Data", "Training", "Inference", "Monitoring")],
-        *[("support-dev", layer) for layer in ("Data", "Training", "Monitoring")],
-    ])
-    for (stage, name), description in stacks.items():
+    assert sorted(stacks) == sorted(
+        [
+            *[("search-dev", layer) for layer in ("Data", "Training", "Inference", "Hosts", "Monitoring")],
+            *[("search-prod", layer) for layer in ("Data", "Training", "Inference", "Monitoring")],
+            *[("support-dev", layer) for layer in ("Data", "Training", "Monitoring")],
+        ]
+    )
+    for (stage, _name), description in stacks.items():
         assert description.startswith(f"finetune-stack {stage}: ")
 
 

@@ -52,7 +52,8 @@ def test_security_group_has_no_ingress_and_only_https_egress(hosts):
     assert "SecurityGroupIngress" not in group
     assert not hosts.resources_of_type("AWS::EC2::SecurityGroupIngress")
     assert [(rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) for rule in group["SecurityGroupEgress"]] == [
-        ("tcp", 443, 443)]
+        ("tcp", 443, 443)
+    ]
 
 
 def test_root_volume_is_gp3_encrypted_with_the_team_key(hosts):
@@ -65,8 +66,9 @@ def test_root_volume_is_gp3_encrypted_with_the_team_key(hosts):
 
 
 def _statements(hosts) -> dict[str, dict]:
-    policy = only({k: v for k, v in hosts.resources_of_type("AWS::IAM::ManagedPolicy").items()
-                   if "HostresearchPolicy" in k})
+    policy = only(
+        {k: v for k, v in hosts.resources_of_type("AWS::IAM::ManagedPolicy").items() if "HostresearchPolicy" in k}
+    )
     return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
 
 
@@ -108,8 +110,9 @@ def test_role_has_only_the_session_manager_managed_policy(hosts):
 
 
 def test_session_manager_and_metrics_endpoints_are_added_to_the_vpc(hosts):
-    services = sorted(json.dumps(e["Properties"]["ServiceName"]) for e in
-                      hosts.resources_of_type("AWS::EC2::VPCEndpoint").values())
+    services = sorted(
+        json.dumps(e["Properties"]["ServiceName"]) for e in hosts.resources_of_type("AWS::EC2::VPCEndpoint").values()
+    )
     assert [s.split(".")[-1].strip('"]} ') for s in services] == ["ec2messages", "monitoring", "ssm", "ssmmessages"]
     for endpoint in hosts.resources_of_type("AWS::EC2::VPCEndpoint").values():
         assert endpoint["Properties"]["PrivateDnsEnabled"] is True
@@ -138,19 +141,23 @@ def test_user_data_installs_finetune_host_and_the_agent(hosts):
     instance = only(hosts.resources_of_type("AWS::EC2::Instance"))["Properties"]
     user_data = json.dumps(instance["UserData"])
     assert "/opt/finetune-stack/finetune-host" in user_data and "install -m 0755" in user_data
-    assert "amazon-cloudwatch-agent-ctl -a fetch-config" in user_data.replace('\\"$agent_ctl\\"',
-                                                                             "amazon-cloudwatch-agent-ctl")
+    assert "amazon-cloudwatch-agent-ctl -a fetch-config" in user_data.replace(
+        '\\"$agent_ctl\\"', "amazon-cloudwatch-agent-ctl"
+    )
     assert "nvidia_gpu" in user_data
     assert "FINETUNE_DATA_BUCKET=search-dev-data-111111111111-eu-west-1" in user_data
 
 
 def test_office_hours_schedule_starts_and_stops_the_host(hosts):
-    schedules = {s["Properties"]["Name"]: s["Properties"] for s in
-                 hosts.resources_of_type("AWS::Scheduler::Schedule").values()}
+    schedules = {
+        s["Properties"]["Name"]: s["Properties"] for s in hosts.resources_of_type("AWS::Scheduler::Schedule").values()
+    }
     assert sorted(schedules) == ["search-dev-research-start", "search-dev-research-stop"]
     start, stop = schedules["search-dev-research-start"], schedules["search-dev-research-stop"]
     assert (start["ScheduleExpression"], start["ScheduleExpressionTimezone"]) == (
-        "cron(0 8 ? * MON-FRI *)", "Europe/Dublin")
+        "cron(0 8 ? * MON-FRI *)",
+        "Europe/Dublin",
+    )
     assert stop["ScheduleExpression"] == "cron(0 19 ? * MON-FRI *)"
     assert start["Target"]["Arn"].endswith(":aws-sdk:ec2:startInstances")
     assert stop["Target"]["Arn"].endswith(":aws-sdk:ec2:stopInstances")

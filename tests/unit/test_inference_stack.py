@@ -31,6 +31,7 @@ def _as_list(value):
 
 # --- API ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", [DEV, PROD])
 def test_every_method_uses_iam_authorization(assembly, stage):
     methods = _resources(assembly, stage, "AWS::ApiGateway::Method")
@@ -78,8 +79,11 @@ def test_post_methods_validate_their_body_against_a_schema(assembly):
     validators = {k: r["Properties"] for k, r in template.items() if r["Type"] == "AWS::ApiGateway::RequestValidator"}
     models = {k: r["Properties"] for k, r in template.items() if r["Type"] == "AWS::ApiGateway::Model"}
     assert {m["Name"] for m in models.values()} == {"ChatCompletionRequest", "PredictRequest"}
-    posts = [m["Properties"] for m in _resources(assembly, DEV, "AWS::ApiGateway::Method").values()
-             if m["Properties"]["HttpMethod"] == "POST"]
+    posts = [
+        m["Properties"]
+        for m in _resources(assembly, DEV, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "POST"
+    ]
     assert len(posts) == 2
     for method in posts:
         validator = validators[method["RequestValidatorId"]["Ref"]]
@@ -113,6 +117,7 @@ def test_stack_outputs_the_openai_base_url(assembly):
 
 # --- proxy ----------------------------------------------------------------------------------------------------
 
+
 def test_proxy_function_runtime_layer_and_environment(assembly):
     (function,) = _resources(assembly, DEV, "AWS::Lambda::Function").values()
     props = function["Properties"]
@@ -141,16 +146,25 @@ def test_proxy_reserved_concurrency_defaults_to_20_and_a_stage_can_set_it(assemb
 
 
 def test_proxy_can_invoke_only_this_stages_endpoints(assembly):
-    (role_id,) = [k for k, r in _resources(assembly, DEV, "AWS::IAM::Role").items()
-                  if "lambda.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
-    policies = [p for p in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
-                if {"Ref": role_id} in p["Properties"].get("Roles", [])]
+    (role_id,) = [
+        k
+        for k, r in _resources(assembly, DEV, "AWS::IAM::Role").items()
+        if "lambda.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+    ]
+    policies = [
+        p
+        for p in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
+        if {"Ref": role_id} in p["Properties"].get("Roles", [])
+    ]
     (policy,) = policies
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     sagemaker = [s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))]
     (invoke,) = sagemaker
-    assert sorted(_actions(invoke)) == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint",
-                                        "sagemaker:InvokeEndpointWithResponseStream"]
+    assert sorted(_actions(invoke)) == [
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointWithResponseStream",
+    ]
     assert sorted(_as_list(invoke["Resource"])) == [
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-assistant",
         "arn:aws:sagemaker:eu-west-1:111111111111:endpoint/search-dev-sentiment",
@@ -170,6 +184,7 @@ def test_no_sagemaker_action_on_every_resource(assembly, stage):
 
 # --- endpoints ------------------------------------------------------------------------------------------------
 
+
 def test_endpoints_have_stable_names(assembly):
     names = {e["Properties"]["EndpointName"] for e in _resources(assembly, DEV, "AWS::SageMaker::Endpoint").values()}
     assert names == {"search-dev-assistant", "search-dev-sentiment"}
@@ -179,8 +194,11 @@ def test_endpoints_have_stable_names(assembly):
 
 def _model_of(assembly, stage, endpoint_name):
     resources = assembly.stack(stage, "Inference").template["Resources"]
-    (endpoint,) = [r for r in resources.values() if r["Type"] == "AWS::SageMaker::Endpoint"
-                   and r["Properties"]["EndpointName"] == endpoint_name]
+    (endpoint,) = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::SageMaker::Endpoint" and r["Properties"]["EndpointName"] == endpoint_name
+    ]
     config = resources[endpoint["Properties"]["EndpointConfigName"]["Fn::GetAtt"][0]]["Properties"]
     (variant,) = config["ProductionVariants"]
     model = resources[variant["ModelName"]["Fn::GetAtt"][0]]["Properties"]
@@ -203,7 +221,9 @@ def test_llm_endpoint_runs_isolated_in_the_vpc_on_lmi_with_vllm(assembly):
 def test_model_package_endpoint_references_the_package(assembly):
     model, _, variant = _model_of(assembly, PROD, "search-prod-assistant")
     (container,) = model["Containers"]
-    assert container["ModelPackageName"] == "arn:aws:sagemaker:us-east-1:222222222222:model-package/search-prod-models/1"
+    assert (
+        container["ModelPackageName"] == "arn:aws:sagemaker:us-east-1:222222222222:model-package/search-prod-models/1"
+    )
     assert model["EnableNetworkIsolation"] is True and variant["InitialInstanceCount"] == 2
 
 
@@ -211,8 +231,10 @@ def test_data_capture_is_sampled_and_encrypted(assembly):
     _, config, _ = _model_of(assembly, DEV, "search-dev-assistant")
     capture = config["DataCaptureConfig"]
     assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 10
-    assert capture["DestinationS3Uri"] == \
-        "s3://search-dev-artifacts-111111111111-eu-west-1/data-capture/search-dev-assistant/"
+    assert (
+        capture["DestinationS3Uri"]
+        == "s3://search-dev-artifacts-111111111111-eu-west-1/data-capture/search-dev-assistant/"
+    )
     assert "KmsKeyId" in capture
 
 
@@ -240,8 +262,7 @@ def test_autoscaling_on_invocations_per_instance(assembly, stage, minimum, maxim
     assert (props["MinCapacity"], props["MaxCapacity"]) == (minimum, maximum)
     (policy,) = _resources(assembly, stage, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
     tracking = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
-    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == \
-        "SageMakerVariantInvocationsPerInstance"
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
     assert tracking["TargetValue"] == 60
     assert "aws-service-role" in json.dumps(props["RoleARN"])
 
@@ -261,6 +282,7 @@ def test_dev_endpoint_scales_down_out_of_hours_and_prod_does_not(assembly):
 
 # --- batch inference ------------------------------------------------------------------------------------------
 
+
 def _definition(assembly, stage):
     (machine,) = _resources(assembly, stage, "AWS::StepFunctions::StateMachine").values()
     props = machine["Properties"]
@@ -279,10 +301,11 @@ def test_batch_infer_state_machine_is_named_logged_and_traced(assembly):
 def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
     _, definition = _definition(assembly, DEV)
     states = definition["States"]
-    transforms = {name: s for name, s in states.items()
-                  if s.get("Resource", "").endswith("sagemaker:createTransformJob.sync")}
+    transforms = {
+        name: s for name, s in states.items() if s.get("Resource", "").endswith("sagemaker:createTransformJob.sync")
+    }
     assert len(transforms) == 2
-    for name, state in transforms.items():
+    for state in transforms.values():
         params = state["Parameters"]
         assert params["TransformInput"]["SplitType"] == "Line"
         # one line, one request: a MultiRecord batch of JSONL lines is no JSON body a serving container decodes
@@ -314,8 +337,9 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     assert states["UseExistingModel"]["Parameters"]["created"] is False
     for outcome, notify in (("Success", "NotifySuccess"), ("Failure", "NotifyFailure")):
         choice = states[f"CreatedModelAfter{outcome}"]
-        assert choice["Choices"] == [{"Variable": "$.job.created", "BooleanEquals": True,
-                                      "Next": f"DeleteCreatedModelAfter{outcome}"}]
+        assert choice["Choices"] == [
+            {"Variable": "$.job.created", "BooleanEquals": True, "Next": f"DeleteCreatedModelAfter{outcome}"}
+        ]
         assert choice["Default"] == notify  # a model the caller named is never deleted
         delete = states[f"DeleteCreatedModelAfter{outcome}"]
         assert delete["Resource"].endswith(":states:::aws-sdk:sagemaker:deleteModel")
@@ -327,10 +351,16 @@ def test_batch_infer_deletes_the_model_it_created_whatever_the_outcome(assembly)
     for name in ("CreateModelFromPackage", "CreateModelFromArtifact"):
         assert states[name]["Parameters"]["Tags"] == [
             {"Key": "finetune-stack:created-by", "Value": "search-dev-BatchInfer"},
-            {"Key": "team", "Value": "search"}, {"Key": "stage", "Value": "dev"}]
-    statements = [st for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
-                  for st in policy["Properties"]["PolicyDocument"]["Statement"]
-                  if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))]
+            {"Key": "team", "Value": "search"},
+            {"Key": "stage", "Value": "dev"},
+        ]
+    statements = [
+        st
+        for policy in _resources(assembly, DEV, "AWS::IAM::ManagedPolicy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "sagemaker:DeleteModel" in json.dumps(st.get("Action"))
+    ]
     assert len(statements) == 1
     assert statements[0]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}}
+        "StringEquals": {"aws:ResourceTag/finetune-stack:created-by": "search-dev-BatchInfer"}
+    }

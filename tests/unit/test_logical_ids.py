@@ -7,9 +7,18 @@ import pytest
 
 pytestmark = pytest.mark.synth
 
-STATEFUL_TYPES = ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Logs::LogGroup", "AWS::EC2::VPC",
-                  "AWS::SNS::Topic", "AWS::SageMaker::ModelPackageGroup", "AWS::EC2::Instance", "AWS::EC2::Volume",
-                  "AWS::CloudWatch::Dashboard", "AWS::Budgets::Budget")
+STATEFUL_TYPES = (
+    "AWS::S3::Bucket",
+    "AWS::KMS::Key",
+    "AWS::Logs::LogGroup",
+    "AWS::EC2::VPC",
+    "AWS::SNS::Topic",
+    "AWS::SageMaker::ModelPackageGroup",
+    "AWS::EC2::Instance",
+    "AWS::EC2::Volume",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::Budgets::Budget",
+)
 
 PINNED = {
     "Data": {

@@ -16,13 +16,18 @@ pytestmark = pytest.mark.synth
 
 
 def alarms(stack) -> dict[str, dict]:
-    return {a["Properties"]["AlarmName"]: a["Properties"] for a in
-            stack.resources_of_type("AWS::CloudWatch::Alarm").values()}
+    return {
+        a["Properties"]["AlarmName"]: a["Properties"]
+        for a in stack.resources_of_type("AWS::CloudWatch::Alarm").values()
+    }
 
 
 def test_every_stage_has_a_monitoring_stack_with_a_budget(assembly):
     assert {stage for stage, name in assembly.stacks if name == "Monitoring"} == {
-        "search-dev", "search-prod", "support-dev"}
+        "search-dev",
+        "search-prod",
+        "support-dev",
+    }
 
 
 @pytest.mark.parametrize("stage,limit", [("search-dev", 3000), ("search-prod", 12000), ("support-dev", 1500)])
@@ -32,21 +37,42 @@ def test_budget_alerts_the_team_at_80_and_100_percent_actual_and_100_forecast(as
     assert (data["BudgetType"], data["TimeUnit"]) == ("COST", "MONTHLY")
     assert data["BudgetLimit"] == {"Amount": limit, "Unit": "USD"}
     email = "ml-support@example.com" if stage.startswith("support") else "ml-search@example.com"
-    alerts = sorted((n["Notification"]["NotificationType"], n["Notification"]["Threshold"],
-                     n["Notification"]["ThresholdType"], n["Notification"]["ComparisonOperator"],
-                     tuple((s["SubscriptionType"], s["Address"]) for s in n["Subscribers"]))
-                    for n in budget["Properties"]["NotificationsWithSubscribers"])
-    assert alerts == [("ACTUAL", 80, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),)),
-                      ("ACTUAL", 100, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),)),
-                      ("FORECASTED", 100, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),))]
+    alerts = sorted(
+        (
+            n["Notification"]["NotificationType"],
+            n["Notification"]["Threshold"],
+            n["Notification"]["ThresholdType"],
+            n["Notification"]["ComparisonOperator"],
+            tuple((s["SubscriptionType"], s["Address"]) for s in n["Subscribers"]),
+        )
+        for n in budget["Properties"]["NotificationsWithSubscribers"]
+    )
+    assert alerts == [
+        ("ACTUAL", 80, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),)),
+        ("ACTUAL", 100, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),)),
+        ("FORECASTED", 100, "PERCENTAGE", "GREATER_THAN", (("EMAIL", email),)),
+    ]
 
 
-@pytest.mark.parametrize("stage,expected", [
-    ("search-dev", {"finetune-failed", "assistant-5xx", "assistant-latency", "sentiment-5xx", "sentiment-latency",
-                    "proxy-errors", "api-5xx"}),
-    ("search-prod", {"finetune-failed", "assistant-5xx", "assistant-latency", "proxy-errors", "api-5xx"}),
-    ("support-dev", {"finetune-failed"}),  # no endpoints, no inference alarms
-])
+@pytest.mark.parametrize(
+    "stage,expected",
+    [
+        (
+            "search-dev",
+            {
+                "finetune-failed",
+                "assistant-5xx",
+                "assistant-latency",
+                "sentiment-5xx",
+                "sentiment-latency",
+                "proxy-errors",
+                "api-5xx",
+            },
+        ),
+        ("search-prod", {"finetune-failed", "assistant-5xx", "assistant-latency", "proxy-errors", "api-5xx"}),
+        ("support-dev", {"finetune-failed"}),  # no endpoints, no inference alarms
+    ],
+)
 def test_alarms_notify_the_team_topic(assembly, stage, expected):
     found = alarms(assembly.stack(stage, "Monitoring"))
     assert set(found) == {f"{stage}-{name}" for name in expected}
@@ -60,28 +86,45 @@ def _metric(alarm: dict) -> tuple[str, str, dict[str, str], str]:
     [query] = alarm["Metrics"]
     stat = query["MetricStat"]
     metric = stat["Metric"]
-    return (metric["Namespace"], metric["MetricName"], {d["Name"]: d["Value"] for d in metric["Dimensions"]},
-            stat["Stat"])
+    return (
+        metric["Namespace"],
+        metric["MetricName"],
+        {d["Name"]: d["Value"] for d in metric["Dimensions"]},
+        stat["Stat"],
+    )
 
 
 def test_alarm_metrics_match_the_names_the_other_stacks_use(assembly):
     found = alarms(assembly.stack("search-dev", "Monitoring"))
-    assert _metric(found["search-dev-assistant-5xx"]) == ("AWS/SageMaker", "Invocation5XXErrors", {
-        "EndpointName": naming.endpoint("search-dev", "assistant"), "VariantName": "AllTraffic"}, "Sum")
+    assert _metric(found["search-dev-assistant-5xx"]) == (
+        "AWS/SageMaker",
+        "Invocation5XXErrors",
+        {"EndpointName": naming.endpoint("search-dev", "assistant"), "VariantName": "AllTraffic"},
+        "Sum",
+    )
     latency = found["search-dev-assistant-latency"]
     assert _metric(latency)[1::2] == ("ModelLatency", "p90")
     assert (latency["Threshold"], latency["EvaluationPeriods"]) == (30_000_000, 3)
     assert found["search-dev-sentiment-latency"]["Threshold"] == 1_000_000
 
-    assert _metric(found["search-dev-api-5xx"]) == ("AWS/ApiGateway", "5XXError", {
-        "ApiName": naming.inference_api("search-dev"), "Stage": "api"}, "Sum")
+    assert _metric(found["search-dev-api-5xx"]) == (
+        "AWS/ApiGateway",
+        "5XXError",
+        {"ApiName": naming.inference_api("search-dev"), "Stage": "api"},
+        "Sum",
+    )
     assert _metric(found["search-dev-proxy-errors"]) == (
-        "AWS/Lambda", "Errors", {"FunctionName": naming.inference_proxy_function("search-dev")}, "Sum")
+        "AWS/Lambda",
+        "Errors",
+        {"FunctionName": naming.inference_proxy_function("search-dev")},
+        "Sum",
+    )
     pipeline = found["search-dev-finetune-failed"]
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in pipeline["Metrics"] if "MetricStat" in m}
     assert names == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
     [expression] = [m for m in pipeline["Metrics"] if "Expression" in m]
     assert expression["Expression"] == "failed + timedOut + aborted" and pipeline["Threshold"] == 1
+
 
 def test_an_endpoint_can_set_its_own_latency_alarm(assembly):
     # search-prod's assistant sets latency_alarm_seconds: 20 in config/teams.yaml
@@ -89,7 +132,6 @@ def test_an_endpoint_can_set_its_own_latency_alarm(assembly):
     (latency,) = [a["Properties"] for a in alarms if a["Properties"]["AlarmName"] == "search-prod-assistant-latency"]
     assert latency["Threshold"] == 20_000_000
     assert "above 20 s for 15 minutes" in latency["AlarmDescription"]
-
 
 
 def _dashboard_metrics(stack) -> list[list]:
@@ -104,22 +146,38 @@ def _dashboard_metrics(stack) -> list[list]:
 
 def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_are_published_under(assembly):
     stack = assembly.stack("search-dev", "Monitoring")
-    state_machine = (f"arn:aws:states:eu-west-1:111111111111:stateMachine:"
-                     f"{naming.fine_tune_state_machine('search-dev')}")
+    state_machine = f"arn:aws:states:eu-west-1:111111111111:stateMachine:{naming.fine_tune_state_machine('search-dev')}"
     published = {
-        "AWS/States": ({"ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut",
-                        "ExecutionsAborted"}, {"StateMachineArn": state_machine}),
-        "AWS/Lambda": ({"Invocations", "Errors", "Throttles", "Duration"},
-                       {"FunctionName": naming.inference_proxy_function("search-dev")}),
-        "AWS/ApiGateway": ({"Count", "4XXError", "5XXError"},
-                           {"ApiName": naming.inference_api("search-dev"), "Stage": "api"}),
-        naming.METRICS_NAMESPACE: ({f"nvidia_smi_{m}" for m in
-                                    agent_config(log_group_name="x")["metrics"]["metrics_collected"]["nvidia_gpu"][
-                                        "measurement"]}, {"InstanceId": "INSTANCE_ID"}),
+        "AWS/States": (
+            {"ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"},
+            {"StateMachineArn": state_machine},
+        ),
+        "AWS/Lambda": (
+            {"Invocations", "Errors", "Throttles", "Duration"},
+            {"FunctionName": naming.inference_proxy_function("search-dev")},
+        ),
+        "AWS/ApiGateway": (
+            {"Count", "4XXError", "5XXError"},
+            {"ApiName": naming.inference_api("search-dev"), "Stage": "api"},
+        ),
+        naming.METRICS_NAMESPACE: (
+            {
+                f"nvidia_smi_{m}"
+                for m in agent_config(log_group_name="x")["metrics"]["metrics_collected"]["nvidia_gpu"]["measurement"]
+            },
+            {"InstanceId": "INSTANCE_ID"},
+        ),
     }
     endpoints = {naming.endpoint("search-dev", name) for name in ("assistant", "sentiment")}
-    sagemaker_names = {"Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
-                       "ModelLatency", "OverheadLatency", "ModelSetupTime"}
+    sagemaker_names = {
+        "Invocations",
+        "InvocationsPerInstance",
+        "Invocation4XXErrors",
+        "Invocation5XXErrors",
+        "ModelLatency",
+        "OverheadLatency",
+        "ModelSetupTime",
+    }
     seen_namespaces, searches = set(), []
     for metric in _dashboard_metrics(stack):
         options = metric[-1] if isinstance(metric[-1], dict) else {}
@@ -128,7 +186,7 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
                 searches.append(options["expression"])
             continue
         namespace, name, *rest = [m for m in metric if not isinstance(m, dict)]
-        dimensions = dict(zip(rest[::2], rest[1::2]))
+        dimensions = dict(zip(rest[::2], rest[1::2], strict=True))
         seen_namespaces.add(namespace)
         if namespace == "AWS/SageMaker":
             assert name in sagemaker_names
@@ -137,14 +195,16 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
         names, expected_dimensions = published[namespace]
         assert name in names, (namespace, name)
         assert dimensions == expected_dimensions, (namespace, name)
-    assert seen_namespaces == {"AWS/States", "AWS/Lambda", "AWS/ApiGateway", "AWS/SageMaker",
-                               naming.METRICS_NAMESPACE}
+    assert seen_namespaces == {"AWS/States", "AWS/Lambda", "AWS/ApiGateway", "AWS/SageMaker", naming.METRICS_NAMESPACE}
     trained = {re.search(r'MetricName="([a-z_]+)"', s).group(1) for s in searches}
     assert trained and trained <= set(METRIC_NAMES)
     assert all("{/aws/sagemaker/TrainingJobs,Host}" in s for s in searches)
 
 
 def test_a_stage_without_endpoints_or_hosts_has_only_pipeline_and_training_widgets(assembly):
-    namespaces = {m[0] for m in _dashboard_metrics(assembly.stack("support-dev", "Monitoring"))
-                  if isinstance(m[0], str) and not m[0].startswith("{")}
+    namespaces = {
+        m[0]
+        for m in _dashboard_metrics(assembly.stack("support-dev", "Monitoring"))
+        if isinstance(m[0], str) and not m[0].startswith("{")
+    }
     assert namespaces == {"AWS/States"}

@@ -34,8 +34,11 @@ def test_every_pack_a_stage_names_reports_nothing_unacknowledged():
             assert violations == [], f"{stage.stage_name} {pack.name}"
             assert report.success
             ran.setdefault(stage.stage_name, []).append(pack.name)
-    assert ran == {"search-dev": ["AwsSolutions"], "support-dev": ["AwsSolutions"],
-                   "search-prod": ["AwsSolutions", "NIST.800.53.R5", "HIPAA.Security"]}
+    assert ran == {
+        "search-dev": ["AwsSolutions"],
+        "support-dev": ["AwsSolutions"],
+        "search-prod": ["AwsSolutions", "NIST.800.53.R5", "HIPAA.Security"],
+    }
 
 
 def test_an_unacknowledged_finding_fails_synthesis(tmp_path):
@@ -65,8 +68,14 @@ def test_hipaa_and_nist_run_only_where_a_stage_lists_them(tmp_path):
     app = build_app(EXAMPLE_CONFIG, stage_names="dev", outdir=str(tmp_path))
     for stage_name in ("search-dev", "support-dev"):
         data_stack = app.node.find_child(stage_name).node.find_child("Data")
-        bucket = s3.Bucket(data_stack, "UnreplicatedBucket", enforce_ssl=True, versioned=True,
-                           server_access_logs_bucket=data_stack.logs_bucket, removal_policy=RemovalPolicy.DESTROY)
+        bucket = s3.Bucket(
+            data_stack,
+            "UnreplicatedBucket",
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=data_stack.logs_bucket,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         assert bucket.node.path.endswith("UnreplicatedBucket")
     app.synth()  # AwsSolutions passes; NIST/HIPAA would flag replication and SSE-KMS but do not run on dev
 

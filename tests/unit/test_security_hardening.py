@@ -26,6 +26,7 @@ def _listify(value):
 
 # --- item 3: the network ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_vpc_endpoint_has_a_policy_limited_to_this_account(assembly, stage):
     endpoints = _resources(assembly, stage, "Data", "AWS::EC2::VPCEndpoint")
@@ -39,8 +40,10 @@ def test_every_vpc_endpoint_has_a_policy_limited_to_this_account(assembly, stage
             assert statement["Effect"] == "Allow"
             assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == account, logical_id
             if statement["Resource"] == "*":
-                resource_accounts = (statement["Condition"].get("StringEquals", {}).get("aws:ResourceAccount")
-                                     or statement["Condition"]["StringEqualsIfExists"]["aws:ResourceAccount"])
+                resource_accounts = (
+                    statement["Condition"].get("StringEquals", {}).get("aws:ResourceAccount")
+                    or statement["Condition"]["StringEqualsIfExists"]["aws:ResourceAccount"]
+                )
                 assert account in _listify(resource_accounts), logical_id
 
 
@@ -56,12 +59,17 @@ def test_the_hosts_endpoints_admit_only_this_accounts_principals(assembly):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_s3_gateway_admits_only_this_accounts_buckets_and_named_aws_buckets(assembly, stage):
-    (s3,) = [e for e in _resources(assembly, stage, "Data", "AWS::EC2::VPCEndpoint").values()
-             if e["Properties"]["VpcEndpointType"] == "Gateway"]
+    (s3,) = [
+        e
+        for e in _resources(assembly, stage, "Data", "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"]["VpcEndpointType"] == "Gateway"
+    ]
     statements = {s["Sid"]: s for s in s3["Properties"]["PolicyDocument"]["Statement"]}
     region = REGIONS[stage]
     assert statements["ThisAccountsPrincipalsOnThisAccountsBuckets"]["Condition"]["StringEquals"] == {
-        "aws:PrincipalAccount": ACCOUNTS[stage], "aws:ResourceAccount": ACCOUNTS[stage]}
+        "aws:PrincipalAccount": ACCOUNTS[stage],
+        "aws:ResourceAccount": ACCOUNTS[stage],
+    }
     assert statements["EcrImageLayers"]["Resource"] == f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*"
     assert statements["EcrImageLayers"]["Action"] == "s3:GetObject"
     assert statements["CloudWatchAgentPackage"]["Resource"] == f"arn:aws:s3:::amazoncloudwatch-agent-{region}/*"
@@ -73,8 +81,7 @@ def test_ecr_endpoints_also_admit_the_deep_learning_container_registry(assembly)
     logs = [e for logical_id, e in endpoints.items() if "CloudWatchLogs" in logical_id]
     for endpoint in ecr:
         (statement,) = endpoint["Properties"]["PolicyDocument"]["Statement"]
-        assert statement["Condition"]["StringEqualsIfExists"]["aws:ResourceAccount"] == [
-            "111111111111", "763104351884"]
+        assert statement["Condition"]["StringEqualsIfExists"]["aws:ResourceAccount"] == ["111111111111", "763104351884"]
     (statement,) = logs[0]["Properties"]["PolicyDocument"]["Statement"]
     assert _listify(statement["Condition"]["StringEqualsIfExists"]["aws:ResourceAccount"]) == ["111111111111"]
 
@@ -85,8 +92,11 @@ def test_training_security_group_reaches_only_the_endpoints_and_itself(assembly,
     groups = training.resources_of_type("AWS::EC2::SecurityGroup")
     (group_id,) = [k for k in groups if k.startswith("TrainingJobSecurityGroup")]
     inline = groups[group_id]["Properties"].get("SecurityGroupEgress", [])
-    separate = [r["Properties"] for r in training.resources_of_type("AWS::EC2::SecurityGroupEgress").values()
-                if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group_id, "GroupId"]}]
+    separate = [
+        r["Properties"]
+        for r in training.resources_of_type("AWS::EC2::SecurityGroupEgress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group_id, "GroupId"]}
+    ]
     rules = inline + separate
     assert not any("CidrIp" in rule or "CidrIpv6" in rule for rule in rules), rules
     destinations = sorted(next(k for k in rule if k.startswith("Destination")) for rule in rules)
@@ -141,6 +151,7 @@ def test_every_network_interface_grant_is_held_to_the_team_vpc(assembly, stage):
 
 # --- item 5: confused deputy ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_eventbridge_publishes_to_the_topic_only_for_this_stages_rules(assembly, stage):
     (policy,) = _resources(assembly, stage, "Data", "AWS::SNS::TopicPolicy").values()
@@ -149,7 +160,8 @@ def test_eventbridge_publishes_to_the_topic_only_for_this_stages_rules(assembly,
     assert events["Principal"] == {"Service": "events.amazonaws.com"}
     assert events["Condition"] == {
         "StringEquals": {"aws:SourceAccount": ACCOUNTS[stage]},
-        "ArnLike": {"aws:SourceArn": f"arn:aws:events:{REGIONS[stage]}:{ACCOUNTS[stage]}:rule/{stage}-*"}}
+        "ArnLike": {"aws:SourceArn": f"arn:aws:events:{REGIONS[stage]}:{ACCOUNTS[stage]}:rule/{stage}-*"},
+    }
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -162,20 +174,34 @@ def test_every_service_principal_in_the_key_policy_carries_conditions(assembly, 
         if service:
             assert statement.get("Condition"), f"{service} may use the key without conditions"
             by_service[service] = statement["Condition"]
-    assert set(by_service) == {"cloudwatch.amazonaws.com", "events.amazonaws.com", f"logs.{region}.amazonaws.com",
-                               "delivery.logs.amazonaws.com"}
+    assert set(by_service) == {
+        "cloudwatch.amazonaws.com",
+        "events.amazonaws.com",
+        f"logs.{region}.amazonaws.com",
+        "delivery.logs.amazonaws.com",
+    }
     assert by_service["delivery.logs.amazonaws.com"] == {"StringEquals": {"aws:SourceAccount": account}}
     topic = f"arn:aws:sns:{region}:{account}:{stage}-events"
-    for service, source in (("cloudwatch.amazonaws.com", f"arn:aws:cloudwatch:{region}:{account}:alarm:{stage}-*"),
-                            ("events.amazonaws.com", f"arn:aws:events:{region}:{account}:rule/{stage}-*")):
+    for service, source in (
+        ("cloudwatch.amazonaws.com", f"arn:aws:cloudwatch:{region}:{account}:alarm:{stage}-*"),
+        ("events.amazonaws.com", f"arn:aws:events:{region}:{account}:rule/{stage}-*"),
+    ):
         assert by_service[service] == {
-            "StringEquals": {"aws:SourceAccount": account, "kms:ViaService": f"sns.{region}.amazonaws.com",
-                             "kms:EncryptionContext:aws:sns:topicArn": topic},
-            "ArnLike": {"aws:SourceArn": source}}
+            "StringEquals": {
+                "aws:SourceAccount": account,
+                "kms:ViaService": f"sns.{region}.amazonaws.com",
+                "kms:EncryptionContext:aws:sns:topicArn": topic,
+            },
+            "ArnLike": {"aws:SourceArn": source},
+        }
     log_groups = by_service[f"logs.{region}.amazonaws.com"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
     prefix = f"arn:aws:logs:{region}:{account}:log-group:"
-    assert log_groups == [f"{prefix}/aws/vendedlogs/states/{stage}-*", f"{prefix}/aws/lambda/{stage}-*",
-                          f"{prefix}/finetune-stack/{stage}/*", f"{prefix}aws-waf-logs-{stage}-*"]
+    assert log_groups == [
+        f"{prefix}/aws/vendedlogs/states/{stage}-*",
+        f"{prefix}/aws/lambda/{stage}-*",
+        f"{prefix}/finetune-stack/{stage}/*",
+        f"{prefix}aws-waf-logs-{stage}-*",
+    ]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -200,14 +226,19 @@ def test_every_encrypted_log_group_matches_a_key_policy_pattern(assembly, stage)
 
 # --- item 6: data capture ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_captured_traffic_expires(assembly, stage):
     buckets = _resources(assembly, stage, "Data", "AWS::S3::Bucket")
     (artifacts,) = [b for b in buckets.values() if b["Properties"]["BucketName"].startswith(f"{stage}-artifacts-")]
     rules = {r["Id"]: r for r in artifacts["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["ExpireDataCapture"] == {
-        "Id": "ExpireDataCapture", "Prefix": "data-capture/", "ExpirationInDays": 30, "Status": "Enabled",
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}
+        "Id": "ExpireDataCapture",
+        "Prefix": "data-capture/",
+        "ExpirationInDays": 30,
+        "Status": "Enabled",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+    }
 
 
 def test_a_stage_can_turn_capture_off(assembly):
@@ -216,8 +247,11 @@ def test_a_stage_can_turn_capture_off(assembly):
     assert any("DataCaptureConfig" in c["Properties"] for c in dev.values())
     assert prod and not any("DataCaptureConfig" in c["Properties"] for c in prod.values())
     # ...and its model role is given no write access to the capture prefix either.
-    writes = [s for _, s in _managed_statements(assembly, "search-prod", "Inference")
-              if "data-capture" in json.dumps(s.get("Resource"))]
+    writes = [
+        s
+        for _, s in _managed_statements(assembly, "search-prod", "Inference")
+        if "data-capture" in json.dumps(s.get("Resource"))
+    ]
     assert writes == []
 
 
@@ -229,8 +263,11 @@ def test_no_training_or_inference_security_group_opens_egress_to_the_internet(as
         if (stage, stack_name) not in assembly.stacks:
             continue
         stack = assembly.stack(stage, stack_name)
-        rules = [r for g in stack.resources_of_type("AWS::EC2::SecurityGroup").values()
-                 for r in g["Properties"].get("SecurityGroupEgress", [])]
+        rules = [
+            r
+            for g in stack.resources_of_type("AWS::EC2::SecurityGroup").values()
+            for r in g["Properties"].get("SecurityGroupEgress", [])
+        ]
         rules += [r["Properties"] for r in stack.resources_of_type("AWS::EC2::SecurityGroupEgress").values()]
         for rule in rules:
             checked += 1

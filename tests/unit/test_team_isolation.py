@@ -11,10 +11,22 @@ pytestmark = pytest.mark.synth
 
 STAGES = ("search-dev", "search-prod", "support-dev")
 # Actions that touch data or models: never on every resource.
-DATA_ACTION_PREFIXES = ("s3:", "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt",
-                        "sagemaker:InvokeEndpoint", "sagemaker:CreateModelPackage", "sagemaker:UpdateEndpoint",
-                        "sagemaker:CreateTrainingJob", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                        "states:StartExecution", "sns:Publish", "lambda:InvokeFunction")
+DATA_ACTION_PREFIXES = (
+    "s3:",
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:ReEncrypt",
+    "sagemaker:InvokeEndpoint",
+    "sagemaker:CreateModelPackage",
+    "sagemaker:UpdateEndpoint",
+    "sagemaker:CreateTrainingJob",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "states:StartExecution",
+    "sns:Publish",
+    "lambda:InvokeFunction",
+)
 
 
 def _statements(template: dict) -> list[tuple[str, dict]]:
@@ -70,10 +82,25 @@ def test_data_actions_are_never_granted_on_every_resource(assembly, stage):
 
 def test_the_check_catches_a_cross_team_grant():
     """The check can fail: a statement naming another stage's bucket is found."""
-    template = {"Resources": {"P": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {
-        "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
-                       "Resource": "arn:aws:s3:::support-dev-data-333333333333-eu-west-1/*"}]}}}}}
-    (_, statement), = _statements(template)
+    template = {
+        "Resources": {
+            "P": {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "PolicyDocument": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": "s3:GetObject",
+                                "Resource": "arn:aws:s3:::support-dev-data-333333333333-eu-west-1/*",
+                            }
+                        ]
+                    }
+                },
+            }
+        }
+    }
+    ((_, statement),) = _statements(template)
     assert "support-dev" in json.dumps(statement["Resource"])
 
 
@@ -95,8 +122,11 @@ from hypothesis import strategies as st  # noqa: E402
 from stacks.settings import STAGE_NAME_MAX, TEAM_NAME_MAX, ConfigError, parse_config  # noqa: E402
 from tests.contract.states import resolve_tokens  # noqa: E402
 
-ACCOUNTS = {"search-dev": ("111111111111", "eu-west-1"), "search-prod": ("222222222222", "us-east-1"),
-            "support-dev": ("333333333333", "eu-west-1")}
+ACCOUNTS = {
+    "search-dev": ("111111111111", "eu-west-1"),
+    "search-prod": ("222222222222", "us-east-1"),
+    "support-dev": ("333333333333", "eu-west-1"),
+}
 Q, ACCOUNT, REGION = "\x00Q\x00", "123456789012", "eu-central-1"
 
 
@@ -119,8 +149,12 @@ def _stage_arns(assembly, stage: str) -> list[str]:
             continue
         for resource in stack.template["Resources"].values():
             properties = resource.get("Properties", {})
-            documents = {"AWS::IAM::Policy": ["PolicyDocument"], "AWS::IAM::ManagedPolicy": ["PolicyDocument"],
-                         "AWS::KMS::Key": ["KeyPolicy"], "AWS::SNS::TopicPolicy": ["PolicyDocument"]}
+            documents = {
+                "AWS::IAM::Policy": ["PolicyDocument"],
+                "AWS::IAM::ManagedPolicy": ["PolicyDocument"],
+                "AWS::KMS::Key": ["KeyPolicy"],
+                "AWS::SNS::TopicPolicy": ["PolicyDocument"],
+            }
             for field in documents.get(resource["Type"], []):
                 for statement in properties[field]["Statement"]:
                     if statement["Effect"] != "Allow":
@@ -148,8 +182,12 @@ def stage_arns(assembly) -> dict[str, list[str]]:
 def _names(max_size: int):
     # A small alphabet makes prefixes, shared hyphen segments and collisions after joining likely.
     segment = st.text("ab", min_size=1, max_size=3)
-    return st.lists(segment, min_size=1, max_size=3).map("-".join).map(lambda n: "a" + n if n[0] == "b" else n) \
+    return (
+        st.lists(segment, min_size=1, max_size=3)
+        .map("-".join)
+        .map(lambda n: "a" + n if n[0] == "b" else n)
         .filter(lambda n: len(n) <= max_size)
+    )
 
 
 def _config_for(pairs: list[tuple[str, str]]) -> str:
@@ -159,7 +197,7 @@ def _config_for(pairs: list[tuple[str, str]]) -> str:
     text = "teams:\n"
     for index, (team, stages) in enumerate(teams.items()):
         text += f"  - name: {team}\n    cost_center: CC-{index}\n    email: t{index}@example.com\n    stages:\n"
-        text += "".join(f"      {s}: {{account: \"{ACCOUNT}\", region: {REGION}}}\n" for s in stages)
+        text += "".join(f'      {s}: {{account: "{ACCOUNT}", region: {REGION}}}\n' for s in stages)
     return text
 
 
@@ -185,10 +223,16 @@ def _cross_matches(stage_arns, first: str, second: str, filler: str) -> list[tup
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(team_a=_names(TEAM_NAME_MAX), stage_a=_names(STAGE_NAME_MAX), team_b=_names(TEAM_NAME_MAX),
-       stage_b=_names(STAGE_NAME_MAX), filler=st.sampled_from(["", "x", "a", "b-a", "-", "a-b-x"]))
+@given(
+    team_a=_names(TEAM_NAME_MAX),
+    stage_a=_names(STAGE_NAME_MAX),
+    team_b=_names(TEAM_NAME_MAX),
+    stage_b=_names(STAGE_NAME_MAX),
+    filler=st.sampled_from(["", "x", "a", "b-a", "-", "a-b-x"]),
+)
 def test_no_statement_of_one_stage_matches_another_stage_of_the_account(
-        stage_arns, team_a, stage_a, team_b, stage_b, filler):
+    stage_arns, team_a, stage_a, team_b, stage_b, filler
+):
     if (team_a, stage_a) == (team_b, stage_b):
         return
     try:

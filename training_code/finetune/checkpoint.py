@@ -46,8 +46,11 @@ def _files(path: str | None) -> list[list] | None:
         return [[root.name, root.stat().st_size]]
     if not root.is_dir():
         return []
-    return sorted([str(p.relative_to(root)), p.stat().st_size] for p in root.rglob("*")
-                  if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        [str(p.relative_to(root)), p.stat().st_size]
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
 
 
 def fingerprint(config) -> dict:
@@ -63,19 +66,25 @@ def fingerprint(config) -> dict:
         base = root if root.is_dir() else root.parent
         return [[str(Path(f).relative_to(base)), Path(f).stat().st_size] for f in files]
 
-    hyperparameters = {name: getattr(config, name) for name in type(config).hyperparameter_names()
-                       if name not in _NOT_RESULT_CHANGING}
-    model_dir = config.model_channel or (config.base_model if config.base_model and Path(config.base_model).is_dir()
-                                         else None)
-    return json.loads(json.dumps({
-        "base_model": config.base_model,
-        "base_model_files": _files(model_dir),
-        "method": config.method,
-        "task": config.task,
-        "train_files": data(config.train_path, "train"),
-        "validation_files": data(config.validation_path, "validation"),
-        "hyperparameters": hyperparameters,
-    }))
+    hyperparameters = {
+        name: getattr(config, name) for name in type(config).hyperparameter_names() if name not in _NOT_RESULT_CHANGING
+    }
+    model_dir = config.model_channel or (
+        config.base_model if config.base_model and Path(config.base_model).is_dir() else None
+    )
+    return json.loads(
+        json.dumps(
+            {
+                "base_model": config.base_model,
+                "base_model_files": _files(model_dir),
+                "method": config.method,
+                "task": config.task,
+                "train_files": data(config.train_path, "train"),
+                "validation_files": data(config.validation_path, "validation"),
+                "hyperparameters": hyperparameters,
+            }
+        )
+    )
 
 
 def _flatten(value: dict, prefix: str = "") -> dict:
@@ -96,11 +105,15 @@ def _short(value) -> str:
 def check_fingerprint(path: Path, expected: dict) -> None:
     """Raise CheckpointError naming each field in which checkpoint ``path`` differs from this run's fingerprint."""
     file = path / FINGERPRINT_FILE
-    fix = ("checkpoints are resumed only by the run that wrote them; point this run at an empty checkpoint "
-           "directory (the FineTune pipeline gives every execution its own)")
+    fix = (
+        "checkpoints are resumed only by the run that wrote them; point this run at an empty checkpoint "
+        "directory (the FineTune pipeline gives every execution its own)"
+    )
     if not file.is_file():
-        raise CheckpointError(f"checkpoint {path} records no {FINGERPRINT_FILE} (what produced it), so it cannot be "
-                              f"told apart from another run's; {fix}")
+        raise CheckpointError(
+            f"checkpoint {path} records no {FINGERPRINT_FILE} (what produced it), so it cannot be "
+            f"told apart from another run's; {fix}"
+        )
     try:
         saved = json.loads(file.read_text())
     except (ValueError, OSError) as error:
@@ -110,8 +123,10 @@ def check_fingerprint(path: Path, expected: dict) -> None:
     ours, theirs = _flatten(expected), _flatten(saved)
     differing = [name for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
     if differing:
-        details = "; ".join(f"{name} differs (checkpoint: {_short(theirs.get(name))}, this run: "
-                            f"{_short(ours.get(name))})" for name in differing[:5])
+        details = "; ".join(
+            f"{name} differs (checkpoint: {_short(theirs.get(name))}, this run: {_short(ours.get(name))})"
+            for name in differing[:5]
+        )
         more = f" and {len(differing) - 5} more fields" if len(differing) > 5 else ""
         raise CheckpointError(f"checkpoint {path} was written by a different run: {details}{more}; {fix}")
 
@@ -122,7 +137,7 @@ def _load_tensors(file: Path):
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {file} is missing: the checkpoint is incomplete") from None
-    except Exception as error:  # noqa: BLE001 - pickle and zip errors have many types; all mean "refused"
+    except Exception as error:  # pickle and zip errors have many types; all mean "refused"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"checkpoint file {file} holds something other than tensors and plain numbers (a pickled object?), "
@@ -133,16 +148,26 @@ def _load_tensors(file: Path):
 def _rng_to_tensors(state: dict) -> dict:
     """``rng_state()`` as tensors and plain numbers (loadable with weights_only=True)."""
     version, internal, gauss_next = state["python"]
-    saved = {"python_version": int(version), "python": torch.tensor(internal, dtype=torch.int64),
-             "python_gauss_next": gauss_next, "torch": state["torch"]}
+    saved = {
+        "python_version": int(version),
+        "python": torch.tensor(internal, dtype=torch.int64),
+        "python_gauss_next": gauss_next,
+        "torch": state["torch"],
+    }
     if "cuda" in state:
         saved["cuda"] = state["cuda"]
     return saved
 
 
 def _rng_from_tensors(saved: dict) -> dict:
-    state = {"python": (saved["python_version"], tuple(int(v) for v in saved["python"].tolist()),
-                        saved["python_gauss_next"]), "torch": saved["torch"]}
+    state = {
+        "python": (
+            saved["python_version"],
+            tuple(int(v) for v in saved["python"].tolist()),
+            saved["python_gauss_next"],
+        ),
+        "torch": saved["torch"],
+    }
     if "cuda" in saved:
         state["cuda"] = saved["cuda"]
     return state
@@ -182,8 +207,17 @@ def _write_atomically(root: Path, name: str, write) -> Path:
     return final
 
 
-def save(directory: str, step: int, model_state: dict, optim_state: dict, scheduler, rng_states: list[dict],
-         loop_state: dict, *, run_fingerprint: dict) -> Path:
+def save(
+    directory: str,
+    step: int,
+    model_state: dict,
+    optim_state: dict,
+    scheduler,
+    rng_states: list[dict],
+    loop_state: dict,
+    *,
+    run_fingerprint: dict,
+) -> Path:
     """Write checkpoint ``step`` atomically and prune older ones; returns its path.
 
     ``rng_states``: every rank's ``rng_state()``, in rank order. ``run_fingerprint``: ``fingerprint(config)``.
@@ -233,7 +267,7 @@ def list_complete(directory: str) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
 def latest(directory: str) -> Path | None:
@@ -253,8 +287,10 @@ def load(path: Path, scheduler, rank: int = 0, world: int = 1, *, run_fingerprin
     """
     check_fingerprint(path, run_fingerprint)
     if (path / "scheduler.pt").exists() and not (path / "scheduler.json").exists():
-        raise CheckpointError(f"checkpoint {path} keeps its scheduler as a pickle (scheduler.pt), refused: "
-                              "checkpoints from shared storage are never unpickled")
+        raise CheckpointError(
+            f"checkpoint {path} keeps its scheduler as a pickle (scheduler.pt), refused: "
+            "checkpoints from shared storage are never unpickled"
+        )
     model_state = _load_tensors(path / "model.pt")
     optim_state = _load_tensors(path / "optimizer.pt")
     states = _load_tensors(path / "rng.pt")
@@ -263,8 +299,10 @@ def load(path: Path, scheduler, rank: int = 0, world: int = 1, *, run_fingerprin
         loop_state = json.loads((path / "state.json").read_text())
         rngs = [_rng_from_tensors(state) for state in states]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"checkpoint {path} is not one this code wrote ({type(error).__name__}: {error}); "
-                              "point this run at an empty checkpoint directory") from None
+        raise CheckpointError(
+            f"checkpoint {path} is not one this code wrote ({type(error).__name__}: {error}); "
+            "point this run at an empty checkpoint directory"
+        ) from None
     scheduler.load_state_dict(scheduler_state)
     rng = rngs[rank] if len(rngs) == world else rngs[0]
     random.setstate(rng["python"])

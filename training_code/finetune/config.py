@@ -12,15 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import METHODS, TASKS  # noqa: F401  (re-exported: the container's names for them)
+from .contract import METHODS, TASKS  # also re-exported: the container's names for them
+
 STRATEGIES = ("ddp", "fsdp")
 POOLINGS = ("auto", "cls", "mean")
 #: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
 #: limit in the message, instead of as an overflow or an allocation failure inside the training job.
 MAX_VALUES = {
-    "epochs": 1000, "max_steps": 10_000_000, "batch_size": 4096, "gradient_accumulation_steps": 4096,
-    "max_seq_length": 131072, "lora_r": 1024, "lora_alpha": 8192, "eval_steps": 10_000_000,
-    "save_steps": 10_000_000, "early_stopping_patience": 10_000, "seed": 2**32 - 1, "logging_steps": 10_000_000,
+    "epochs": 1000,
+    "max_steps": 10_000_000,
+    "batch_size": 4096,
+    "gradient_accumulation_steps": 4096,
+    "max_seq_length": 131072,
+    "lora_r": 1024,
+    "lora_alpha": 8192,
+    "eval_steps": 10_000_000,
+    "save_steps": 10_000_000,
+    "early_stopping_patience": 10_000,
+    "seed": 2**32 - 1,
+    "logging_steps": 10_000_000,
     "max_eval_rows": 100_000_000,
 }
 
@@ -40,9 +50,11 @@ class TrainConfig:
     task: str = "causal-lm"
     """What to train: ``causal-lm`` (instruction/chat/text data) or ``classification`` (``{"text","label"}``)."""
     method: str | None = None
-    """``lora``, ``qlora`` (4-bit base, CUDA only, causal-lm only) or ``full``. Default: lora for causal-lm, full for classification."""
+    """``lora``, ``qlora`` (4-bit base, CUDA only, causal-lm only) or ``full``.
+    Default: lora for causal-lm, full for classification."""
     base_model: str | None = None
-    """A local model directory, a hub id, or ``local:minilm`` / ``local:smollm2`` (packaged offline models). Default: the ``model`` channel."""
+    """A local model directory, a hub id, or ``local:minilm`` / ``local:smollm2`` (packaged offline models).
+    Default: the ``model`` channel."""
     epochs: float = 1.0
     """Passes over the training data (fractions allowed); ignored when ``max_steps`` > 0."""
     max_steps: int = 0
@@ -56,7 +68,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     """Micro-batches accumulated into one optimizer step."""
     max_seq_length: int | None = None
-    """Longest tokenised example (and packed row); longer ones are truncated. Default: 1024 causal-lm, 128 classification."""
+    """Longest tokenised example (and packed row); longer ones are truncated.
+    Default: 1024 causal-lm, 128 classification."""
     warmup_ratio: float = 0.05
     """Fraction of the steps spent warming the learning rate up linearly before cosine decay."""
     weight_decay: float = 0.0
@@ -71,7 +84,8 @@ class TrainConfig:
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
     """Pack causal-lm examples into rows without attention across examples, where the model supports it (checked
-    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for classification."""
+    at start; otherwise padded, length-grouped batches with a notice). Default: true for causal-lm; not for
+    classification."""
     classifier_pooling: str = "auto"
     """How a classifier reads the encoder: ``cls`` (the model's own head on the first token), ``mean`` (the mean of
     the last hidden states over the text's tokens, for BERT-family encoders) or ``auto``: ``mean`` for sentence
@@ -215,15 +229,19 @@ class TrainConfig:
             if name not in known:
                 problems.append(f"{name}={_show(raw)}: unknown hyperparameter (known: {', '.join(known)})")
                 continue
+            annotation = known[name].type
+            if not isinstance(annotation, str):  # under `from __future__ import annotations` every one is a string
+                raise TypeError(f"TrainConfig.{name}: annotation {annotation!r} is not a string")
             try:
-                parsed = _parse(known[name].type, raw)
+                parsed = _parse(annotation, raw)
             except ValueError as err:
                 problems.append(f"{name}={_show(raw)}: {err}")
                 continue
             if parsed is not None:
                 values[name] = parsed
         try:
-            config = cls(**values, **{k: v for k, v in paths.items() if v is not None})
+            given_paths: dict[str, Any] = {k: v for k, v in paths.items() if v is not None}
+            config = cls(**values, **given_paths)
         except ConfigError as err:
             raise ConfigError(problems + err.problems) from None
         if problems:

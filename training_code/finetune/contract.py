@@ -18,8 +18,10 @@ METHODS: tuple[str, ...] = ("lora", "qlora", "full")
 TASK_OF_ENDPOINT_KIND: dict[str, str] = {"llm": TASK_CAUSAL_LM, "classifier": TASK_CLASSIFICATION}
 
 #: The metric the Gate judges each task by, and whether higher is better.
-MAIN_METRIC: dict[str, tuple[str, bool]] = {TASK_CAUSAL_LM: ("eval_loss", False),
-                                            TASK_CLASSIFICATION: ("accuracy", True)}
+MAIN_METRIC: dict[str, tuple[str, bool]] = {
+    TASK_CAUSAL_LM: ("eval_loss", False),
+    TASK_CLASSIFICATION: ("accuracy", True),
+}
 
 #: S3 prefixes: datasets in the data bucket; base models, job outputs, checkpoints, evaluations in artifacts.
 DATASETS_PREFIX = "datasets/"
@@ -119,12 +121,20 @@ BATCH_INFER_OUTPUT = "BatchInferStateMachineArn"
 #: Stack outputs that are also published as SSM parameters, by layer: output name -> parameter (under
 #: ``ssm_prefix``). Tools without CloudFormation access read the parameters.
 PUBLISHED_OUTPUTS: dict[str, dict[str, str]] = {
-    "data": {DATA_BUCKET_OUTPUT: "data-bucket", ARTIFACTS_BUCKET_OUTPUT: "artifacts-bucket",
-             "LogsBucketName": "logs-bucket", "TeamKeyArn": "kms-key-arn", "VpcId": "vpc-id",
-             "TeamTopicArn": "topic-arn"},
-    "training": {FINE_TUNE_OUTPUT: "fine-tune-state-machine-arn",
-                 "ModelPackageGroupName": "model-package-group", "TrainingImageUri": "training-image-uri",
-                 "SageMakerExecutionRoleArn": "sagemaker-execution-role-arn"},
+    "data": {
+        DATA_BUCKET_OUTPUT: "data-bucket",
+        ARTIFACTS_BUCKET_OUTPUT: "artifacts-bucket",
+        "LogsBucketName": "logs-bucket",
+        "TeamKeyArn": "kms-key-arn",
+        "VpcId": "vpc-id",
+        "TeamTopicArn": "topic-arn",
+    },
+    "training": {
+        FINE_TUNE_OUTPUT: "fine-tune-state-machine-arn",
+        "ModelPackageGroupName": "model-package-group",
+        "TrainingImageUri": "training-image-uri",
+        "SageMakerExecutionRoleArn": "sagemaker-execution-role-arn",
+    },
 }
 
 #: The stack outputs the CLI reads, by layer: stack ``{team}-{stage}-{layer}`` (the Inference stack exists on

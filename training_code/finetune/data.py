@@ -21,7 +21,9 @@ def channel_files(path: str, channel: str) -> list[str]:
     if not root.is_dir():
         raise DataError(f"{channel} channel", None, f"{path} does not exist")
     files = sorted(
-        str(p) for p in root.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json") and not p.name.startswith(".")
+        str(p)
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".jsonl", ".json") and not p.name.startswith(".")
     )
     if not files:
         raise DataError(f"{channel} channel", None, f"{path} holds no .jsonl files")
@@ -104,7 +106,10 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
     for record in records:
         data = record.data
         if record.format == PROMPT_COMPLETION:
-            messages = [{"role": "user", "content": data["prompt"]}, {"role": "assistant", "content": data["completion"]}]
+            messages = [
+                {"role": "user", "content": data["prompt"]},
+                {"role": "assistant", "content": data["completion"]},
+            ]
         elif record.format == MESSAGES:
             messages = data["messages"]
         else:
@@ -114,7 +119,7 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = list(enc["input_ids"])
             labels = [IGNORE_INDEX] * len(ids)
-            for k, (a, b) in enumerate(enc["offset_mapping"]):
+            for k, (a, _) in enumerate(enc["offset_mapping"]):
                 if any(s <= a < e for s, e in spans):
                     labels[k] = ids[k]
             if ids and ids[-1] != eos and eos is not None and labels[-1] != IGNORE_INDEX:
@@ -126,7 +131,9 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             if bos is not None:
                 ids, labels = [bos], [IGNORE_INDEX]
             for m in messages:
-                piece = tokenizer(m["content"] + ("\n" if m["role"] != "assistant" else ""), add_special_tokens=False)["input_ids"]
+                piece = tokenizer(m["content"] + ("\n" if m["role"] != "assistant" else ""), add_special_tokens=False)[
+                    "input_ids"
+                ]
                 ids += piece
                 labels += piece if m["role"] == "assistant" else [IGNORE_INDEX] * len(piece)
                 if m["role"] == "assistant" and eos is not None:
@@ -141,12 +148,12 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
             if bos is not None and ids and ids[0] == bos:
                 labels[0] = IGNORE_INDEX
         ids = _strip_double_bos(ids, bos)
-        labels = labels[len(labels) - len(ids):]
+        labels = labels[len(labels) - len(ids) :]
         if len(ids) > max_seq_length:
             report.truncated += 1
             ids, labels = ids[:max_seq_length], labels[:max_seq_length]
         # labels[0] never counts (nothing predicts the first token)
-        if not any(l != IGNORE_INDEX for l in labels[1:]):
+        if not any(label != IGNORE_INDEX for label in labels[1:]):
             report.dropped_no_target += 1
             report.dropped_where.append(f"{record.source}:{record.line}")
             continue
@@ -154,13 +161,15 @@ def encode_causal(records: list[Record], tokenizer, max_seq_length: int) -> tupl
     return examples, report
 
 
-def encode_classification(records: list[Record], tokenizer, max_seq_length: int, label_to_id: dict) -> tuple[list[Example], EncodeReport]:
+def encode_classification(
+    records: list[Record], tokenizer, max_seq_length: int, label_to_id: dict
+) -> tuple[list[Example], EncodeReport]:
     """Tokenise classification records (truncated to max_seq_length)."""
     report = EncodeReport()
     texts = [r.data["text"] for r in records]
     encoded = tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
     examples = []
-    for record, ids in zip(records, encoded):
+    for record, ids in zip(records, encoded, strict=True):
         if len(ids) > max_seq_length:
             report.truncated += 1
             ids = ids[: max_seq_length - 1] + ids[-1:]  # keep the closing special token
@@ -235,7 +244,8 @@ def collate_padded(examples: list[Example], pad_id: int, classification: bool):
 
 
 class BatchPlan:
-    """Deterministic micro-batches of examples derived from (seed, epoch): resuming at a global step needs no data state.
+    """Deterministic micro-batches of examples derived from (seed, epoch): resuming at a global step needs no data
+    state.
 
     ``batch_size`` counts examples whether or not they are packed: packing changes how a micro-batch's examples are
     laid out in rows (see ``collate_micro_batch``), never how many there are, so the optimizer steps per epoch and the

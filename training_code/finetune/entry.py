@@ -24,7 +24,12 @@ _PATH_FLAGS = {
     "model_channel": ("model_channel", "SM_CHANNEL_MODEL", None, "directory with base weights (the model channel)"),
     "model_dir": ("model_dir", "SM_MODEL_DIR", "model", "where the fine-tuned model and reports go"),
     "output_dir": ("output_dir", "SM_OUTPUT_DIR", "output", "where the failure reason is written"),
-    "checkpoint_dir": ("checkpoint_dir", "FINETUNE_CHECKPOINT_DIR", "checkpoints", "checkpoints, resumed from when present"),
+    "checkpoint_dir": (
+        "checkpoint_dir",
+        "FINETUNE_CHECKPOINT_DIR",
+        "checkpoints",
+        "checkpoints, resumed from when present",
+    ),
 }
 
 
@@ -40,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--validation samples/sst2/validation.jsonl --model_dir out/model --progress true"
         ),
     )
-    paths = parser.add_argument_group("paths (default: SageMaker's SM_* variables, else ./model, ./output, ./checkpoints)")
+    paths = parser.add_argument_group(
+        "paths (default: SageMaker's SM_* variables, else ./model, ./output, ./checkpoints)"
+    )
     for flag, (_, env, default, help_text) in _PATH_FLAGS.items():
         where = "/opt/ml/checkpoints on SageMaker" if flag == "checkpoint_dir" else f"${env}"
         paths.add_argument(f"--{flag}", default=None, help=f"{help_text} (default: {where}, else {default})")
@@ -56,12 +63,19 @@ def _field_docs() -> dict[str, str]:
     """Field docstrings of TrainConfig, read from its source (they are attribute docstrings)."""
     import ast
     import inspect
+    from itertools import pairwise
 
     docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+    class_def = ast.parse(inspect.getsource(TrainConfig)).body[0]
+    if not isinstance(class_def, ast.ClassDef):
+        raise TypeError(f"the source of TrainConfig starts with {type(class_def).__name__}, not a class")
+    for node, following in pairwise(class_def.body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = str(following.value.value).replace("%", "%%")
     return docs
 
@@ -121,8 +135,10 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         try:
             run(config)
         except Interrupted as stop:
-            print(f"stopped by SIGTERM: checkpoint at step {stop.step} in {stop.path}; a restart resumes from it",
-                  file=sys.stderr)
+            print(
+                f"stopped by SIGTERM: checkpoint at step {stop.step} in {stop.path}; a restart resumes from it",
+                file=sys.stderr,
+            )
             return 143
         return 0
     except ConfigError as err:
@@ -133,11 +149,13 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         reason = f"Training failed: {err}."
     except MemoryError:
         reason = "Out of memory (host RAM): lower batch_size or max_seq_length, or use a larger instance."
-    except Exception as err:  # noqa: BLE001 - the reason must reach the failure file whatever happened
+    except Exception as err:  # the reason must reach the failure file whatever happened
         if type(err).__name__ == "OutOfMemoryError":
-            reason = ("Out of GPU memory: lower batch_size (then raise gradient_accumulation_steps to keep the "
-                      "effective batch), lower max_seq_length, set gradient_checkpointing=true, use method=qlora, or (method=full on "
-                      "several GPUs) distributed_strategy=fsdp to shard the model across them.")
+            reason = (
+                "Out of GPU memory: lower batch_size (then raise gradient_accumulation_steps to keep the "
+                "effective batch), lower max_seq_length, set gradient_checkpointing=true, use method=qlora, "
+                "or (method=full on several GPUs) distributed_strategy=fsdp to shard the model across them."
+            )
         else:
             traceback.print_exc()
             reason = f"Unexpected error: {type(err).__name__}: {err}"

@@ -45,7 +45,9 @@ def evaluate_causal(model, examples: list[Example], pad_id: int, device, batch_s
 
 
 @torch.no_grad()
-def evaluate_classification(model, examples: list[Example], pad_id: int, device, batch_size: int, label_names: list[str], autocast_dtype=None) -> dict:
+def evaluate_classification(
+    model, examples: list[Example], pad_id: int, device, batch_size: int, label_names: list[str], autocast_dtype=None
+) -> dict:
     """Accuracy, macro F1, mean cross-entropy and the confusion matrix (rows: true label, columns: predicted)."""
     was_training = model.training
     model.eval()
@@ -58,7 +60,7 @@ def evaluate_classification(model, examples: list[Example], pad_id: int, device,
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        for truth, pred in zip(batch["labels"].tolist(), logits.argmax(-1).tolist()):
+        for truth, pred in zip(batch["labels"].tolist(), logits.argmax(-1).tolist(), strict=True):
             confusion[truth][pred] += 1
     model.train(was_training)
     total = sum(map(sum, confusion))

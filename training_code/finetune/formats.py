@@ -46,13 +46,14 @@ def _int_size(value: int) -> str:
     return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
 
 
-def check_json_value(value, max_depth: int = MAX_JSON_DEPTH, check_strings: bool = True,
-                     root: str = "the value") -> str | None:
+def check_json_value(
+    value, max_depth: int = MAX_JSON_DEPTH, check_strings: bool = True, root: str = "the value"
+) -> str | None:
     """The first problem in a decoded JSON value (nesting deeper than ``max_depth``, an integer beyond 64 bits, a
     string holding a lone UTF-16 surrogate, which no UTF-8 file or tokenizer can hold), naming where; or None.
 
     Iterative, so a deep value cannot exhaust the stack here."""
-    stack = [(value, [], 0)]
+    stack: list[tuple[Any, list[str | int], int]] = [(value, [], 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, (dict, list)):
@@ -94,8 +95,9 @@ def decode_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH):
     # Lone surrogates only come from \u escapes (decoded UTF-8 holds none): look for them only then.
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     # A str may also carry one unescaped (text that was never UTF-8, e.g. re-serialised by prepare).
-    suspect = bool(_SURROGATE_ESCAPE.search(raw)) or (isinstance(text, str) and not text.isascii()
-                                                       and _has_lone_surrogate(text))
+    suspect = bool(_SURROGATE_ESCAPE.search(raw)) or (
+        isinstance(text, str) and not text.isascii() and _has_lone_surrogate(text)
+    )
     problem = check_json_value(value, max_depth, check_strings=suspect)
     if problem:
         raise JsonProblem(problem)
@@ -193,7 +195,9 @@ def parse_line(task: str, source: str, line_number: int, text: str) -> tuple[str
     fmt = _format_of(task, obj)
     if fmt is None:
         keys = ", ".join(sorted(obj)) or "none"
-        raise DataError(source, line_number, f"unrecognised fields ({keys}) for task={task}; expected {_EXPECTED[task]}")
+        raise DataError(
+            source, line_number, f"unrecognised fields ({keys}) for task={task}; expected {_EXPECTED[task]}"
+        )
     problem = _check(fmt, obj)
     if problem:
         raise DataError(source, line_number, problem)
@@ -238,8 +242,10 @@ def mixed_labels(first, label, first_where: str) -> str | None:
     if isinstance(first, int) == isinstance(label, int):
         return None
     kinds = {True: "an integer", False: "a string"}
-    return (f"label {_short(label)} is {kinds[isinstance(label, int)]} but {first_where} has label {_short(first)}, "
-            f"{kinds[isinstance(first, int)]}: labels must be all integers or all strings")
+    return (
+        f"label {_short(label)} is {kinds[isinstance(label, int)]} but {first_where} has label {_short(first)}, "
+        f"{kinds[isinstance(first, int)]}: labels must be all integers or all strings"
+    )
 
 
 def detect_format(task: str, source: str, lines: Iterable[tuple[int, str]]) -> str:

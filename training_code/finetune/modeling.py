@@ -23,6 +23,8 @@ def resolve_base_model(config: TrainConfig) -> str:
     """The base model location: ``base_model`` (a path, hub id or ``local:minilm``/``local:smollm2``) or the
     model channel (a GGUF-only directory is converted to safetensors once)."""
     location = config.base_model or config.model_channel
+    if location is None:
+        raise TrainingError("no base model: set base_model or provide the model channel")
     if location in LOCAL_MODELS:
         from . import local_models
 
@@ -83,8 +85,15 @@ def attention_implementation(config: TrainConfig, device: torch.device) -> str:
     return "sdpa"
 
 
-def load_model(config: TrainConfig, location: str, tokenizer, device: torch.device, dtype: torch.dtype, labels=None,
-               place: bool = True):
+def load_model(
+    config: TrainConfig,
+    location: str,
+    tokenizer,
+    device: torch.device,
+    dtype: torch.dtype,
+    labels=None,
+    place: bool = True,
+):
     """The model ready for training: full, LoRA or QLoRA; on ``device`` unless ``place`` is false (FSDP moves it)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -126,7 +135,8 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
             add_mean_pooling_layer(model)
     else:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=load_dtype, **kwargs)
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        # transformers annotates get_input_embeddings() as a bare nn.Module, whose attributes type as Tensor | Module.
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
             model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
         if model.generation_config is not None:
@@ -150,8 +160,11 @@ def load_model(config: TrainConfig, location: str, tokenizer, device: torch.devi
             target_modules=config.lora_targets,
             task_type="CAUSAL_LM" if config.task == "causal-lm" else "SEQ_CLS",
             # The appended mean-pooling layer stays exactly what add_mean_pooling_layer made it.
-            exclude_modules=(rf".*encoder\.layer\.{model.config.num_hidden_layers - 1}\..*"
-                             if getattr(model.config, "finetune_pooling", None) else None),
+            exclude_modules=(
+                rf".*encoder\.layer\.{model.config.num_hidden_layers - 1}\..*"
+                if getattr(model.config, "finetune_pooling", None)
+                else None
+            ),
         )
         try:
             model = get_peft_model(model, lora)
@@ -184,8 +197,13 @@ def declared_pooling(location: str) -> str | None:
         pooling = json.loads((root / folder / "config.json").read_text())
     except (OSError, ValueError, StopIteration, KeyError, TypeError):
         return None
-    modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
-             "pooling_mode_lasttoken": "lasttoken", "pooling_mode_weightedmean_tokens": "weightedmean"}
+    modes = {
+        "pooling_mode_cls_token": "cls",
+        "pooling_mode_mean_tokens": "mean",
+        "pooling_mode_max_tokens": "max",
+        "pooling_mode_lasttoken": "lasttoken",
+        "pooling_mode_weightedmean_tokens": "weightedmean",
+    }
     declared = [mode for key, mode in modes.items() if pooling.get(key)]
     return declared[0] if len(declared) == 1 else None
 
@@ -198,11 +216,16 @@ def classifier_pooling(config: TrainConfig, location: str, model) -> str:
         wanted = "mean" if declared_pooling(location) == "mean" else "cls"
     if wanted == "mean" and model.config.model_type not in _MEAN_POOLING_TYPES:
         if config.classifier_pooling == "mean":
-            raise TrainingError(f"classifier_pooling=mean: supported for {', '.join(_MEAN_POOLING_TYPES)} encoders, "
-                                f"not model_type={model.config.model_type}; use classifier_pooling=cls")
-        print(f"classifier_pooling=auto: {model.config.model_type} declares mean pooling but only "
-              f"{', '.join(_MEAN_POOLING_TYPES)} encoders can pool by mean here; using the first-token head",
-              file=sys.stderr, flush=True)
+            raise TrainingError(
+                f"classifier_pooling=mean: supported for {', '.join(_MEAN_POOLING_TYPES)} encoders, "
+                f"not model_type={model.config.model_type}; use classifier_pooling=cls"
+            )
+        print(
+            f"classifier_pooling=auto: {model.config.model_type} declares mean pooling but only "
+            f"{', '.join(_MEAN_POOLING_TYPES)} encoders can pool by mean here; using the first-token head",
+            file=sys.stderr,
+            flush=True,
+        )
         wanted = "cls"
     return wanted
 
@@ -224,9 +247,14 @@ def add_mean_pooling_layer(model) -> None:
     hidden = model.config.hidden_size
     eye = torch.eye(hidden)
     attention = layer.attention
-    for linear, weight in ((attention.self.query, 0.0), (attention.self.key, 0.0), (attention.self.value, eye),
-                           (attention.output.dense, eye * _POOL_SCALE), (layer.intermediate.dense, 0.0),
-                           (layer.output.dense, 0.0)):
+    for linear, weight in (
+        (attention.self.query, 0.0),
+        (attention.self.key, 0.0),
+        (attention.self.value, eye),
+        (attention.output.dense, eye * _POOL_SCALE),
+        (layer.intermediate.dense, 0.0),
+        (layer.output.dense, 0.0),
+    ):
         linear.weight.copy_(weight if isinstance(weight, torch.Tensor) else torch.zeros_like(linear.weight))
         linear.bias.zero_()
     for norm in (attention.output.LayerNorm, layer.output.LayerNorm):
@@ -269,7 +297,7 @@ def packing_supported(model) -> tuple[bool, str]:
         with torch.no_grad():
             ids = torch.cat([first, second]).unsqueeze(0).to(device)
             positions = torch.cat([torch.arange(len(first)), torch.arange(len(second))]).unsqueeze(0).to(device)
-            packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, len(first):].float()
+            packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, len(first) :].float()
             alone = model(input_ids=second.unsqueeze(0).to(device), use_cache=False).logits[0].float()
     except (TypeError, ValueError, RuntimeError) as err:
         return False, f"a packed probe failed: {str(err).splitlines()[0][:200]}"
@@ -282,8 +310,9 @@ def packing_supported(model) -> tuple[bool, str]:
     return True, ""
 
 
-def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: torch.dtype,
-                state_dict: dict | None = None) -> None:
+def save_output(
+    model, tokenizer, config: TrainConfig, model_dir: Path, dtype: torch.dtype, state_dict: dict | None = None
+) -> None:
     """Write the HF model (adapters merged into a 16-bit base) and, for LoRA/QLoRA, ``adapter/`` beside it.
 
     ``state_dict``: the whole weights when ``model`` is sharded (FSDP, full fine-tuning only).
@@ -300,7 +329,9 @@ def save_output(model, tokenizer, config: TrainConfig, model_dir: Path, dtype: t
             from peft import PeftModel
             from transformers import AutoModelForCausalLM
 
-            base = AutoModelForCausalLM.from_pretrained(model.peft_config["default"].base_model_name_or_path, dtype=out_dtype)
+            base = AutoModelForCausalLM.from_pretrained(
+                model.peft_config["default"].base_model_name_or_path, dtype=out_dtype
+            )
             merged = PeftModel.from_pretrained(base, model_dir / "adapter").merge_and_unload()
         else:
             import copy

@@ -34,7 +34,11 @@ class Parallel:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mesh = init_device_mesh(self.device.type, (self.world,))
-        policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
+        policy = (
+            MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+            if compute_dtype
+            else MixedPrecisionPolicy()
+        )
         # One shard group per transformer block (the classes a model says must not be split), then the root for
         # the embeddings and heads. Parameters move to the device block by block, so the whole model never has to
         # fit on one GPU.
@@ -97,13 +101,21 @@ class Parallel:
                 if isinstance(module, FSDPModule):
                     module.reshard()
             if optimizer is None:
-                set_model_state_dict(model, model_state or {},
-                                     options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+                set_model_state_dict(
+                    model, model_state or {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+                )
             else:
-                set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                               options=StateDictOptions(full_state_dict=True))
+                if model_state is None or optim_state is None:
+                    raise RuntimeError("resuming a sharded run needs the checkpoint's weights and optimizer state")
+                set_state_dict(
+                    model,
+                    optimizer,
+                    model_state_dict=model_state,
+                    optim_state_dict=optim_state,
+                    options=StateDictOptions(full_state_dict=True),
+                )
             return
-        missing, unexpected = model.load_state_dict(model_state, strict=False)
+        _, unexpected = model.load_state_dict(model_state, strict=False)
         if unexpected:
             raise RuntimeError(f"saved weights do not match this model: unexpected keys {unexpected[:5]}")
         if optimizer is not None and optim_state is not None:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -42,6 +43,22 @@ from .formats import DataError, check_labels, label_mapping
 from .metrics import format_metric
 from .modeling import device_and_dtype, load_model, load_tokenizer, packing_supported, resolve_base_model, save_output
 from .parallel import Parallel
+
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    """A TrainConfig field that ``__post_init__`` fills in (None only before it has run)."""
+    if value is None:
+        raise TrainingError(f"TrainConfig.{name} is unset: the configuration was not resolved")
+    return value
+
+
+def _on_main(value: T | None, what: str) -> T:
+    """A value only rank 0 holds (its evaluation, the gathered weights and RNG states), read where rank 0 runs."""
+    if value is None:
+        raise TrainingError(f"{what} is missing on rank 0")
+    return value
 
 
 class Interrupted(Exception):
@@ -71,7 +88,7 @@ class LoopState:
     base: dict | None = None
     best_eval_loss: float | None = None
     bad_evals: int = 0
-    train_tokens: int = 0
+    train_tokens: float = 0  # summed over ranks: parallel.sum gives a float under torchrun
     train_seconds: float = 0.0
     slot_tokens: int = 0
     resumed_from: list[int] = field(default_factory=list)
@@ -98,7 +115,7 @@ class Setup:
     config: TrainConfig
     parallel: Parallel
     location: str
-    tokenizer: object
+    tokenizer: Any  # whichever tokenizer class AutoTokenizer picks (load_tokenizer)
     model: torch.nn.Module
     dtype: torch.dtype
     autocast_dtype: torch.dtype | None
@@ -110,7 +127,7 @@ class Setup:
     plan: BatchPlan
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
     #: What produces this run's weights (``checkpoint.fingerprint``): a checkpoint of any other run is refused.
     fingerprint: dict = field(default_factory=dict)
@@ -143,8 +160,9 @@ def _emit(is_main: bool, values: dict, step: int) -> None:
             print(format_metric(name, value, step), flush=True)
 
 
-def run(config: TrainConfig) -> dict:
-    """Fine-tune per ``config``; returns the evaluation report. Raises ConfigError/DataError/TrainingError."""
+def run(config: TrainConfig) -> dict | None:
+    """Fine-tune per ``config``; returns the evaluation report (None on ranks other than 0). Raises
+    ConfigError/DataError/TrainingError."""
     parallel, dtype = _start_processes(config)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -158,6 +176,7 @@ def run(config: TrainConfig) -> dict:
 
 
 # ---- setup ----
+
 
 def _start_processes(config: TrainConfig) -> tuple[Parallel, torch.dtype]:
     """The process group under torchrun, this rank's device and the dtype weights are kept in."""
@@ -178,7 +197,7 @@ def _end_processes(parallel: Parallel) -> None:
 
 def _load_records(config: TrainConfig, is_main: bool) -> tuple[list, list, list | None]:
     """(train records, validation records, class labels or None): validated, the validation split held out."""
-    train_records = load_channel(config.task, config.train_path, "train")
+    train_records = load_channel(config.task, _resolved(config.train_path, "train_path"), "train")
     if config.validation_path:
         val_records = load_channel(config.task, config.validation_path, "validation")
     else:
@@ -197,16 +216,20 @@ def _load_records(config: TrainConfig, is_main: bool) -> tuple[list, list, list 
 
 def _encode(config: TrainConfig, tokenizer, train_records, val_records, labels, is_main: bool):
     """Tokenised (train examples, their EncodeReport, validation examples); empty sides are errors."""
+    max_seq_length = _resolved(config.max_seq_length, "max_seq_length")
     if config.task == "causal-lm":
-        train_examples, report = encode_causal(train_records, tokenizer, config.max_seq_length)
-        val_examples, _ = encode_causal(val_records, tokenizer, config.max_seq_length)
+        train_examples, report = encode_causal(train_records, tokenizer, max_seq_length)
+        val_examples, _ = encode_causal(val_records, tokenizer, max_seq_length)
     else:
         label_to_id = {label: i for i, label in enumerate(labels)}
-        train_examples, report = encode_classification(train_records, tokenizer, config.max_seq_length, label_to_id)
-        val_examples, _ = encode_classification(val_records, tokenizer, config.max_seq_length, label_to_id)
+        train_examples, report = encode_classification(train_records, tokenizer, max_seq_length, label_to_id)
+        val_examples, _ = encode_classification(val_records, tokenizer, max_seq_length, label_to_id)
     if report.dropped_no_target:
-        _info(is_main, f"dropped {report.dropped_no_target} examples with no target token left after truncation "
-                       f"(first: {', '.join(report.dropped_where[:3])}); raise max_seq_length to keep them")
+        _info(
+            is_main,
+            f"dropped {report.dropped_no_target} examples with no target token left after truncation "
+            f"(first: {', '.join(report.dropped_where[:3])}); raise max_seq_length to keep them",
+        )
     if not train_examples:
         raise DataError("train channel", None, "no usable training examples after tokenisation")
     if not val_examples:
@@ -229,9 +252,13 @@ def _optimizer(config: TrainConfig, model, device: torch.device, total_steps: in
     from transformers import get_cosine_schedule_with_warmup
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+    groups = [
+        {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=_resolved(config.learning_rate, "learning_rate"), fused=device.type == "cuda"
+    )
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return [p for _, p in trainable], optimizer, scheduler
 
@@ -242,35 +269,72 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
     location = resolve_base_model(config)
     tokenizer = load_tokenizer(location, config.task)
     autocast_dtype = dtype if parallel.device.type == "cuda" else None
-    train_examples, train_report, val_examples = _encode(config, tokenizer, train_records, val_records, labels,
-                                                         parallel.is_main)
+    train_examples, train_report, val_examples = _encode(
+        config, tokenizer, train_records, val_records, labels, parallel.is_main
+    )
     # A sharded model stays on the CPU until FSDP moves it to the device one block at a time.
     model = load_model(config, location, tokenizer, parallel.device, dtype, labels, place=not parallel.sharded)
     packing = _use_packing(config, model, parallel.is_main)
     model = parallel.prepare(model, autocast_dtype)
-    plan = BatchPlan(train_examples, config.batch_size, parallel.world, config.seed,
-                     group_by_length=config.task == "causal-lm" and not packing)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * plan.per_epoch / config.gradient_accumulation_steps))
+    plan = BatchPlan(
+        train_examples,
+        _resolved(config.batch_size, "batch_size"),
+        parallel.world,
+        config.seed,
+        group_by_length=config.task == "causal-lm" and not packing,
+    )
+    total_steps = config.max_steps or max(
+        1, math.ceil(config.epochs * plan.per_epoch / config.gradient_accumulation_steps)
+    )
     trainable, optimizer, scheduler = _optimizer(config, model, parallel.device, total_steps)
-    setup = Setup(config, parallel, location, tokenizer, model, dtype, autocast_dtype, labels, train_examples,
-                  train_report, val_examples, packing, plan, trainable, optimizer, scheduler, total_steps,
-                  checkpoint.fingerprint(config))
-    _info(parallel.is_main, f"{config.task} {config.method} on {location}: {len(train_examples)} train / "
-                            f"{len(val_examples)} validation examples, {'packed' if packing else 'padded'} batches of "
-                            f"{config.batch_size} examples, {total_steps} steps, "
-                            f"{sum(p.numel() for p in trainable):,} trainable parameters, {parallel.world} process(es) "
-                            f"on {parallel.device}, "
-                            f"{getattr(model.config, '_attn_implementation', None) or 'default'} attention")
+    setup = Setup(
+        config,
+        parallel,
+        location,
+        tokenizer,
+        model,
+        dtype,
+        autocast_dtype,
+        labels,
+        train_examples,
+        train_report,
+        val_examples,
+        packing,
+        plan,
+        trainable,
+        optimizer,
+        scheduler,
+        total_steps,
+        checkpoint.fingerprint(config),
+    )
+    _info(
+        parallel.is_main,
+        f"{config.task} {config.method} on {location}: {len(train_examples)} train / "
+        f"{len(val_examples)} validation examples, {'packed' if packing else 'padded'} batches of "
+        f"{config.batch_size} examples, {total_steps} steps, "
+        f"{sum(p.numel() for p in trainable):,} trainable parameters, {parallel.world} process(es) "
+        f"on {parallel.device}, "
+        f"{getattr(model.config, '_attn_implementation', None) or 'default'} attention",
+    )
     return setup
 
 
 def evaluate(setup: Setup) -> dict:
     """Validation metrics of the model as it is now (call on every rank that ``parallel.evaluates``)."""
-    size = setup.config.batch_size * 2
+    size = _resolved(setup.config.batch_size, "batch_size") * 2
     if setup.causal:
         return evaluate_causal(setup.model, setup.val_examples, setup.pad_id, setup.device, size, setup.autocast_dtype)
-    return evaluate_classification(setup.model, setup.val_examples, setup.pad_id, setup.device, size,
-                                   [str(label) for label in setup.labels], setup.autocast_dtype)
+    if setup.labels is None:
+        raise TrainingError("a classification run without its label set")
+    return evaluate_classification(
+        setup.model,
+        setup.val_examples,
+        setup.pad_id,
+        setup.device,
+        size,
+        [str(label) for label in setup.labels],
+        setup.autocast_dtype,
+    )
 
 
 def _evaluate_where_needed(setup: Setup) -> dict | None:
@@ -289,14 +353,16 @@ def resume_or_evaluate_base(setup: Setup) -> LoopState:
         if state.base is not None:
             _emit(parallel.is_main, _scalars(state.base), 0)
     else:
-        model_state, optim_state, saved = checkpoint.load(found, setup.scheduler, parallel.rank, parallel.world,
-                                                       run_fingerprint=setup.fingerprint)
+        model_state, optim_state, saved = checkpoint.load(
+            found, setup.scheduler, parallel.rank, parallel.world, run_fingerprint=setup.fingerprint
+        )
         state = LoopState.from_checkpoint(saved)
         if state.sharded != parallel.sharded:
             raise TrainingError(
                 f"checkpoint {found} was written by a {_layout(state.sharded)} run and this run is "
                 f"{_layout(parallel.sharded)}; resume with the same distributed_strategy and more than one process, "
-                f"or empty the checkpoint directory to start over")
+                f"or empty the checkpoint directory to start over"
+            )
         parallel.load_state(setup.model, model_state, setup.optimizer, optim_state)
         del model_state, optim_state
         state.resumed_from.append(state.step)
@@ -310,6 +376,7 @@ def _layout(sharded: bool) -> str:
 
 
 # ---- train ----
+
 
 class _Window:
     """Loss, tokens and time since the last logged step."""
@@ -361,8 +428,9 @@ def _micro_batches(setup: Setup, step: int) -> list[dict]:
     batches = []
     for j in range(accum):
         chunk, _ = setup.plan.micro_batch(step * accum + j, setup.parallel.rank)
-        batches.append(collate_micro_batch(chunk, setup.pad_id, classification=not setup.causal,
-                                           packed_width=packed_width))
+        batches.append(
+            collate_micro_batch(chunk, setup.pad_id, classification=not setup.causal, packed_width=packed_width)
+        )
     return batches
 
 
@@ -392,21 +460,25 @@ def train_step(setup: Setup, state: LoopState, train_model, window: _Window) -> 
         window.tokens += int((batch["input_ids"] != setup.pad_id).sum())
         state.slot_tokens += batch["input_ids"].numel()
         batch = {k: v.to(setup.device) for k, v in batch.items()}
-        autocast = torch.autocast(setup.device.type, dtype=setup.autocast_dtype, enabled=setup.autocast_dtype is not None)
+        autocast = torch.autocast(
+            setup.device.type, dtype=setup.autocast_dtype, enabled=setup.autocast_dtype is not None
+        )
         with parallel.accumulate(train_model, sync=j == len(batches) - 1), autocast:
             loss_sum = _loss_sum(setup, train_model, batch)
             (loss_sum * world / global_targets).backward()
         step_loss += loss_sum.item()
-    grad_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, 1.0)
-    grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
+    total_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, 1.0)
+    grad_norm = (total_norm.full_tensor() if hasattr(total_norm, "full_tensor") else total_norm).item()
     setup.optimizer.step()
     setup.scheduler.step()
     setup.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     train_loss = parallel.sum(step_loss) / global_targets
     if not math.isfinite(train_loss):
-        raise TrainingError(f"training diverged: train_loss is {train_loss} at step {state.step}; "
-                            f"lower learning_rate (now {setup.config.learning_rate})")
+        raise TrainingError(
+            f"training diverged: train_loss is {train_loss} at step {state.step}; "
+            f"lower learning_rate (now {setup.config.learning_rate})"
+        )
     window.loss += train_loss
     return train_loss, grad_norm
 
@@ -443,6 +515,7 @@ def _evaluate_during_training(setup: Setup, state: LoopState) -> bool:
     result = _evaluate_where_needed(setup)
     improved = stop = False
     if parallel.is_main:
+        result = _on_main(result, "the evaluation")
         _emit(True, _scalars(result), step)
         state.evaluations.append({"step": step, **_scalars(result)})
         improved = state.best_eval_loss is None or result["eval_loss"] < state.best_eval_loss
@@ -455,11 +528,18 @@ def _evaluate_during_training(setup: Setup, state: LoopState) -> bool:
     if improved and config.keep_best:
         weights, _ = parallel.full_state(setup.model)
         if parallel.is_main:
-            checkpoint.save_best(config.checkpoint_dir, step, result["eval_loss"], weights)
+            checkpoint.save_best(
+                config.checkpoint_dir,
+                step,
+                _on_main(result, "the evaluation")["eval_loss"],
+                _on_main(weights, "the gathered weights"),
+            )
         del weights
     if stop:
-        _info(parallel.is_main, f"early stopping at step {step}: no eval_loss improvement in "
-                                f"{config.early_stopping_patience} evaluations")
+        _info(
+            parallel.is_main,
+            f"early stopping at step {step}: no eval_loss improvement in {config.early_stopping_patience} evaluations",
+        )
     return stop
 
 
@@ -473,8 +553,18 @@ def _checkpoint_if_due(setup: Setup, state: LoopState, stop_flag: _StopFlag) -> 
     weights, optim_state = parallel.full_state(setup.model, setup.optimizer)
     rng_states = parallel.gather(checkpoint.rng_state())
     if parallel.is_main:
-        path = str(checkpoint.save(config.checkpoint_dir, step, weights, optim_state, setup.scheduler, rng_states,
-                                   state.to_checkpoint(), run_fingerprint=setup.fingerprint))
+        path = str(
+            checkpoint.save(
+                config.checkpoint_dir,
+                step,
+                _on_main(weights, "the gathered weights"),
+                _on_main(optim_state, "the gathered optimizer state"),
+                setup.scheduler,
+                _on_main(rng_states, "the gathered RNG states"),
+                state.to_checkpoint(),
+                run_fingerprint=setup.fingerprint,
+            )
+        )
         _info(True, f"checkpoint written: {path}")
     del weights, optim_state
     parallel.barrier()
@@ -498,8 +588,9 @@ def _causal_loss_sum(model, batch):
         positions = keep.any(0).nonzero().squeeze(-1)
         logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits
         chosen = targets[:, positions]
-        return F.cross_entropy(logits.float().flatten(0, 1), chosen.flatten(), ignore_index=IGNORE_INDEX,
-                               reduction="sum")
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), chosen.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
     rows, cols = keep.nonzero(as_tuple=True)
     handle = norm.register_forward_hook(lambda module, args, output: output[rows, cols].unsqueeze(0))
     try:
@@ -522,17 +613,25 @@ def _final_norm(model) -> torch.nn.Module | None:
 
 # ---- final evaluation, the best weights, save ----
 
+
 def final_evaluation(setup: Setup, state: LoopState) -> tuple[dict | None, int]:
     """The last step's evaluation, replaced by the best evaluation's weights when they were better (keep_best);
     returns (the evaluation of the weights that will be saved, their step)."""
     config, parallel = setup.config, setup.parallel
     fine_tuned = _evaluate_where_needed(setup)
     if parallel.is_main:
+        fine_tuned = _on_main(fine_tuned, "the evaluation")
         _emit(True, _scalars(fine_tuned), state.step)
         state.evaluations.append({"step": state.step, **_scalars(fine_tuned)})
     # Rank 0 decides from the best weights it wrote; under FSDP it then sends each rank its shard of them.
-    best = checkpoint.load_best(config.checkpoint_dir) if (config.keep_best and config.eval_steps and parallel.is_main) else None
-    use_best, = parallel.from_main(best is not None and best[0]["eval_loss"] < fine_tuned["eval_loss"])
+    best = (
+        checkpoint.load_best(config.checkpoint_dir)
+        if (config.keep_best and config.eval_steps and parallel.is_main)
+        else None
+    )
+    (use_best,) = parallel.from_main(
+        best is not None and best[0]["eval_loss"] < _on_main(fine_tuned, "the evaluation")["eval_loss"]
+    )
     if not use_best:
         return fine_tuned, state.step
     meta, weights = best if best is not None else ({}, None)
@@ -540,8 +639,11 @@ def final_evaluation(setup: Setup, state: LoopState) -> tuple[dict | None, int]:
         parallel.load_state(setup.model, weights)
     del weights
     if parallel.is_main:
-        _info(True, f"keeping the weights of step {meta['step']} (eval_loss {meta['eval_loss']:.4f}): better "
-                    f"than the last step's {fine_tuned['eval_loss']:.4f}")
+        _info(
+            True,
+            f"keeping the weights of step {meta['step']} (eval_loss {meta['eval_loss']:.4f}): better "
+            f"than the last step's {_on_main(fine_tuned, 'the evaluation')['eval_loss']:.4f}",
+        )
     return _evaluate_where_needed(setup), meta.get("step", state.step)
 
 
@@ -552,8 +654,12 @@ def save(setup: Setup, state: LoopState, fine_tuned: dict | None, selected_step:
     output_state = parallel.full_state(setup.model)[0] if parallel.sharded else None
     if not parallel.is_main:
         return None
-    report = {"task": config.task, "validation_rows": len(setup.val_examples), "base": state.base,
-              "fine_tuned": fine_tuned}
+    report = {
+        "task": config.task,
+        "validation_rows": len(setup.val_examples),
+        "base": state.base,
+        "fine_tuned": fine_tuned,
+    }
     model_dir = Path(config.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     save_output(setup.model, setup.tokenizer, config, model_dir, setup.dtype, state_dict=output_state)
@@ -563,8 +669,12 @@ def save(setup: Setup, state: LoopState, fine_tuned: dict | None, selected_step:
     output_data = Path(config.output_dir) / "data"
     output_data.mkdir(parents=True, exist_ok=True)
     (output_data / "evaluation.json").write_text(json.dumps(report, indent=2))
-    metrics = {"history": state.history, "evaluations": state.evaluations,
-               "summary": _summary(setup, state, selected_step), "config": config.to_dict()}
+    metrics = {
+        "history": state.history,
+        "evaluations": state.evaluations,
+        "summary": _summary(setup, state, selected_step),
+        "config": config.to_dict(),
+    }
     (model_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot(state, model_dir / "loss_curve.png", config)
     _info(True, _summary_text(report))
