@@ -64,7 +64,8 @@ synth: deps check-config
 test: deps
 	$(PY) -m pytest -m "not local and not multilora"
 
-# The synthesized FineTune/BatchInfer pipelines run end to end on this machine (two real trainings; long on 2 cores).
+# The synthesized FineTune/BatchInfer pipelines run end to end on this machine (classifier, SmolLM2 LoRA, a spot
+# interruption and the failure paths: real trainings, long on 2 cores).
 test-local: deps
 	$(PY) -m pytest -m local
 

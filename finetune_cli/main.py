@@ -19,7 +19,14 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from finetune.contract import TASKS, base_model_prefix, dataset_prefix
+from finetune.contract import (
+    BATCH_INPUT_PREFIX,
+    BATCH_OUTPUT_PREFIX,
+    TASKS,
+    base_model_prefix,
+    dataset_prefix,
+    stack_name,
+)
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME, settings_for_stage
@@ -189,7 +196,9 @@ class Cli:
         if args.dry_run:
             self.print(json.dumps(execution_input, indent=2))
             return 0
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+        arn = self._machine(
+            res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+        )
         stepfunctions = self.client("stepfunctions", res)
         name = execution_name(result["dataset_name"], result["dataset_version"])
         started = stepfunctions.start_execution(stateMachineArn=arn, name=name, input=json.dumps(execution_input))
@@ -221,7 +230,9 @@ class Cli:
 
     def status(self) -> int:
         res = self.resources()
-        arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+        arn = self._machine(
+            res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+        )
         stepfunctions = self.client("stepfunctions", res)
         if self.args.execution:
             described = stepfunctions.describe_execution(
@@ -247,7 +258,9 @@ class Cli:
         res = self.resources()
         job = self.args.job
         if not job:
-            arn = self._machine(res.fine_tune_state_machine_arn, "FineTune", f"{res.config.qualified_name}-training")
+            arn = self._machine(
+                res.fine_tune_state_machine_arn, "FineTune", stack_name(res.config.qualified_name, "training")
+            )
             job = self._training_job(
                 self.client("stepfunctions", res), self._execution_arn(res, arn, self.args.execution)
             )
@@ -366,15 +379,17 @@ class Cli:
     # --- batch ------------------------------------------------------------------------------------------
     def batch(self) -> int:
         args, res = self.args, self.resources()
-        for flag, uri in (("--input", args.input), ("--output", args.output)):
-            bucket = uri[len("s3://") :].split("/", 1)[0] if uri.startswith("s3://") else None
-            if bucket != res.data_bucket or not uri[len("s3://") + len(bucket or "") :].strip("/"):
+        # BatchInfer's Validate state admits only these prefixes: say so before starting an execution.
+        for flag, uri, root in (
+            ("--input", args.input, BATCH_INPUT_PREFIX),
+            ("--output", args.output, BATCH_OUTPUT_PREFIX),
+        ):
+            allowed = f"s3://{res.data_bucket}/{root}"
+            if not uri.startswith(allowed) or not uri[len(allowed) :].strip("/"):
                 raise UsageError(
-                    f"{flag} {uri!r}: must be a prefix in the team's data bucket, s3://{res.data_bucket}/<prefix>/"
+                    f"{flag} {uri!r}: must be a prefix under {allowed} (BatchInfer reads and writes only there)"
                 )
         source, target = args.input.rstrip("/") + "/", args.output.rstrip("/") + "/"
-        if target.startswith(source) or source.startswith(target):
-            raise UsageError("--output must not be inside --input (or the reverse)")
         if args.model_data_url and not args.model_data_url.startswith(f"s3://{res.artifacts_bucket}/"):
             raise UsageError(f"--model-data-url {args.model_data_url!r}: must be in s3://{res.artifacts_bucket}/")
         if args.instance_count < 1:
@@ -384,7 +399,9 @@ class Cli:
         listed = s3.list_objects_v2(Bucket=res.data_bucket, Prefix=prefix).get("Contents", [])
         if not any(item["Key"].endswith(".jsonl") for item in listed):
             raise UsageError(f"--input {source}: holds no .jsonl files")
-        arn = self._machine(res.batch_infer_state_machine_arn, "BatchInfer", f"{res.config.qualified_name}-inference")
+        arn = self._machine(
+            res.batch_infer_state_machine_arn, "BatchInfer", stack_name(res.config.qualified_name, "inference")
+        )
         execution_input = {
             key: value
             for key, value in (

@@ -8,7 +8,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from finetune.contract import STACK_OUTPUTS_READ
+from finetune.contract import (
+    ARTIFACTS_BUCKET_OUTPUT,
+    BATCH_INFER_OUTPUT,
+    DATA_BUCKET_OUTPUT,
+    FINE_TUNE_OUTPUT,
+    STACK_OUTPUTS_READ,
+    stack_name,
+)
 from stacks.settings import ConfigError, StageConfig, load_config
 
 from .errors import RuntimeFailure, UsageError
@@ -64,16 +71,16 @@ def resolve(session: Any, stage: StageConfig) -> StageResources:
     """Read the Data, Training and Inference stacks' outputs."""
     cloudformation = session.client("cloudformation", region_name=stage.region)
     prefix = stage.qualified_name
-    data = stack_outputs(cloudformation, f"{prefix}-data", required=True)
-    training = stack_outputs(cloudformation, f"{prefix}-training", required=False)
-    inference = stack_outputs(cloudformation, f"{prefix}-inference", required=False)
+    data = stack_outputs(cloudformation, stack_name(prefix, "data"), required=True)
+    training = stack_outputs(cloudformation, stack_name(prefix, "training"), required=False)
+    inference = stack_outputs(cloudformation, stack_name(prefix, "inference"), required=False)
     missing = [key for key in OUTPUTS_READ["data"] if key not in data]
     if missing:
-        raise RuntimeFailure(f"stack {prefix}-data has no output {', '.join(missing)}")
+        raise RuntimeFailure(f"stack {stack_name(prefix, 'data')} has no output {', '.join(missing)}")
     return StageResources(
         config=stage,
-        data_bucket=data["DataBucketName"],
-        artifacts_bucket=data["ArtifactsBucketName"],
-        fine_tune_state_machine_arn=training.get("FineTuneStateMachineArn"),
-        batch_infer_state_machine_arn=inference.get("BatchInferStateMachineArn"),
+        data_bucket=data[DATA_BUCKET_OUTPUT],
+        artifacts_bucket=data[ARTIFACTS_BUCKET_OUTPUT],
+        fine_tune_state_machine_arn=training.get(FINE_TUNE_OUTPUT),
+        batch_infer_state_machine_arn=inference.get(BATCH_INFER_OUTPUT),
     )

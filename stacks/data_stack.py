@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from finetune.contract import PUBLISHED_OUTPUTS
 from stacks import naming
 from stacks.components import images
 from stacks.components.data_buckets import DataBuckets
@@ -76,23 +77,20 @@ class DataStack(Stack):
         ).topic
 
         published = {
-            "DataBucketName": ("data-bucket", self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),
-            "ArtifactsBucketName": (
-                "artifacts-bucket",
-                self.artifacts_bucket.bucket_name,
-                "Base models, job outputs and checkpoints",
-            ),
-            "LogsBucketName": ("logs-bucket", self.logs_bucket.bucket_name, "S3 server access logs"),
-            "TeamKeyArn": ("kms-key-arn", self.team_key.key_arn, "KMS key of this team stage"),
-            "VpcId": ("vpc-id", self.network.vpc.vpc_id, "VPC for training jobs and endpoints"),
-            "TeamTopicArn": ("topic-arn", self.topic.topic_arn, "SNS topic for pipeline events and alarms"),
+            "DataBucketName": (self.data_bucket.bucket_name, "Datasets: s3://<this>/datasets/"),
+            "ArtifactsBucketName": (self.artifacts_bucket.bucket_name, "Base models, job outputs and checkpoints"),
+            "LogsBucketName": (self.logs_bucket.bucket_name, "S3 server access logs"),
+            "TeamKeyArn": (self.team_key.key_arn, "KMS key of this team stage"),
+            "VpcId": (self.network.vpc.vpc_id, "VPC for training jobs and endpoints"),
+            "TeamTopicArn": (self.topic.topic_arn, "SNS topic for pipeline events and alarms"),
         }
-        for output_id, (parameter, value, description) in published.items():
+        parameters = PUBLISHED_OUTPUTS["data"]  # output name -> SSM parameter, shared with the CLI
+        for output_id, (value, description) in published.items():
             CfnOutput(self, output_id, value=value, description=description)
             ssm.StringParameter(
                 self,
                 f"{output_id}Parameter",
-                parameter_name=f"{stage.ssm_prefix}/{parameter}",
+                parameter_name=f"{stage.ssm_prefix}/{parameters[output_id]}",
                 string_value=value,
                 description=f"finetune-stack {stage.qualified_name}: {description}",
             )

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from finetune.contract import BATCH_INFER_OUTPUT
 from stacks import naming
 from stacks.components import images
 from stacks.components.batch_inference import BatchInference
@@ -102,7 +103,7 @@ class InferenceStack(Stack):
                     stage_name=stage.name,
                     endpoint_name=naming.endpoint(q, spec.name),
                     image_uri=endpoint_images[spec.name],
-                    environment=_container_environment(spec.kind),
+                    environment=images.serving_environment(spec.kind),
                     role=self.model_role.role,
                     key=key,
                     network=network,
@@ -115,7 +116,7 @@ class InferenceStack(Stack):
                 spec=spec,
                 endpoint_name=naming.endpoint(q, spec.name),
                 image_uri=endpoint_images[spec.name],
-                environment=_container_environment(spec.kind),
+                environment=images.serving_environment(spec.kind),
                 role=self.model_role.role,
                 key=key,
                 network=network,
@@ -173,26 +174,10 @@ class InferenceStack(Stack):
         # `finetune batch` starts executions here (finetune_cli/resources.py reads this output).
         CfnOutput(
             self,
-            "BatchInferStateMachineArn",
+            BATCH_INFER_OUTPUT,
             value=self.batch.state_machine.state_machine_arn,
             description="Start a batch inference run here (finetune batch)",
         )
-
-
-def _container_environment(kind: str) -> dict[str, str]:
-    """Serving settings of the two containers for the artifact the training container writes (/opt/ml/model)."""
-    if kind == "llm":
-        # LMI (DJL Serving) with the vLLM rolling-batch backend; the artifact is a Hugging Face model directory.
-        return {
-            "HF_MODEL_ID": "/opt/ml/model",
-            "OPTION_ROLLING_BATCH": "vllm",
-            "OPTION_TENSOR_PARALLEL_DEGREE": "max",
-            "OPTION_MAX_ROLLING_BATCH_SIZE": "32",
-            "OPTION_DTYPE": "fp16",
-            "OPTION_TRUST_REMOTE_CODE": "false",
-        }
-    # Hugging Face inference toolkit: a text-classification pipeline over the same directory layout.
-    return {"HF_TASK": "text-classification"}
 
 
 def _pascal(name: str) -> str:

@@ -27,10 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from finetune import contract  # standard library only (stacks/__init__.py puts training_code on sys.path)
+
 MANAGED_BY = "finetune-stack"
 """Value of the ``managed-by`` tag on every resource."""
 
-SSM_PREFIX = "/finetune-stack"
+SSM_PREFIX = contract.SSM_PREFIX
 """Root of the SSM parameters each stage publishes: ``/finetune-stack/{team}/{stage}/...``."""
 
 COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa")
@@ -38,9 +40,9 @@ COMPLIANCE_PACKS = ("nist-800-53-r5", "hipaa")
 
 # Lengths keep derived names valid: the longest is the S3 bucket `{team}-{stage}-artifacts-{account}-{region}`
 # (at most 63 characters with a 14-character region).
-TEAM_NAME_MAX = 16
-STAGE_NAME_MAX = 8
-_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+TEAM_NAME_MAX = contract.TEAM_NAME_MAX
+STAGE_NAME_MAX = contract.STAGE_NAME_MAX
+_NAME_RE = re.compile(f"^{contract.NAME_PATTERN}$")
 _ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 # Instance type *format* only; which types exist is AWS's business, not a list we keep.
@@ -485,7 +487,7 @@ class StageConfig(_Strict):
     @property
     def qualified_name(self) -> str:
         """``{team}-{stage}``: the stage id and the root of every resource name."""
-        return f"{self.team}-{self.name}"
+        return contract.qualified_name(self.team, self.name)
 
     @property
     def is_prod(self) -> bool:
@@ -494,7 +496,7 @@ class StageConfig(_Strict):
 
     @property
     def ssm_prefix(self) -> str:
-        return f"{SSM_PREFIX}/{self.team}/{self.name}"
+        return contract.ssm_prefix(self.team, self.name)
 
     @property
     def tags(self) -> dict[str, str]:

@@ -17,7 +17,15 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from finetune.contract import ADAPTERS_PREFIX
+from finetune.contract import (
+    ADAPTERS_PREFIX,
+    BASE_MODELS_PREFIX,
+    CHECKPOINTS_PREFIX,
+    DATASETS_PREFIX,
+    EVALUATIONS_PREFIX,
+    PUBLISHED_OUTPUTS,
+    TRAINING_OUTPUT_PREFIX,
+)
 from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
 from stacks.components import images
@@ -162,7 +170,9 @@ class TrainingStack(Stack):
         acknowledge(
             cfn_resource(validate_policy, iam.CfnManagedPolicy),
             {
-                **self.access.grant(validate_policy, read=[("data", "datasets/"), ("artifacts", "models/base/")]),
+                **self.access.grant(
+                    validate_policy, read=[("data", DATASETS_PREFIX), ("artifacts", BASE_MODELS_PREFIX)]
+                ),
                 **_lambda_acks(f"{q}-finetune-validate"),
             },
         )
@@ -181,7 +191,7 @@ class TrainingStack(Stack):
             cfn_resource(gate_policy, iam.CfnManagedPolicy),
             {
                 **self.access.grant(
-                    gate_policy, read=[("artifacts", "training-output/")], write=[("artifacts", "evaluations/")]
+                    gate_policy, read=[("artifacts", TRAINING_OUTPUT_PREFIX)], write=[("artifacts", EVALUATIONS_PREFIX)]
                 ),
                 **_lambda_acks(f"{q}-finetune-gate"),
             },
@@ -208,7 +218,7 @@ class TrainingStack(Stack):
                 {
                     **self.access.grant(
                         package_adapter_policy,
-                        read=[("artifacts", "training-output/")],
+                        read=[("artifacts", TRAINING_OUTPUT_PREFIX)],
                         write=[("artifacts", ADAPTERS_PREFIX)],
                     ),
                     **_lambda_acks(f"{q}-finetune-package-adapter"),
@@ -302,37 +312,22 @@ class TrainingStack(Stack):
                 ],
             )
 
-        for output_id, parameter, value, description in (
+        parameters = PUBLISHED_OUTPUTS["training"]  # output name -> SSM parameter, shared with the CLI
+        for output_id, value, description in (
             (
                 "FineTuneStateMachineArn",
-                "fine-tune-state-machine-arn",
                 self.state_machine.state_machine_arn,
                 "Start a fine-tuning run here (finetune submit)",
             ),
-            (
-                "ModelPackageGroupName",
-                "model-package-group",
-                self.model_package_group_name,
-                "Model registry of this stage",
-            ),
-            (
-                "TrainingImageUri",
-                "training-image-uri",
-                self.training_image.image_uri,
-                "The training image (also run on GPU hosts)",
-            ),
-            (
-                "SageMakerExecutionRoleArn",
-                "sagemaker-execution-role-arn",
-                self.execution_role.role_arn,
-                "Role of training jobs and models",
-            ),
+            ("ModelPackageGroupName", self.model_package_group_name, "Model registry of this stage"),
+            ("TrainingImageUri", self.training_image.image_uri, "The training image (also run on GPU hosts)"),
+            ("SageMakerExecutionRoleArn", self.execution_role.role_arn, "Role of training jobs and models"),
         ):
             CfnOutput(self, output_id, value=value, description=description)
             ssm.StringParameter(
                 self,
                 f"{output_id}Parameter",
-                parameter_name=f"{stage.ssm_prefix}/{parameter}",
+                parameter_name=f"{stage.ssm_prefix}/{parameters[output_id]}",
                 string_value=value,
                 description=f"finetune-stack {q}: {description}",
             )
@@ -354,13 +349,17 @@ class TrainingStack(Stack):
         acks = self.access.grant(
             policy,
             read=[
-                ("data", "datasets/"),
+                ("data", DATASETS_PREFIX),
                 ("artifacts", "models/"),
-                ("artifacts", "training-output/"),
-                ("artifacts", "checkpoints/"),
+                ("artifacts", TRAINING_OUTPUT_PREFIX),
+                ("artifacts", CHECKPOINTS_PREFIX),
             ],
-            write=[("artifacts", "training-output/"), ("artifacts", "checkpoints/"), ("artifacts", "data-capture/")],
-            delete=[("artifacts", "checkpoints/")],
+            write=[
+                ("artifacts", TRAINING_OUTPUT_PREFIX),
+                ("artifacts", CHECKPOINTS_PREFIX),
+                ("artifacts", "data-capture/"),
+            ],
+            delete=[("artifacts", CHECKPOINTS_PREFIX)],
         )
         policy.add_statements(
             iam.PolicyStatement(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.contract import qualified_name, stack_name
+
 from ..errors import RuntimeFailure, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ def _fresh(assembly: Path, qualified_name: str, newest: float) -> bool:
 def locate_assembly(*, config_path: Path, team: str, stage: str, cache: Path, out: Any) -> Path:
     """The repo's ``cdk.out`` when it holds this stage and is newer than every source; else a synthesis of just
     this stage into ``cache`` (reused while fresh)."""
-    qualified = f"{team}-{stage}"
+    qualified = qualified_name(team, stage)
     explicit = os.environ.get(ASSEMBLY_VARIABLE)
     if explicit:  # an assembly synthesized by the caller (the test suite's, for one)
         return Path(explicit)
@@ -127,7 +129,7 @@ class StageAssembly:
 
     def stack(self, layer: str) -> Stack | None:
         """The stack of a layer (``data``, ``training``, ``inference`` ...), None when the stage has none."""
-        return self.stacks.get(f"{self.qualified_name}-{layer}")
+        return self.stacks.get(stack_name(self.qualified_name, layer))
 
     def outputs(self, layer: str) -> dict[str, str]:
         stack = self.stack(layer)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.contract import TASKS
+from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX, METHODS, TASKS, base_model_prefix
 
 from ..errors import UsageError
 
@@ -33,12 +33,19 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     run.add_argument("--base-model", required=True, help="a name on the stage's training.base_models")
     run.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="column mapping (repeatable)")
     run.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter (repeatable)")
-    run.add_argument("--method", choices=["lora", "qlora", "full"])
+    run.add_argument("--method", choices=METHODS)
     run.add_argument("--deploy-to", help="endpoint short name to deploy to when the gate passes")
     run.add_argument("--threshold", type=float, help="gate threshold on the task's main metric")
     run.add_argument("--name", help="dataset name (default: the input's stem)")
     run.add_argument("--version", help="dataset version (default: local-<time>)")
     run.add_argument("--validation-fraction", type=float, default=0.1, help="held out by prepare (data files only)")
+    run.add_argument(
+        "--interrupt-after-step",
+        type=int,
+        metavar="N",
+        help="reclaim the first spot training job's instance after step N (SIGTERM), as a spot "
+        "interruption would; the Train step's retry resumes from its checkpoint",
+    )
     _local_args(run)
     run.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
 
@@ -50,7 +57,7 @@ def add_parsers(commands: Any, parser_class: type, stage_args: Any) -> None:
     model.add_argument("--model-package-arn", help="a model package version a local run registered")
     model.add_argument("--model-data-url", help="s3://<artifacts bucket>/.../model.tar.gz in the local store")
     batch.add_argument("--output", type=Path, required=True, help="local folder for the .out files")
-    batch.add_argument("--instance-type", default="ml.m5.xlarge")
+    batch.add_argument("--instance-type", help="one of the stage's training.instance_types (default: the first)")
     batch.add_argument("--json", action="store_true", help="print one JSON object with the outcome last")
     _local_args(batch)
 
@@ -95,12 +102,15 @@ def run(args: argparse.Namespace, out: Any) -> int:
     for flag, value in (("--name", name), ("--version", version)):
         if not _VERSION.fullmatch(value):
             raise UsageError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-'")
+    if args.interrupt_after_step is not None and args.interrupt_after_step < 1:
+        raise UsageError(f"--interrupt-after-step {args.interrupt_after_step}: must be a step number >= 1")
     stage = _stage(args, out)
     stage.stage_packaged_model(args.base_model)
     execution = execution_name(name, version)
     run_dir = stage.folder / "runs" / execution
     run_dir.mkdir(parents=True, exist_ok=True)
-    with stage.session(run_dir):
+    with stage.session(run_dir) as services:
+        services.interrupt_training_after_step = args.interrupt_after_step
         dataset = upload_dataset(
             stage,
             args.input,
@@ -155,7 +165,10 @@ def stage_model(args: argparse.Namespace, source: Path, out: Any) -> int:
     stage = _stage(args, out)
     target = stage.base_model_folder(args.name)
     count = stage.copy_model(source, target)
-    print(f"staged {count} files to s3://{stage.artifacts_bucket}/models/base/{args.name}/ (local: {target})", file=out)
+    print(
+        f"staged {count} files to s3://{stage.artifacts_bucket}/{base_model_prefix(args.name)} (local: {target})",
+        file=out,
+    )
     if args.name not in stage.config.training.base_models:
         print(
             f"note: add {args.name} to training.base_models for {stage.config.qualified_name} in config/teams.yaml; "
@@ -177,11 +190,12 @@ def batch(args: argparse.Namespace, out: Any) -> int:
     execution = execution_name("batch", args.input.stem)
     run_dir = stage.folder / "runs" / execution
     with stage.session(run_dir):
-        base = f"s3://{stage.data_bucket}/batch/{execution}/"
+        # BatchInfer reads and writes only under the data bucket's batch prefixes.
+        input_prefix, output_prefix = f"{BATCH_INPUT_PREFIX}{execution}/", f"{BATCH_OUTPUT_PREFIX}{execution}/"
         root = args.input if args.input.is_dir() else args.input.parent
         for path in files:
             stage.client("s3").upload_file(
-                str(path), stage.data_bucket, f"batch/{execution}/input/{path.relative_to(root).as_posix()}"
+                str(path), stage.data_bucket, f"{input_prefix}{path.relative_to(root).as_posix()}"
             )
         execution_input = {
             key: value
@@ -194,9 +208,9 @@ def batch(args: argparse.Namespace, out: Any) -> int:
         }
         execution_input.update(
             {
-                "input": base + "input/",
-                "output": base + "output/",
-                "instance_type": args.instance_type,
+                "input": f"s3://{stage.data_bucket}/{input_prefix}",
+                "output": f"s3://{stage.data_bucket}/{output_prefix}",
+                "instance_type": args.instance_type or stage.config.training.instance_types[0],
                 "instance_count": 1,
             }
         )
@@ -211,10 +225,8 @@ def batch(args: argparse.Namespace, out: Any) -> int:
         result = summarize(stage, described, history, time.monotonic() - started)
         s3 = stage.client("s3")
         written = []
-        for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=f"batch/{execution}/output/").get(
-            "Contents", []
-        ):
-            target = args.output / item["Key"][len(f"batch/{execution}/output/") :]
+        for item in s3.list_objects_v2(Bucket=stage.data_bucket, Prefix=output_prefix).get("Contents", []):
+            target = args.output / item["Key"][len(output_prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(stage.data_bucket, item["Key"], str(target))
             written.append(str(target))

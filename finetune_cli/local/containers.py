@@ -21,6 +21,9 @@ from types import ModuleType
 from typing import Protocol
 from unittest import mock
 
+#: Where SageMaker unpacks a model's model.tar.gz in its container.
+MODEL_DIR = "/opt/ml/model"
+
 
 class Container(Protocol):
     """What serve and transform jobs call: one request in, the answer and its content type out."""
@@ -109,6 +112,19 @@ class ChatContainer:
     def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # LMI loads what HF_MODEL_ID names (the artifact is unpacked to /opt/ml/model) and serves the
+        # chat-completions schema only with a rolling-batch backend.
+        if environment.get("HF_MODEL_ID", MODEL_DIR) != MODEL_DIR:
+            raise ContainerError(
+                500,
+                f"HF_MODEL_ID={environment['HF_MODEL_ID']}: LMI would serve that model, not "
+                f"the deployed artifact in {MODEL_DIR}",
+            )
+        if environment.get("OPTION_ROLLING_BATCH", "auto") == "disable":
+            raise ContainerError(
+                500, "OPTION_ROLLING_BATCH=disable: LMI serves chat completions only with a rolling-batch backend"
+            )
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

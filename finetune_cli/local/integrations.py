@@ -174,6 +174,8 @@ class LocalServices:
     client: Callable[[str], Any]
     journal: Callable[[str, dict[str, Any]], None]
     wait_scale: float = 0.0
+    #: Reclaim the first spot training job's instance after this step (``finetune local run --interrupt-after-step``).
+    interrupt_training_after_step: int | None = None
 
 
 _SERVICES: LocalServices | None = None
@@ -278,6 +280,16 @@ class LocalSageMaker(StateTaskServiceCallback):
             self._job = transform_job
             env.stack.append({"TransformJobArn": transform_job.arn})
             return
+        # One interruption per run, of a spot job (an on-demand instance is not reclaimed).
+        interrupt = (
+            services.interrupt_training_after_step if normalised_parameters.get("EnableManagedSpotTraining") else None
+        )
+        if services.interrupt_training_after_step is not None and interrupt is None:
+            print(
+                f"    note: {normalised_parameters['TrainingJobName']} is not a spot job; no interruption",
+                file=services.out,
+                flush=True,
+            )
         try:
             training_job = LocalTrainingJob(
                 normalised_parameters,
@@ -287,9 +299,12 @@ class LocalSageMaker(StateTaskServiceCallback):
                 account=services.account,
                 region=services.region,
                 out=services.out,
+                interrupt_after_step=interrupt,
             )
         except RequestInvalid as error:
             raise _task_failed(self, env, "SageMaker.AmazonSageMakerException", str(error)) from None
+        if interrupt is not None:
+            services.interrupt_training_after_step = None
         self._job = training_job
         env.stack.append({"TrainingJobArn": training_job.arn})
 

@@ -42,8 +42,13 @@ def model_container(sagemaker: Any, s3: Any, model_name: str, work: Path) -> tup
     model = sagemaker.describe_model(ModelName=model_name)
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
     if container.get("ModelPackageName"):
+        # SageMaker runs the package's container with the package's environment, and the model's on top of it.
         package = sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-        container = {**package["InferenceSpecification"]["Containers"][0], "Environment": {}}
+        registered = package["InferenceSpecification"]["Containers"][0]
+        container = {
+            **registered,
+            "Environment": {**(registered.get("Environment") or {}), **(container.get("Environment") or {})},
+        }
     url = container.get("ModelDataUrl", "")
     target = work / re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-100:]
     if not (target / ".unpacked").is_file():

@@ -21,6 +21,8 @@ from unittest import mock
 
 from botocore.exceptions import ClientError
 
+from finetune.contract import ARTIFACTS_BUCKET_OUTPUT, BASE_MODELS_PREFIX, DATA_BUCKET_OUTPUT
+
 from ..errors import RuntimeFailure
 from ..resources import find_stage
 from .assembly import StageAssembly, locate_assembly
@@ -100,11 +102,11 @@ class LocalStage:
     # --- names the CLI needs ---------------------------------------------------------------------------------
     @property
     def data_bucket(self) -> str:
-        return self.assembly.outputs("data")["DataBucketName"]
+        return self.assembly.outputs("data")[DATA_BUCKET_OUTPUT]
 
     @property
     def artifacts_bucket(self) -> str:
-        return self.assembly.outputs("data")["ArtifactsBucketName"]
+        return self.assembly.outputs("data")[ARTIFACTS_BUCKET_OUTPUT]
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -241,7 +243,7 @@ class LocalStage:
 
     # --- base models --------------------------------------------------------------------------------------------
     def base_model_folder(self, name: str) -> Path:
-        return self.s3_folder / self.artifacts_bucket / "models" / "base" / name
+        return self.s3_folder / self.artifacts_bucket / BASE_MODELS_PREFIX / name
 
     def stage_packaged_model(self, name: str) -> bool:
         """Copy a packaged base model into the local artifacts bucket the first time a run names it."""
@@ -255,7 +257,8 @@ class LocalStage:
         except local_models.ModelNotInstalled as error:
             raise RuntimeFailure(f"base model {name}: {error}") from None
         print(
-            f"staging packaged base model {name} from {source} into s3://{self.artifacts_bucket}/models/base/{name}/",
+            f"staging packaged base model {name} from {source} into "
+            f"s3://{self.artifacts_bucket}/{BASE_MODELS_PREFIX}{name}/",
             file=self.out,
             flush=True,
         )

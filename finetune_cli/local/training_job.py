@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -25,6 +26,8 @@ import botocore.session
 from botocore.model import ServiceModel
 from botocore.validate import ParamValidator
 
+#: The step a metric line of the training code reports (``metric <name>=<value> step=<n>``).
+_STEP = re.compile(r"\bstep=(\d+)\b")
 #: Variables of this process a SageMaker container would not have.
 _FOREIGN = ("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "AWS_")
 
@@ -72,8 +75,11 @@ def upload_tree(s3: Any, source: Path, uri: str) -> None:
 
 
 def pack(source: Path, archive: Path) -> None:
-    """``tar czf`` of a directory's contents (SageMaker's model.tar.gz / output.tar.gz layout)."""
-    with tarfile.open(archive, "w:gz") as tar:
+    """``tar czf`` of a directory's contents (SageMaker's model.tar.gz / output.tar.gz layout).
+
+    Fastest gzip level: model weights barely compress, and level 9 (tarfile's default) spends minutes on a few
+    hundred MB of them on a laptop for a few percent."""
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for path in sorted(source.iterdir()) if source.is_dir() else []:
             tar.add(path, arcname=path.name)
 
@@ -103,6 +109,7 @@ class LocalTrainingJob:
         region: str,
         out: Any,
         train_command: Path | None = None,
+        interrupt_after_step: int | None = None,
     ) -> None:
         check_shape("CreateTrainingJob", request)
         self.request, self.code_dir, self.s3, self.out = request, code_dir, s3, out
@@ -110,6 +117,9 @@ class LocalTrainingJob:
         self.arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{self.name.lower()}"
         self.base = work_dir / self.name
         self.train_command = train_command or Path(sys.executable).parent / "train"
+        #: Reclaim the (spot) instance once the job logs this optimizer step: SIGTERM, as SageMaker sends it.
+        self.interrupt_after_step = interrupt_after_step
+        self.interrupted_at: int | None = None
 
     def _layout(self) -> None:
         """/opt/ml: config files, channels from S3, code from the image's build context, checkpoints to resume."""
@@ -162,7 +172,8 @@ class LocalTrainingJob:
         return env
 
     def _watch(self, process: subprocess.Popen[str], log_path: Path) -> str:
-        """Stream the job's log to its file; echo progress and metric lines to the terminal as they come."""
+        """Stream the job's log to its file; echo progress and metric lines to the terminal as they come; reclaim
+        the instance when the interruption's step is logged."""
         if process.stdout is None:
             raise TypeError("the training process was started without stdout=PIPE")
         lines = []
@@ -174,13 +185,41 @@ class LocalTrainingJob:
                 text = line.rstrip()
                 if text.startswith("metric ") or "%|" in text or text.startswith(("progress", "step ")):
                     print(f"    [{self.name}] {text}", file=self.out, flush=True)
+                step = _STEP.search(text) if text.startswith("metric ") else None
+                if (
+                    step
+                    and self.interrupt_after_step is not None
+                    and self.interrupted_at is None
+                    and int(step.group(1)) >= self.interrupt_after_step
+                ):
+                    self.interrupted_at = int(step.group(1))
+                    print(
+                        f"    [{self.name}] spot instance reclaimed after step {self.interrupted_at}: SIGTERM",
+                        file=self.out,
+                        flush=True,
+                    )
+                    # Every process of the container gets it (the toolkit does not forward signals to train.py).
+                    os.killpg(process.pid, signal.SIGTERM)
         return "".join(lines)
+
+    @staticmethod
+    def _wait_for_group(process_group: int, seconds: float = 120.0) -> None:
+        """Until every process of the job has exited (train.py outlives the toolkit while it checkpoints)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process_group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.killpg(process_group, signal.SIGKILL)
 
     def run(self) -> dict[str, Any]:
         created = datetime.datetime.now(datetime.UTC)
         print(f"    [{self.name}] laying out /opt/ml under {self.base}", file=self.out, flush=True)
         self._layout()
         started = time.monotonic()
+        # Its own process group: the job's processes can be signalled together, as a container's are.
         process = subprocess.Popen(
             [str(self.train_command)],
             stdout=subprocess.PIPE,
@@ -188,9 +227,11 @@ class LocalTrainingJob:
             text=True,
             env=self._environment(),
             cwd=self.base,
+            start_new_session=True,
         )
         log = self._watch(process, self.base / "job.log")
         returncode = process.wait()
+        self._wait_for_group(process.pid)
         seconds = max(1, int(time.monotonic() - started))
         ended = datetime.datetime.now(datetime.UTC)
         output_path = self.request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + "/"
@@ -236,7 +277,15 @@ class LocalTrainingJob:
         for key in ("CheckpointConfig", "VpcConfig", "Environment"):
             if key in self.request:
                 described[key] = self.request[key]
-        if failed:
+        if failed and self.interrupted_at is not None:
+            # SageMaker restarts an interrupted spot job itself while capacity comes back within
+            # MaxWaitTimeInSeconds; locally it never comes back, so the job fails with the capacity error the
+            # FineTune state machine retries (IsCapacityError -> WaitForCapacity -> Train, same checkpoints).
+            described["FailureReason"] = (
+                f"CapacityError: the spot instance was reclaimed after step {self.interrupted_at} and no capacity "
+                f"came back (local interruption); checkpoints are in {checkpoint['S3Uri'] if checkpoint else 'none'}"
+            )
+        elif failed:
             reason = failure_file.read_text().strip() if failure_file.is_file() else ""
             described["FailureReason"] = (
                 f"AlgorithmError: {reason}"

@@ -53,7 +53,16 @@ API_GATEWAY_INTEGRATION_LIMIT_SECONDS = 29.0
 #: InvokeEndpoint rejects bodies over 6 MiB (botocore's model for BodyBlob).
 INVOKE_BODY_LIMIT_BYTES = 6 * 1024 * 1024
 
-_NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+# Copies of the shared contract's naming rules (finetune.contract: NAME_PATTERN, endpoint_name), because this
+# asset does not ship training_code/; tests/contract/test_names.py checks that they agree.
+_NAME = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
+
+
+def endpoint_name(team: str, stage: str, short_name: str) -> str:
+    """The stable SageMaker name of an endpoint of config/teams.yaml, ``{team}-{stage}-{short}``."""
+    return f"{team}-{stage}-{short_name}"
+
+
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's pattern for EndpointName
 
 Kind = Literal["llm", "classifier"]
@@ -139,7 +148,7 @@ def load_settings(environ: Mapping[str, str]) -> ProxySettings:
     if isinstance(raw_endpoints, dict):
         # The endpoint name defaults to the stable name the Inference stack gives it.
         raw_endpoints = {
-            short: ({"endpoint_name": f"{team}-{stage}-{short}", **spec} if isinstance(spec, dict) else spec)
+            short: ({"endpoint_name": endpoint_name(team, stage, short), **spec} if isinstance(spec, dict) else spec)
             for short, spec in raw_endpoints.items()
         }
     optional: dict[str, Any] = {  # strings from the environment; ProxySettings parses them
@@ -194,7 +203,7 @@ def lambda_environment(
     """
     models: dict[str, dict[str, str]] = {}
     for short, kind in sorted(endpoints.items()):
-        models[short] = {"endpoint_name": f"{team}-{stage}-{short}", "kind": kind}
+        models[short] = {"endpoint_name": endpoint_name(team, stage, short), "kind": kind}
     for short, names in sorted((adapters or {}).items()):
         if endpoints.get(short) != "llm":
             raise SettingsError(f"inference proxy: adapters are for LLM endpoints; {short!r} is not one")
@@ -203,7 +212,7 @@ def lambda_environment(
             if adapter in models:
                 raise SettingsError(f"inference proxy: adapter {adapter!r} of {short!r} reuses a model name")
             models[adapter] = {
-                "endpoint_name": f"{team}-{stage}-{short}",
+                "endpoint_name": endpoint_name(team, stage, short),
                 "kind": "llm",
                 "inference_component": inference_component_name(team, stage, short, adapter),
             }

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # Re-exported (`as` makes that explicit) for the handler and the tests; the asset ships finetune/.
 from finetune.contract import BASE_MODELS_PREFIX as BASE_MODELS_PREFIX
 from finetune.contract import DATASETS_PREFIX as DATASETS_PREFIX
+from finetune.contract import NAME_PATTERN
 
 if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
     from stacks.settings import StageConfig
@@ -66,7 +67,7 @@ _PLAIN_VARIABLES = {
 #: ListBucket, object-level GetObject on the data and artifacts buckets), and decrypt with the team key.
 REQUIRED_IAM_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject", "kms:Decrypt")
 
-_NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_NAME = NAME_PATTERN  # team and stage names, as config/teams.yaml admits them
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 STAGED_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """A base model staged under ``models/base/<name>/`` (no slash)."""

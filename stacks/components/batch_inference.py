@@ -14,6 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from finetune.contract import BATCH_INPUT_PREFIX, BATCH_OUTPUT_PREFIX, TRAINING_OUTPUT_PREFIX
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.cfn import cfn_resource
@@ -30,12 +31,10 @@ _GPU_PATTERNS = ("ml.g*", "ml.p*")
 # Tag on the models BatchInfer creates; its role may delete only models carrying it.
 _CREATED_BY_TAG = "finetune-stack:created-by"
 
-BATCH_INPUT_PREFIX = "batch/input/"
-"""Where BatchInfer reads: `input` must lie under s3://<data bucket>/batch/input/."""
-BATCH_OUTPUT_PREFIX = "batch/output/"
-"""Where BatchInfer writes: `output` must lie under s3://<data bucket>/batch/output/."""
-MODEL_PREFIXES = ("models/", "training-output/")
+MODEL_PREFIXES = ("models/", TRAINING_OUTPUT_PREFIX)
 """Where `model_data_url` may point in the artifacts bucket: staged models and FineTune's job outputs."""
+BATCH_CONTENT_TYPE = "application/json"
+"""Each input line's content type, and each answer's, as the serving containers decode and encode them."""
 
 
 class BatchInference(Construct):
@@ -344,20 +343,23 @@ class BatchInference(Construct):
                 transform_job_name=sfn.JsonPath.string_at("$.job.name"),
                 model_name=sfn.JsonPath.string_at("$.job.model"),
                 role=self.model_role,
-                batch_strategy=tasks.BatchStrategy.MULTI_RECORD,
+                # One JSONL line is one request: the serving containers (the Hugging Face inference toolkit,
+                # LMI) decode application/json bodies only, and a MultiRecord batch of lines is no JSON document.
+                # Each answer is one line of the .out file (AssembleWith Line).
+                batch_strategy=tasks.BatchStrategy.SINGLE_RECORD,
                 transform_input=tasks.TransformInput(
                     transform_data_source=tasks.TransformDataSource(
                         s3_data_source=tasks.TransformS3DataSource(
                             s3_uri=sfn.JsonPath.string_at("$.input"), s3_data_type=tasks.S3DataType.S3_PREFIX
                         )
                     ),
-                    content_type="application/jsonlines",
+                    content_type=BATCH_CONTENT_TYPE,
                     split_type=tasks.SplitType.LINE,
                 ),
                 transform_output=tasks.TransformOutput(
                     s3_output_path=sfn.JsonPath.string_at("$.output"),
                     encryption_key=key,
-                    accept="application/jsonlines",
+                    accept=BATCH_CONTENT_TYPE,
                     assemble_with=tasks.AssembleWith.LINE,
                 ),
                 transform_resources=tasks.TransformResources(

@@ -9,6 +9,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from finetune.contract import CHECKPOINTS_PREFIX
 from stacks import naming
 from stacks.components.acknowledgements import acknowledge
 from stacks.components.cfn import cfn_resource
@@ -144,7 +145,7 @@ class DataBuckets(Construct):
             "ArtifactsBucket",
             "artifacts",
             [
-                s3.LifecycleRule(id="ExpireCheckpoints", prefix="checkpoints/", expiration=Duration.days(30)),
+                s3.LifecycleRule(id="ExpireCheckpoints", prefix=CHECKPOINTS_PREFIX, expiration=Duration.days(30)),
                 # Captured prompts and completions are personal data: kept only as long as the stage's config says.
                 s3.LifecycleRule(
                     id="ExpireDataCapture",

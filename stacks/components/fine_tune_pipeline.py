@@ -22,13 +22,20 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from lambda_handlers.inference_proxy.settings import qualified_component_name
+from stacks import naming
+from stacks.components.images import serving_environment
 from stacks.settings import EndpointSpec
 
 _TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 if str(_TRAINING_CODE) not in sys.path:
     sys.path.insert(0, str(_TRAINING_CODE))
-# stdlib only; checkpoints/{job_name_prefix}/{run_id}/, adapters/<endpoint>/<adapter>/<job>/adapter.tar.gz
-from finetune.contract import ADAPTER_ARCHIVE, CHECKPOINTS_PREFIX, adapter_prefix  # noqa: E402
+from finetune.contract import (  # noqa: E402  (stdlib only; adapters/<endpoint>/<adapter>/<job>/adapter.tar.gz)
+    ADAPTER_ARCHIVE,
+    CHECKPOINTS_PREFIX,
+    EVALUATIONS_PREFIX,
+    TRAINING_OUTPUT_PREFIX,
+    adapter_prefix,
+)
 from finetune.contract import TASK_OF_ENDPOINT_KIND as TASK_OF_KIND  # noqa: E402  (stdlib only)
 from finetune.metrics import METRIC_DEFINITIONS  # noqa: E402  (stdlib only: no torch needed to synthesize)
 
@@ -143,7 +150,10 @@ class FineTunePipeline(Construct):
                     },
                     "HyperParameters.$": "$.request.hyperparameters",
                     "InputDataConfig.$": "$.request.input_data_config",
-                    "OutputDataConfig": {"S3OutputPath": f"{artifacts}/training-output/", "KmsKeyId": key.key_arn},
+                    "OutputDataConfig": {
+                        "S3OutputPath": f"{artifacts}/{TRAINING_OUTPUT_PREFIX}",
+                        "KmsKeyId": key.key_arn,
+                    },
                     "CheckpointConfig": {
                         "S3Uri.$": f"States.Format('{artifacts}/{CHECKPOINTS_PREFIX}{{}}/{{}}/', "
                         "$.request.job_name_prefix, $.run_id)",
@@ -219,7 +229,7 @@ class FineTunePipeline(Construct):
                 {
                     "output_archive_uri": sfn.JsonPath.string_at("$.job.output_archive_uri"),
                     "evaluation_s3_uri": sfn.JsonPath.format(
-                        f"{artifacts}/evaluations/{{}}/evaluation.json", sfn.JsonPath.string_at("$.job.name")
+                        f"{artifacts}/{EVALUATIONS_PREFIX}{{}}/evaluation.json", sfn.JsonPath.string_at("$.job.name")
                     ),
                     "threshold": sfn.JsonPath.string_at("$.request.threshold"),
                 }
@@ -245,7 +255,7 @@ class FineTunePipeline(Construct):
         # Register: a model package in the team's group, with the evaluation as model-quality statistics.
         approval = "Approved" if auto_approve else "PendingManualApproval"
 
-        def register(name: str, image: str, content_type: str) -> tasks.CallAwsService:
+        def register(name: str, image: str, kind: str) -> tasks.CallAwsService:
             step = tasks.CallAwsService(
                 self,
                 name,
@@ -256,8 +266,16 @@ class FineTunePipeline(Construct):
                     "ModelPackageDescription.$": "States.Format('{} from execution {}', $.job.name, $$.Execution.Name)",
                     "ModelApprovalStatus": approval,
                     "InferenceSpecification": {
-                        "Containers": [{"Image": image, "ModelDataUrl.$": "$.job.model_data_url"}],
-                        "SupportedContentTypes": [content_type],
+                        # The serving container's settings travel with the package: a model created from it
+                        # (Deploy, BatchInfer) serves the artifact the way the stage's endpoints do.
+                        "Containers": [
+                            {
+                                "Image": image,
+                                "ModelDataUrl.$": "$.job.model_data_url",
+                                "Environment": serving_environment(kind),
+                            }
+                        ],
+                        "SupportedContentTypes": ["application/json"],
                         "SupportedResponseMIMETypes": ["application/json"],
                     },
                     "ModelMetrics": {
@@ -292,8 +310,8 @@ class FineTunePipeline(Construct):
             )
             return step
 
-        register_llm = register("RegisterLlm", llm_image_uri, "application/json")
-        register_classifier = register("RegisterClassifier", classifier_image_uri, "application/json")
+        register_llm = register("RegisterLlm", llm_image_uri, "llm")
+        register_classifier = register("RegisterClassifier", classifier_image_uri, "classifier")
         by_task = sfn.Choice(self, "RegisterByTask")
         by_task.when(sfn.Condition.string_equals("$.request.hyperparameters.task", "causal-lm"), register_llm)
         by_task.otherwise(register_classifier)
@@ -598,7 +616,7 @@ class FineTunePipeline(Construct):
             if spec.lora is not None:
                 continue  # an endpoint of inference components takes adapters, never a new endpoint config
             target: dict[str, Any] = {
-                "endpoint_name": f"{qualified_name}-{spec.name}",
+                "endpoint_name": naming.endpoint(qualified_name, spec.name),
                 "config_name.$": "States.Format('{}-c', $.job.name)",
                 "serverless": spec.serverless is not None,
             }

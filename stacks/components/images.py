@@ -45,6 +45,26 @@ def huggingface_inference(region: str, versions: ImageVersions, *, gpu: bool) ->
     )
 
 
+def serving_environment(kind: str) -> dict[str, str]:
+    """What each serving container needs to serve the artifact the training container writes (a Hugging Face model
+    directory, unpacked to /opt/ml/model) for an endpoint kind: on the endpoints' models, on the model packages
+    FineTune registers (so a model created from a package serves the same way) and in local mode's containers."""
+    if kind == "llm":
+        # LMI (DJL Serving) with the vLLM rolling-batch backend, which serves the chat-completions schema.
+        return {
+            "HF_MODEL_ID": "/opt/ml/model",
+            "OPTION_ROLLING_BATCH": "vllm",
+            "OPTION_TENSOR_PARALLEL_DEGREE": "max",
+            "OPTION_MAX_ROLLING_BATCH_SIZE": "32",
+            "OPTION_DTYPE": "fp16",
+            "OPTION_TRUST_REMOTE_CODE": "false",
+        }
+    if kind == "classifier":
+        # Hugging Face inference toolkit: a text-classification pipeline over the model directory.
+        return {"HF_TASK": "text-classification"}
+    raise ValueError(f"no serving container for endpoint kind {kind!r}")
+
+
 def registry_account(image_uri: str) -> str:
     """The ECR account of a DLC URI (its registry needs a docker login before the image builds)."""
     return image_uri.split(".", 1)[0]

@@ -70,6 +70,7 @@ def aws(tmp_path):
         s3.put_object(
             Bucket=DATA, Key="datasets/sst2/v1/train/train.jsonl", Body=(ROOT / "samples/sst2/train.jsonl").read_bytes()
         )
+        s3.put_object(Bucket=DATA, Key="batch/input/sst2/reviews.jsonl", Body=b'{"inputs": "great"}\n')
         s3.put_object(Bucket=ARTIFACTS, Key="models/base/minilm/config.json", Body=b"{}")
         sfn = session.client("stepfunctions")
         role = f"arn:aws:iam::{ACCOUNT}:role/sfn"
@@ -455,9 +456,9 @@ def test_batch_starts_the_batch_infer_pipeline(aws):
             "--instance-type",
             "ml.m5.xlarge",
             "--input",
-            f"s3://{DATA}/datasets/sst2/v1/train",
+            f"s3://{DATA}/batch/input/sst2",
             "--output",
-            f"s3://{DATA}/predictions/sst2/",
+            f"s3://{DATA}/batch/output/sst2/",
         ],
         aws,
     )
@@ -467,8 +468,8 @@ def test_batch_starts_the_batch_infer_pipeline(aws):
     started = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
     assert started == {
         "model_name": "acme-dev-sentiment",
-        "input": f"s3://{DATA}/datasets/sst2/v1/train/",
-        "output": f"s3://{DATA}/predictions/sst2/",
+        "input": f"s3://{DATA}/batch/input/sst2/",
+        "output": f"s3://{DATA}/batch/output/sst2/",
         "instance_type": "ml.m5.xlarge",
         "instance_count": 1,
     }
@@ -478,27 +479,46 @@ def test_batch_starts_the_batch_infer_pipeline(aws):
     ("args", "message"),
     [
         (
-            ["--model-name", "m", "--input", "s3://elsewhere/x/", "--output", f"s3://{DATA}/p/"],
-            f"--input 's3://elsewhere/x/': must be a prefix in the team's data bucket, s3://{DATA}/<prefix>/",
+            ["--model-name", "m", "--input", "s3://elsewhere/x/", "--output", f"s3://{DATA}/batch/output/p/"],
+            f"--input 's3://elsewhere/x/': must be a prefix under s3://{DATA}/batch/input/",
+        ),
+        # a prefix of the data bucket that BatchInfer's Validate state would refuse
+        (
+            [
+                "--model-name",
+                "m",
+                "--input",
+                f"s3://{DATA}/datasets/sst2/v1/train/",
+                "--output",
+                f"s3://{DATA}/batch/output/p/",
+            ],
+            f"--input 's3://{DATA}/datasets/sst2/v1/train/': must be a prefix under s3://{DATA}/batch/input/",
+        ),
+        (
+            ["--model-name", "m", "--input", f"s3://{DATA}/batch/input/sst2/", "--output", f"s3://{DATA}/predictions/"],
+            f"--output 's3://{DATA}/predictions/': must be a prefix under s3://{DATA}/batch/output/",
         ),
         (
             [
                 "--model-data-url",
                 "s3://elsewhere/m.tar.gz",
                 "--input",
-                f"s3://{DATA}/datasets/",
+                f"s3://{DATA}/batch/input/sst2/",
                 "--output",
-                f"s3://{DATA}/p/",
+                f"s3://{DATA}/batch/output/p/",
             ],
             f"--model-data-url 's3://elsewhere/m.tar.gz': must be in s3://{ARTIFACTS}/",
         ),
         (
-            ["--model-name", "m", "--input", f"s3://{DATA}/datasets/", "--output", f"s3://{DATA}/datasets/out/"],
-            "--output must not be inside --input",
-        ),
-        (
-            ["--model-name", "m", "--input", f"s3://{DATA}/empty/", "--output", f"s3://{DATA}/p/"],
-            f"--input s3://{DATA}/empty/: holds no .jsonl files",
+            [
+                "--model-name",
+                "m",
+                "--input",
+                f"s3://{DATA}/batch/input/empty/",
+                "--output",
+                f"s3://{DATA}/batch/output/p/",
+            ],
+            f"--input s3://{DATA}/batch/input/empty/: holds no .jsonl files",
         ),
     ],
 )

@@ -195,3 +195,15 @@ def test_the_state_machine_is_encrypted_with_the_team_key(assembly):
     encryption = machine["Properties"]["EncryptionConfiguration"]
     assert encryption["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
     assert "TeamKey" in json.dumps(encryption["KmsKeyId"])
+
+
+def test_the_transform_sends_and_asks_for_what_the_hugging_face_container_decodes_and_encodes(states):
+    # BatchInfer's models run the Hugging Face inference image (an artifact) or a registered package's image; the
+    # toolkit answers 415 to any content type missing from its maps, which would fail every record of a job.
+    decoder_encoder = pytest.importorskip("sagemaker_huggingface_inference_toolkit.decoder_encoder")
+    for name in ("TransformJob", "TransformJobOnInstanceStorage"):
+        params = render(states[name]["Parameters"], SAMPLE)
+        assert params["TransformInput"]["ContentType"] in decoder_encoder._decoder_map
+        assert params["TransformOutput"]["Accept"] in decoder_encoder._encoder_map
+        # each request is one line: the toolkit decodes one JSON document per body, not a batch of lines
+        assert params["BatchStrategy"] == "SingleRecord" and params["TransformInput"]["SplitType"] == "Line"

@@ -41,6 +41,31 @@ def test_every_stack_output_the_cli_reads_exists_in_every_stage_with_that_layer(
     assert checked >= 2 * len(stages) + 2
 
 
+def test_every_published_output_has_its_ssm_parameter_under_the_stage_prefix(assembly):
+    from finetune.contract import PUBLISHED_OUTPUTS, ssm_prefix
+    from stacks.settings import load_config
+    from tests.conftest import EXAMPLE_CONFIG
+
+    checked = 0
+    for stage in load_config(EXAMPLE_CONFIG):
+        for layer, published in PUBLISHED_OUTPUTS.items():
+            key = (stage.qualified_name, LAYERS[layer])
+            if key not in assembly.stacks:
+                continue
+            template = assembly.stack(*key).template
+            parameters = {
+                p["Properties"]["Name"]: p["Properties"]["Value"]
+                for p in template["Resources"].values()
+                if p["Type"] == "AWS::SSM::Parameter"
+            }
+            for output, parameter in published.items():
+                name = f"{ssm_prefix(stage.team, stage.name)}/{parameter}"
+                assert name in parameters, f"{stage.qualified_name}-{layer} publishes no SSM parameter {name}"
+                assert parameters[name] == template["Outputs"][output]["Value"], name  # the same value both ways
+                checked += 1
+    assert checked >= 10 * len(load_config(EXAMPLE_CONFIG))
+
+
 @pytest.fixture(scope="module")
 def validate_output(assembly):
     """Validate's real logic, configured by the environment the synthesized template gives the function,
@@ -87,3 +112,29 @@ def test_validate_output_renders_into_a_valid_create_training_job_request(assemb
     assert params["ResourceConfig"]["InstanceCount"] == 2
     assert params["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
     assert {c["ChannelName"] for c in params["InputDataConfig"]} == {"train", "validation", "model"}
+
+
+def test_registered_packages_carry_the_serving_environment_of_the_stage_endpoints(assembly):
+    # Deploy and BatchInfer create models from a package alone, so the package must carry what the serving
+    # container needs; the endpoints' own models (CfnModel) say what that is for each image.
+    stack = assembly.stack("search-dev", "Training")
+    (machine,) = stack.resources_of_type("AWS::StepFunctions::StateMachine").values()
+    states = json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))["States"]
+    registered = {}
+    for name in ("RegisterLlm", "RegisterClassifier"):
+        (container,) = states[name]["Parameters"]["InferenceSpecification"]["Containers"]
+        registered[container["Image"].split("/", 1)[1].split(":")[0]] = container["Environment"]
+    assert registered["huggingface-pytorch-inference"]["HF_TASK"] == "text-classification"
+    assert registered["djl-inference"]["HF_MODEL_ID"] == "/opt/ml/model"
+    compared = 0
+    for stage in sorted({stage for stage, layer in assembly.stacks if layer == "Inference"}):
+        for model in assembly.stack(stage, "Inference").resources_of_type("AWS::SageMaker::Model").values():
+            container = model["Properties"].get("PrimaryContainer", {})
+            image = container.get("Image")
+            if not isinstance(image, str):  # a model package endpoint, or an image built in the stage
+                continue
+            repository = image.split("/", 1)[1].split(":")[0]
+            if repository in registered:
+                assert container["Environment"] == registered[repository], f"{stage}: {repository}"
+                compared += 1
+    assert compared >= 2

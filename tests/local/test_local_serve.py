@@ -73,9 +73,13 @@ def test_predict_labels_clear_examples_with_the_deployed_classifier(api, classif
     ]
 
 
-def test_an_endpoint_no_local_run_deployed_answers_unavailable(api):
-    running, _ = api
-    status, body = _post(
-        f"{running.url}/chat/completions", {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
-    )
+def test_an_endpoint_no_local_run_deployed_answers_unavailable(local_state, tmp_path):
+    # A state folder of its own: the session's has a model on `assistant` once the causal-LM test has run.
+    out = io.StringIO()
+    stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=tmp_path, out=out)
+    with LocalApi(stage, port=0).running(out) as running:
+        status, body = _post(
+            f"{running.url}/chat/completions", {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    assert "search-dev-assistant: not served" in out.getvalue(), out.getvalue()
     assert status >= 400 and "assistant" in json.dumps(body), body

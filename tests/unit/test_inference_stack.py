@@ -358,6 +358,9 @@ def test_batch_infer_runs_an_encrypted_line_split_transform_job(assembly):
     for state in transforms.values():
         params = state["Parameters"]
         assert params["TransformInput"]["SplitType"] == "Line"
+        # one line, one request: a MultiRecord batch of JSONL lines is no JSON body a serving container decodes
+        assert params["BatchStrategy"] == "SingleRecord"
+        assert params["TransformInput"]["ContentType"] == params["TransformOutput"]["Accept"] == "application/json"
         assert params["TransformOutput"]["KmsKeyId"]
         assert params["TransformOutput"]["AssembleWith"] == "Line"
         assert state["Catch"][0]["Next"] == "CreatedModelAfterFailure"
