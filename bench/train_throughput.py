@@ -5,6 +5,7 @@ Rows, each in its own process so peak memory is separable (ru_maxrss of that pro
 - ``ours``: the recipe (packed micro-batches of ``--batch_size`` examples, loss only where targets are).
 - ``hf_group_by_length``: the HF Trainer, padding collator, length-grouped batches of ``--batch_size`` examples.
 - ``hf_flattening``: the HF Trainer with ``DataCollatorWithFlattening`` (padding-free), ``--batch_size`` examples.
+- ``ours_bf16``, ``ours_compile``: ours with bf16 autocast (CPUs with AVX-512 BF16 or AMX) or torch.compile.
 - ``trl_sft_packing``: TRL's ``SFTTrainer`` with ``packing=True`` (best-fit decreasing, padding-free), as many
   packed rows of ``--max_seq_length`` per step as give the tokens per step closest to the others'.
 
@@ -33,7 +34,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training_code"))
 
-ROWS = ("ours", "hf_group_by_length", "hf_flattening", "trl_sft_packing")
+ROWS = ("ours", "hf_group_by_length", "hf_flattening", "trl_sft_packing", "ours_bf16", "ours_compile")
+PEERS = ("hf_group_by_length", "hf_flattening", "trl_sft_packing")
+#: Our rows with one lever changed: bf16 autocast (a different precision, so never compared with the fp32 peers)
+#: and torch.compile of the model's forward.
+OURS = {"ours": {}, "ours_bf16": {"precision": "bf16"}, "ours_compile": {"torch_compile": True}}
 
 
 def _data_path(arg: str | None) -> Path:
@@ -63,7 +68,7 @@ def _config(args, workdir: Path, **overrides):
         learning_rate=2e-4,
         warmup_ratio=0.0,
         save_steps=0,
-        max_eval_rows=2,
+        max_eval_rows=args.eval_rows,
         seed=args.seed,
         model_dir=str(workdir / "model"),
         output_dir=str(workdir / "out"),
@@ -77,14 +82,15 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_ours(args, workdir: Path) -> dict:
+def run_ours(args, workdir: Path, **overrides) -> dict:
     from finetune import recipe
 
-    config = _config(args, workdir)
+    config = _config(args, workdir, **overrides)
     parallel, dtype = recipe._start_processes(config)
     setup = recipe.build(config, parallel, dtype)
     state = recipe.resume_or_evaluate_base(setup)
-    recipe.train(setup, state)  # no final evaluation or save: peak memory is the training loop's
+    recipe.train(setup, state)  # no save; the evaluation after training runs without gradients
+    after = recipe.evaluate(setup)
     timed = [h for h in state.history if h["step"] >= 2]  # the first step's time includes warm-up
     useful, seconds = sum(h["window_tokens"] for h in timed), sum(h["window_seconds"] for h in timed)
     total_useful = sum(h["window_tokens"] for h in state.history)
@@ -97,6 +103,11 @@ def run_ours(args, workdir: Path) -> dict:
         "useful_tokens_per_step": total_useful / state.step,
         "slot_tokens_per_step": state.slot_tokens / state.step,
         "packing": setup.packing,
+        "precision": config.precision,
+        "torch_compile": config.torch_compile,
+        # held-out loss (the validation split's first --eval_rows examples) before and after the timed steps
+        "eval_loss_base": state.base["eval_loss"],
+        "eval_loss_after": after["eval_loss"],
     }
 
 
@@ -232,8 +243,8 @@ def run_trl(args, workdir: Path) -> dict:
 def run_row(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         workdir = Path(tmp)
-        if args.row == "ours":
-            result = run_ours(args, workdir)
+        if args.row in OURS:
+            result = run_ours(args, workdir, **OURS[args.row])
         elif args.row == "trl_sft_packing":
             result = run_trl(args, workdir)
         else:
@@ -251,6 +262,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="examples per optimizer step (all rows)")
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval_rows", type=int, default=32, help="held-out examples our rows evaluate")
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     parser.add_argument("--concurrent", action="store_true", help="run the rows at the same time (a shared machine)")
     parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # one row, in this process
@@ -281,6 +293,8 @@ def main() -> None:
             str(args.max_seq_length),
             "--seed",
             str(args.seed),
+            "--eval_rows",
+            str(args.eval_rows),
         ]
         for row in args.rows
     }
@@ -298,12 +312,12 @@ def main() -> None:
             load[row] = {"before": before, "after": os.getloadavg()[0]}
             lines = [line for line in stdout.splitlines() if line.startswith("{")]
             results[row] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": stderr[-1500:]}
-    peers = {k: v for k, v in results.items() if k != "ours" and "useful_tokens_per_second" in v}
+    peers = {k: v for k, v in results.items() if k in PEERS and "useful_tokens_per_second" in v}
     result = {
         "device": torch.cuda.get_device_name(0)
         if torch.cuda.is_available()
         else f"cpu ({torch.get_num_threads()} threads)",
-        "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
+        "precision_of_fp32_rows": "bf16 autocast" if torch.cuda.is_available() else "fp32",
         "model": args.model,
         "method": "lora",
         "data": str(args.data),
@@ -322,6 +336,16 @@ def main() -> None:
             results["ours"]["useful_tokens_per_second"] / peers[best]["useful_tokens_per_second"]
         )
         result["peak_rss_ratio_to_best_peer"] = results["ours"]["peak_rss_gib"] / peers[best]["peak_rss_gib"]
+        result["tokens_per_step_ratio_to_best_peer"] = (
+            results["ours"]["useful_tokens_per_step"] / peers[best]["useful_tokens_per_step"]
+        )
+    for lever in ("ours_bf16", "ours_compile"):
+        if "useful_tokens_per_second" in results.get(lever, {}) and "useful_tokens_per_second" in results.get(
+            "ours", {}
+        ):
+            result[f"{lever}_speedup_over_ours"] = (
+                results[lever]["useful_tokens_per_second"] / results["ours"]["useful_tokens_per_second"]
+            )
     print(json.dumps(result, indent=2))
 
 

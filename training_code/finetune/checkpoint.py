@@ -28,7 +28,7 @@ _PREFIX = "step-"
 KEEP = 2
 FINGERPRINT_FILE = "fingerprint.json"
 #: Hyperparameters that change neither the weights nor which weights are kept: left out of the fingerprint.
-_NOT_RESULT_CHANGING = ("progress", "logging_steps", "save_steps", "task", "method", "base_model")
+_NOT_RESULT_CHANGING = ("progress", "logging_steps", "save_steps", "task", "method", "base_model", "torch_compile")
 
 
 class CheckpointError(TrainingError):

@@ -16,6 +16,8 @@ from .contract import METHODS, TASKS  # also re-exported: the container's names 
 
 STRATEGIES = ("ddp", "fsdp")
 POOLINGS = ("auto", "cls", "mean")
+LORA_SCALINGS = ("rslora", "standard")
+PRECISIONS = ("auto", "bf16", "fp32")
 #: Upper bounds: far above any sensible run, low enough that a typo (or a hostile value) fails here, with the
 #: limit in the message, instead of as an overflow or an allocation failure inside the training job.
 MAX_VALUES = {
@@ -77,7 +79,11 @@ class TrainConfig:
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
-    """LoRA scaling numerator (scale = alpha / r)."""
+    """LoRA scaling numerator: the adapter's output is scaled by alpha / sqrt(r) (``lora_scaling=rslora``) or
+    alpha / r (``standard``)."""
+    lora_scaling: str = "rslora"
+    """``rslora`` (rank-stabilised, alpha / sqrt(r): the update's size does not shrink as the rank grows) or
+    ``standard`` (alpha / r, the original LoRA paper's)."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
@@ -92,6 +98,11 @@ class TrainConfig:
     embedding models that declare mean pooling (sentence-transformers' ``1_Pooling/config.json``), else ``cls``."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
+    precision: str = "auto"
+    """Compute precision: ``auto`` (bf16 autocast on GPUs that have it, else fp16; fp32 on CPUs), ``bf16`` (bf16
+    autocast on any device, CPUs with AVX-512 BF16 or AMX included) or ``fp32``."""
+    torch_compile: bool = False
+    """Compile the model's forward with ``torch.compile`` (the first steps pay the compilation)."""
     eval_steps: int = 0
     """Evaluate every N steps during training (0: only before and after)."""
     save_steps: int = 50
@@ -153,6 +164,10 @@ class TrainConfig:
             self.max_seq_length = 1024 if causal else 128
         if self.classifier_pooling not in POOLINGS:
             bad("classifier_pooling", f"must be one of {', '.join(POOLINGS)}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+        if self.lora_scaling not in LORA_SCALINGS:
+            bad("lora_scaling", f"must be one of {', '.join(LORA_SCALINGS)}")
         if self.packing is None:
             self.packing = causal
         elif self.packing and not causal:

@@ -158,6 +158,7 @@ def load_model(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
+            use_rslora=config.lora_scaling == "rslora",
             target_modules=config.lora_targets,
             task_type="CAUSAL_LM" if config.task == "causal-lm" else "SEQ_CLS",
             # The appended mean-pooling layer stays exactly what add_mean_pooling_layer made it.

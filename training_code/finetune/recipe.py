@@ -186,6 +186,8 @@ def _start_processes(config: TrainConfig) -> tuple[Parallel, torch.dtype]:
     if config.distributed_strategy == "fsdp" and world == 1:
         _info(rank == 0, "distributed_strategy=fsdp with one process: nothing to shard, training the whole model here")
     device, dtype = device_and_dtype(local_rank)
+    if device.type == "cuda" and config.precision != "auto":
+        dtype = torch.float32 if config.precision == "fp32" else torch.bfloat16
     return Parallel(config.distributed_strategy, rank, world, device), dtype
 
 
@@ -237,6 +239,15 @@ def _encode(config: TrainConfig, tokenizer, train_records, val_records, labels, 
     return train_examples, report, val_examples
 
 
+def _autocast_dtype(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype forward passes compute in under autocast, or None for plain fp32."""
+    if config.precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and dtype != torch.float32:
+        return dtype
+    return None
+
+
 def _use_packing(config: TrainConfig, model, is_main: bool) -> bool:
     """Packing where asked for and the model keeps packed examples apart; otherwise a one-line notice."""
     if not config.packing:
@@ -268,7 +279,7 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
     train_records, val_records, labels = _load_records(config, parallel.is_main)
     location = resolve_base_model(config)
     tokenizer = load_tokenizer(location, config.task)
-    autocast_dtype = dtype if parallel.device.type == "cuda" else None
+    autocast_dtype = _autocast_dtype(config, parallel.device, dtype)
     train_examples, train_report, val_examples = _encode(
         config, tokenizer, train_records, val_records, labels, parallel.is_main
     )
@@ -276,6 +287,8 @@ def build(config: TrainConfig, parallel: Parallel, dtype: torch.dtype) -> Setup:
     model = load_model(config, location, tokenizer, parallel.device, dtype, labels, place=not parallel.sharded)
     packing = _use_packing(config, model, parallel.is_main)
     model = parallel.prepare(model, autocast_dtype)
+    if config.torch_compile:
+        model.compile()  # in place: parameter names (checkpoints, saved weights) stay the model's own
     plan = BatchPlan(
         train_examples,
         _resolved(config.batch_size, "batch_size"),
