@@ -301,9 +301,10 @@ BAD_INPUTS = [
         [
             "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
             "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
-            "weight_decay, lora_r, lora_alpha, lora_dropout, lora_target_modules, packing, classifier_pooling, "
-            "gradient_checkpointing, eval_steps, save_steps, early_stopping_patience, keep_best, seed, "
-            "validation_split, logging_steps, max_eval_rows, distributed_strategy, progress)"
+            "weight_decay, lora_r, lora_alpha, lora_scaling, lora_dropout, lora_target_modules, packing, "
+            "classifier_pooling, gradient_checkpointing, precision, torch_compile, eval_steps, save_steps, "
+            "early_stopping_patience, keep_best, seed, validation_split, logging_steps, max_eval_rows, "
+            "distributed_strategy, progress)"
         ],
         id="hp-unknown",
     ),

@@ -119,3 +119,21 @@ def test_classifier_pooling_cls_keeps_the_models_own_head(minilm_dir):
     tokenizer = load_tokenizer(str(minilm_dir), "classification")
     model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"])
     assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "finetune_pooling")
+
+
+@pytest.mark.parametrize(("scaling", "expected"), [("rslora", 32 / 16**0.5), ("standard", 32 / 16)])
+def test_lora_scaling_is_alpha_over_sqrt_rank_by_default_or_alpha_over_rank(minilm_dir, scaling, expected):
+    import torch
+
+    from finetune.config import TrainConfig
+    from finetune.modeling import load_model, load_tokenizer
+
+    config = TrainConfig(
+        task="classification", method="lora", base_model=str(minilm_dir), train_path="unused", lora_scaling=scaling
+    )
+    assert (config.lora_r, config.lora_alpha) == (16, 32)
+    tokenizer = load_tokenizer(str(minilm_dir), "classification")
+    model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"])
+    # PEFT's LoRA layers keep a scale per adapter name; attention modules have a float ``scaling`` of their own.
+    scales = {m.scaling["default"] for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)}
+    assert len(scales) == 1 and scales.pop() == pytest.approx(expected)

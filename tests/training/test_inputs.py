@@ -60,7 +60,15 @@ def test_config_parses_sagemaker_strings():
 def test_config_error_lists_every_problem_with_name_and_value():
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_hyperparameters(
-            {"task": "classification", "epochs": "many", "packing": "true", "batch_size": "0", "lerning_rate": "1"},
+            {
+                "task": "classification",
+                "epochs": "many",
+                "packing": "true",
+                "batch_size": "0",
+                "lerning_rate": "1",
+                "precision": "fp8",
+                "lora_scaling": "sqrt",
+            },
             train_path="t",
             model_channel="m",
         )
@@ -70,6 +78,8 @@ def test_config_error_lists_every_problem_with_name_and_value():
         "packing=True: packing applies to task=causal-lm only",
         "batch_size=0: must be >= 1",
         "lerning_rate='1': unknown hyperparameter",
+        "precision='fp8': must be one of auto, bf16, fp32",
+        "lora_scaling='sqrt': must be one of rslora, standard",
     ):
         assert expected in message
 
