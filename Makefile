@@ -115,8 +115,9 @@ bench-train: $(VENV_STAMP)
 
 # Dolly (SmolLM2 LoRA) and SST-2 (MiniLM) with the issue's settings, and the docstring-library second domain.
 EVAL_CASES ?= dolly sst2 docs-library
+EVAL_EXTRA ?=
 eval: $(VENV_STAMP)
-	$(PY) bench/quality.py $(EVAL_CASES)
+	$(PY) bench/quality.py $(EVAL_CASES) $(if $(EVAL_EXTRA),--extra "$(EVAL_EXTRA)")
 
 # The packaged all-MiniLM-L6-v2, full fine-tuning on the shipped SST-2 sample; prints base vs fine-tuned metrics.
 train-local: $(VENV_STAMP)
