@@ -102,7 +102,7 @@ schema: $(VENV_STAMP)
 	$(PY) scripts/write_schema.py
 
 snapshot-update: deps
-	$(PY) -m pytest tests/unit/test_snapshots.py tests/unit/test_rule_packs.py --snapshot-update
+	$(PY) -m pytest tests/unit/test_snapshots.py tests/unit/test_rule_packs.py tests/delivery/test_delivery_pipeline.py::test_pipeline_snapshot --snapshot-update
 
 diagram: deps
 	$(PY) scripts/diagram.py
