@@ -121,15 +121,16 @@ def test_classifier_pooling_cls_keeps_the_models_own_head(minilm_dir):
     assert model.config.num_hidden_layers == 6 and not hasattr(model.config, "finetune_pooling")
 
 
-@pytest.mark.parametrize(("scaling", "expected"), [("rslora", 32 / 16**0.5), ("standard", 32 / 16)])
-def test_lora_scaling_is_alpha_over_sqrt_rank_by_default_or_alpha_over_rank(minilm_dir, scaling, expected):
+@pytest.mark.parametrize(("scaling", "expected"), [(None, 32 / 16), ("rslora", 32 / 16**0.5), ("standard", 32 / 16)])
+def test_lora_scaling_is_alpha_over_rank_by_default_or_alpha_over_sqrt_rank(minilm_dir, scaling, expected):
     import torch
 
     from finetune.config import TrainConfig
     from finetune.modeling import load_model, load_tokenizer
 
+    chosen = {} if scaling is None else {"lora_scaling": scaling}
     config = TrainConfig(
-        task="classification", method="lora", base_model=str(minilm_dir), train_path="unused", lora_scaling=scaling
+        task="classification", method="lora", base_model=str(minilm_dir), train_path="unused", **chosen
     )
     assert (config.lora_r, config.lora_alpha) == (16, 32)
     tokenizer = load_tokenizer(str(minilm_dir), "classification")

@@ -81,9 +81,9 @@ class TrainConfig:
     lora_alpha: int = 32
     """LoRA scaling numerator: the adapter's output is scaled by alpha / sqrt(r) (``lora_scaling=rslora``) or
     alpha / r (``standard``)."""
-    lora_scaling: str = "rslora"
-    """``rslora`` (rank-stabilised, alpha / sqrt(r): the update's size does not shrink as the rank grows) or
-    ``standard`` (alpha / r, the original LoRA paper's)."""
+    lora_scaling: str = "standard"
+    """``standard`` (alpha / r, the original LoRA paper's) or ``rslora`` (rank-stabilised, alpha / sqrt(r): the
+    update's size does not shrink as the rank grows; at r=16 it acts like a 4x learning rate)."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
