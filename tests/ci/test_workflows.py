@@ -70,10 +70,10 @@ def test_permissions_are_least_privilege_and_there_are_no_aws_keys(path):
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
 
 
-def test_the_pull_request_workflow_runs_synth_fast_tests_and_review_and_comments_once():
+def test_the_pull_request_workflow_runs_lint_synth_fast_tests_and_review_and_comments_once():
     workflow = _workflow(ROOT / ".github" / "workflows" / "pull-request.yml")
     runs = [step.get("run", "") for step in workflow["jobs"]["check"]["steps"]]
-    assert [r.split()[1] for r in runs if r.startswith("make ")] == ["synth", "test-fast", "review"]
+    assert [r.split()[1] for r in runs if r.startswith("make ")] == ["lint", "synth", "test-fast", "review"]
     comment = "\n".join(step.get("run", "") for step in workflow["jobs"]["comment"]["steps"])
     from scripts.review import REVIEW_MARKER
 
@@ -82,5 +82,5 @@ def test_the_pull_request_workflow_runs_synth_fast_tests_and_review_and_comments
 
 def test_make_targets_the_workflows_call_exist():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("synth", "test-fast", "review", "test"):
+    for target in ("lint", "synth", "test-fast", "review", "test"):
         assert re.search(rf"^{target}:", makefile, re.M), target
