@@ -55,6 +55,18 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
+def autoscaling_service_role(scope: Construct, stack: Stack) -> iam.IRole:
+    """Application Auto Scaling acts on SageMaker endpoints and inference components through its service-linked
+    role; no role of ours."""
+    return iam.Role.from_role_arn(
+        scope,
+        "AutoScalingServiceRole",
+        f"arn:{partition_of(stack.region)}:iam::{stack.account}:role/aws-service-role/"
+        "sagemaker.application-autoscaling.amazonaws.com/"
+        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+    )
+
+
 def has_instance_storage(instance_type: str) -> bool:
     """Whether a SageMaker instance type has local NVMe storage (so its endpoint config takes no KmsKeyId)."""
     family = instance_type.split(".")[1]
@@ -359,14 +371,7 @@ class ModelEndpoint(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=spec.min_instances,
             max_capacity=spec.max_instances,
-            # Application Auto Scaling acts through its service-linked role for SageMaker; no role of ours.
-            role=iam.Role.from_role_arn(
-                self,
-                "AutoScalingServiceRole",
-                f"arn:{partition_of(stack.region)}:iam::{stack.account}:role/aws-service-role/"
-                "sagemaker.application-autoscaling.amazonaws.com/"
-                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
-            ),
+            role=autoscaling_service_role(self, stack),
         )
         target.node.add_dependency(self.endpoint)
         target.scale_to_track_metric(

@@ -15,7 +15,12 @@ from constructs import Construct
 from finetune.contract import ADAPTER_ARCHIVE, adapter_prefix
 from lambda_handlers.inference_proxy.settings import inference_component_name
 from stacks.components.acknowledgements import acknowledge
-from stacks.components.endpoints import VARIANT_NAME, EndpointNetwork, has_instance_storage, partition_of
+from stacks.components.endpoints import (
+    VARIANT_NAME,
+    EndpointNetwork,
+    autoscaling_service_role,
+    has_instance_storage,
+)
 from stacks.settings import EndpointSpec, LoraServing
 
 COPY_COUNT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
@@ -178,14 +183,7 @@ class InferenceComponentEndpoint(Construct):
             scalable_dimension=COPY_COUNT_DIMENSION,
             min_capacity=lora.min_copies,
             max_capacity=lora.max_copies,
-            # Application Auto Scaling acts through its service-linked role for SageMaker; no role of ours.
-            role=iam.Role.from_role_arn(
-                self,
-                "AutoScalingServiceRole",
-                f"arn:{partition_of(stack.region)}:iam::{stack.account}:role/aws-service-role/"
-                "sagemaker.application-autoscaling.amazonaws.com/"
-                "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
-            ),
+            role=autoscaling_service_role(self, stack),
         )
         target.node.add_dependency(self.base_component)
         target.scale_to_track_metric(
