@@ -53,6 +53,23 @@ def stage_args(team: str = "search", stage: str = "dev") -> list[str]:
     return ["--team", team, "--stage", stage]
 
 
+def classification_run_args(data: Path, hyperparameters: list[str]) -> list[str]:
+    """`local run` of MiniLM on the review CSV (text and label columns mapped) on search-dev, with these --hp."""
+    return [
+        str(data),
+        *stage_args(),
+        "--task",
+        "classification",
+        "--base-model",
+        "all-minilm-l6-v2",
+        "--map",
+        "text=review",
+        "--map",
+        "label=sentiment",
+        *[x for hp in hyperparameters for x in ("--hp", hp)],
+    ]
+
+
 @pytest.fixture(scope="session")
 def local_state(assembly, tmp_path_factory):
     """The state folder local runs share, and the session's assembly as the one they execute."""
@@ -83,19 +100,9 @@ def classification_local_run(local_state, sst2_csv) -> LocalRun:
     return run_local(
         local_state,
         "run",
-        str(sst2_csv),
-        *stage_args(),
-        "--task",
-        "classification",
-        "--base-model",
-        "all-minilm-l6-v2",
-        "--map",
-        "text=review",
-        "--map",
-        "label=sentiment",
+        *classification_run_args(sst2_csv, CLASSIFICATION_HP),
         "--validation-fraction",
         "0.2",
-        *[x for hp in CLASSIFICATION_HP for x in ("--hp", hp)],
         "--deploy-to",
         "sentiment",
         "--json",

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from .conftest import CLASSIFICATION_HP, SAMPLES, run_local, stage_args
+from .conftest import CLASSIFICATION_HP, SAMPLES, classification_run_args, run_local, stage_args
 
 pytestmark = [pytest.mark.local, pytest.mark.synth]
 
@@ -133,19 +133,9 @@ def test_unreachable_threshold_ends_in_gate_rejected_with_both_numbers(classific
     run = run_local(
         local_state,
         "run",
-        str(sst2_csv),
-        *stage_args(),
-        "--task",
-        "classification",
-        "--base-model",
-        "all-minilm-l6-v2",
-        "--map",
-        "text=review",
-        "--map",
-        "label=sentiment",
+        *classification_run_args(sst2_csv, hyperparameters),
         "--validation-fraction",
         "0.2",
-        *[x for hp in hyperparameters for x in ("--hp", hp)],
         "--threshold",
         "1.0",
         "--deploy-to",

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from .conftest import run_local, stage_args
+from .conftest import classification_run_args, run_local, stage_args
 
 pytestmark = [pytest.mark.local, pytest.mark.synth]
 
@@ -35,17 +35,7 @@ def test_an_interrupted_spot_job_is_retried_and_resumes_without_training_a_step_
     run = run_local(
         local_state,
         "run",
-        str(sst2_csv),
-        *stage_args(),
-        "--task",
-        "classification",
-        "--base-model",
-        "all-minilm-l6-v2",
-        "--map",
-        "text=review",
-        "--map",
-        "label=sentiment",
-        *[x for hp in SPOT_HP for x in ("--hp", hp)],
+        *classification_run_args(sst2_csv, SPOT_HP),
         "--interrupt-after-step",
         str(INTERRUPT_AFTER),
         "--json",
