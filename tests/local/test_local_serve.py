@@ -33,8 +33,9 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def api(classification_local_run, local_state):
+    # Per test: a session holds moto's mock open, and a mock opened inside another shares its state (buckets).
     assert classification_local_run.code == 0, classification_local_run.output[-3000:]
     out = io.StringIO()
     stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=local_state, out=out)

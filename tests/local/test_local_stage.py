@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.local, pytest.mark.synth]
 
 
 def test_a_stage_with_a_lora_endpoint_opens_with_its_other_endpoints(local_state, tmp_path):
-    # Given search-dev, whose `chat` endpoint is served by inference components (moto has none)
-    stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=local_state, out=io.StringIO())
+    # Given search-dev, whose `chat` endpoint is served by inference components (moto has none), in a state folder
+    # of its own (the session's holds the endpoint configs that earlier local runs deployed)
+    stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=tmp_path / "state", out=io.StringIO())
     # When a local session deploys the stage
     with stage.session(tmp_path / "run") as services:
         sagemaker = services.client("sagemaker")
