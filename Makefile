@@ -61,11 +61,12 @@ synth: deps check-config
 	$(CDK) synth --quiet --output $(CDK_OUT) -c config=$(CONFIG)
 	$(PY) scripts/synth_report.py $(CDK_OUT)
 
+# The whole suite, the local pipeline runs and the two-adapter fine-tune included (about 14 minutes on 2 quiet cores).
 test: deps
-	$(PY) -m pytest -m "not local and not multilora"
+	$(PY) -m pytest
 
 # The synthesized FineTune/BatchInfer pipelines run end to end on this machine (classifier, SmolLM2 LoRA, a spot
-# interruption and the failure paths: real trainings, long on 2 cores).
+# interruption and the failure paths: real trainings, about 4.5 minutes on 2 cores; also in make test).
 test-local: deps
 	$(PY) -m pytest -m local
 
@@ -88,7 +89,7 @@ review: deps
 bootstrap-commands: $(VENV_STAMP)
 	$(PY) scripts/bootstrap_commands.py $(CONFIG)
 
-# Two LoRA fine-tunes on CPU (minutes each on 2 cores): behind its own target.
+# Two LoRA fine-tunes on CPU and one base serving both (about a minute on 2 cores; also in make test).
 test-multilora: deps
 	$(PY) -m pytest -m multilora tests/e2e/test_multi_lora.py
 
