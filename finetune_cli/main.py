@@ -29,7 +29,8 @@ from finetune.contract import (
 )
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
-from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME, settings_for_stage
+from lambda_handlers.validate_request.settings import HUB_ID, STAGED_MODEL_NAME
+from stacks.validate_settings import settings_for_stage
 
 from . import prepare as prepare_module
 from .errors import RuntimeFailure, UsageError

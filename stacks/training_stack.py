@@ -26,7 +26,6 @@ from finetune.contract import (
     PUBLISHED_OUTPUTS,
     TRAINING_OUTPUT_PREFIX,
 )
-from lambda_handlers.validate_request.settings import lambda_environment as validate_environment
 from stacks import naming
 from stacks.components import images
 from stacks.components.acknowledgements import acknowledge
@@ -40,6 +39,7 @@ from stacks.components.team_topic import TeamTopicTarget
 from stacks.components.training_image import TrainingImage
 from stacks.data_stack import DataStack
 from stacks.settings import StageConfig
+from stacks.validate_settings import validate_environment
 
 # The training container's own checks, reused by Validate instead of being restated.
 VALIDATE_LAYOUT = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from finetune.contract import BASE_MODELS_PREFIX as BASE_MODELS_PREFIX
 from finetune.contract import DATASETS_PREFIX as DATASETS_PREFIX
 from finetune.contract import NAME_PATTERN
-
-if TYPE_CHECKING:  # the Lambda asset does not ship stacks/
-    from stacks.settings import StageConfig
 
 ENV_TEAM = "TEAM"
 ENV_STAGE = "STAGE"
@@ -158,77 +155,39 @@ def load_settings(environ: Mapping[str, str]) -> ValidateSettings:
         raise SettingsError("validate-request: invalid environment: " + "; ".join(problems)) from None
 
 
-def settings_for_stage(
-    stage_config: StageConfig,
-    data_bucket_name: str,
-    artifacts_bucket_name: str,
-    *,
-    allowed_base_models: Sequence[str] | None = None,
-) -> ValidateSettings:
-    """The settings of one team stage from its config (what the CLI validates with locally)."""
-    if allowed_base_models is None:
-        allowed_base_models = stage_config.training.base_models
-    return ValidateSettings(
-        team=stage_config.team,
-        stage=stage_config.name,
-        data_bucket=data_bucket_name,
-        artifacts_bucket=artifacts_bucket_name,
-        allowed_instance_types=tuple(stage_config.training.instance_types),
-        max_instance_count=stage_config.training.max_instance_count,
-        max_runtime_hours=stage_config.training.max_runtime_hours,
-        default_spot=stage_config.training.spot,
-        allowed_base_models=tuple(allowed_base_models),
-        endpoints=deployable_endpoints(stage_config),
-        adapters=adapter_targets(stage_config),
-    )
-
-
-def deployable_endpoints(stage_config: StageConfig) -> dict[str, EndpointKind]:
-    """Endpoints a run deploys a whole model to: all but those served by inference components (their
-    adapters are the targets there)."""
-    return {endpoint.name: endpoint.kind for endpoint in stage_config.endpoints if endpoint.lora is None}
-
-
-def adapter_targets(stage_config: StageConfig) -> dict[str, AdapterTarget]:
-    """Each declared LoRA adapter of the stage, with its endpoint and base model."""
-    return {
-        adapter.name: AdapterTarget(
-            endpoint=endpoint.name, base_model=endpoint.lora.base_model, max_lora_rank=endpoint.lora.max_lora_rank
-        )
-        for endpoint in stage_config.endpoints
-        if endpoint.lora is not None
-        for adapter in endpoint.lora.adapters
-    }
-
-
 def lambda_environment(
-    stage_config: StageConfig,
-    data_bucket_name: str,
-    artifacts_bucket_name: str,
     *,
-    allowed_base_models: Sequence[str] | None = None,
+    team: str,
+    stage: str,
+    data_bucket: str,
+    artifacts_bucket: str,
+    allowed_instance_types: Sequence[str],
+    max_instance_count: int,
+    max_runtime_hours: int,
+    default_spot: bool,
+    allowed_base_models: Sequence[str],
+    endpoints: Mapping[str, EndpointKind],
+    adapters: Mapping[str, AdapterTarget] | None = None,
 ) -> dict[str, str]:
-    """The Validate function's environment for one team stage (for the Training stack).
+    """The Validate function's environment from plain values (the Training stack passes a team stage's, read from
+    its config by ``stacks.validate_settings``).
 
-    Bucket names may be CDK tokens at synthesis; they are checked only when they are plain names.
-    ``allowed_base_models`` defaults to the config's ``training.base_models``.
+    Bucket names may be CDK tokens at synthesis; they are checked only when they are plain names. The result is
+    validated with the same model the function uses at cold start, so a bad value fails synthesis.
     """
-    limits = stage_config.training
-    if allowed_base_models is None:
-        allowed_base_models = limits.base_models
     environ = {
-        ENV_TEAM: stage_config.team,
-        ENV_STAGE: stage_config.name,
-        ENV_DATA_BUCKET: data_bucket_name,
-        ENV_ARTIFACTS_BUCKET: artifacts_bucket_name,
-        ENV_ALLOWED_INSTANCE_TYPES: json.dumps(list(limits.instance_types), separators=(",", ":")),
-        ENV_MAX_INSTANCE_COUNT: str(limits.max_instance_count),
-        ENV_MAX_RUNTIME_HOURS: str(limits.max_runtime_hours),
-        ENV_DEFAULT_SPOT: "true" if limits.spot else "false",
+        ENV_TEAM: team,
+        ENV_STAGE: stage,
+        ENV_DATA_BUCKET: data_bucket,
+        ENV_ARTIFACTS_BUCKET: artifacts_bucket,
+        ENV_ALLOWED_INSTANCE_TYPES: json.dumps(list(allowed_instance_types), separators=(",", ":")),
+        ENV_MAX_INSTANCE_COUNT: str(max_instance_count),
+        ENV_MAX_RUNTIME_HOURS: str(max_runtime_hours),
+        ENV_DEFAULT_SPOT: "true" if default_spot else "false",
         ENV_ALLOWED_BASE_MODELS: json.dumps(list(allowed_base_models), separators=(",", ":")),
-        ENV_ENDPOINTS: json.dumps(deployable_endpoints(stage_config), separators=(",", ":"), sort_keys=True),
+        ENV_ENDPOINTS: json.dumps(dict(endpoints), separators=(",", ":"), sort_keys=True),
         ENV_ADAPTERS: json.dumps(
-            {name: target.model_dump() for name, target in adapter_targets(stage_config).items()},
+            {name: target.model_dump() for name, target in (adapters or {}).items()},
             separators=(",", ":"),
             sort_keys=True,
         ),

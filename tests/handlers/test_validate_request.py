@@ -26,6 +26,7 @@ from lambda_handlers.validate_request.settings import (
     load_settings,
 )
 from stacks.settings import load_config
+from stacks.validate_settings import settings_for_stage, validate_environment
 
 from .events import LambdaContext
 
@@ -489,7 +490,7 @@ def test_files_beyond_the_sampling_limit_are_counted_not_read(s3):
 def test_lambda_environment_defaults_base_models_from_config():
     stage = next(s for s in load_config(ROOT / "config" / "teams.yaml") if s.qualified_name == "search-dev")
 
-    settings = load_settings(lambda_environment(stage, "search-dev-data-1", "search-dev-artifacts-1"))
+    settings = load_settings(validate_environment(stage, "search-dev-data-1", "search-dev-artifacts-1"))
 
     assert settings.allowed_base_models == tuple(stage.training.base_models)
 
@@ -497,7 +498,7 @@ def test_lambda_environment_defaults_base_models_from_config():
 def test_lambda_environment_round_trips_through_load_settings():
     stage = next(s for s in load_config(ROOT / "config" / "teams.yaml") if s.qualified_name == "search-dev")
 
-    environ = lambda_environment(
+    environ = validate_environment(
         stage,
         "search-dev-data-1",
         "search-dev-artifacts-1",
@@ -518,10 +519,33 @@ def test_lambda_environment_round_trips_through_load_settings():
     assert settings.allowed_base_models == ("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
+def test_the_functions_settings_take_plain_values_and_agree_with_the_stage_mapping():
+    # The Lambda's module takes names, numbers and mappings (its asset ships without stacks/) ...
+    environ = lambda_environment(
+        team="acme",
+        stage="dev",
+        data_bucket=DATA,
+        artifacts_bucket=ARTIFACTS,
+        allowed_instance_types=["ml.g5.2xlarge"],
+        max_instance_count=2,
+        max_runtime_hours=4,
+        default_spot=False,
+        allowed_base_models=["smollm2"],
+        endpoints={"chat": "llm"},
+        adapters={"legal": AdapterTarget(endpoint="lora", base_model="smollm2", max_lora_rank=8)},
+    )
+    settings = load_settings(environ)
+    assert (settings.max_instance_count, settings.default_spot, settings.endpoints) == (2, False, {"chat": "llm"})
+    assert settings.adapters["legal"].max_lora_rank == 8
+    # ... and a stage's config maps onto the same settings the CLI checks requests with
+    stage = next(s for s in load_config(ROOT / "config" / "teams.yaml") if s.qualified_name == "search-dev")
+    assert load_settings(validate_environment(stage, DATA, ARTIFACTS)) == settings_for_stage(stage, DATA, ARTIFACTS)
+
+
 def test_lambda_environment_accepts_cdk_tokens_for_bucket_names():
     stage = load_config(ROOT / "config" / "teams.yaml")[0]
 
-    environ = lambda_environment(stage, "${Token[TOKEN.101]}", "${Token[TOKEN.102]}", allowed_base_models=[])
+    environ = validate_environment(stage, "${Token[TOKEN.101]}", "${Token[TOKEN.102]}", allowed_base_models=[])
 
     assert environ["DATA_BUCKET"] == "${Token[TOKEN.101]}" and environ["ALLOWED_BASE_MODELS"] == "[]"
 
@@ -543,7 +567,7 @@ def test_lambda_environment_accepts_cdk_tokens_for_bucket_names():
     ],
 )
 def test_bad_environment_fails_at_cold_start_naming_the_variable(change, message):
-    environ = {**lambda_environment(load_config(ROOT / "config" / "teams.yaml")[0], DATA, ARTIFACTS), **change}
+    environ = {**validate_environment(load_config(ROOT / "config" / "teams.yaml")[0], DATA, ARTIFACTS), **change}
 
     with pytest.raises(SettingsError) as caught:
         load_settings(environ)
