@@ -138,3 +138,37 @@ def test_lora_scaling_is_alpha_over_rank_by_default_or_alpha_over_sqrt_rank(mini
     # PEFT's LoRA layers keep a scale per adapter name; attention modules have a float ``scaling`` of their own.
     scales = {m.scaling["default"] for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)}
     assert len(scales) == 1 and scales.pop() == pytest.approx(expected)
+
+
+def test_lora_plus_ratio_sets_the_b_matrices_learning_rate_and_the_schedule_ends_at_its_floor(minilm_dir):
+    import torch
+
+    from finetune.config import TrainConfig
+    from finetune.modeling import load_model, load_tokenizer
+    from finetune.recipe import _optimizer
+
+    config = TrainConfig(
+        task="classification",
+        method="lora",
+        base_model=str(minilm_dir),
+        train_path="unused",
+        learning_rate=1e-4,
+        lora_plus_ratio=16,
+        min_lr_ratio=0.1,
+        warmup_ratio=0.0,
+    )
+    tokenizer = load_tokenizer(str(minilm_dir), "classification")
+    model = load_model(config, str(minilm_dir), tokenizer, torch.device("cpu"), torch.float32, ["0", "1"])
+    trainable, optimizer, scheduler = _optimizer(config, model, torch.device("cpu"), total_steps=10)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    # every trainable parameter is optimised once; B matrices at 16x, A matrices and the head at the peak rate
+    assert sorted(rate) == sorted(id(p) for p in trainable) and len(rate) == len(named)
+    b_rates = [rate[id(p)] for n, p in named.items() if ".lora_B." in n]
+    others = [rate[id(p)] for n, p in named.items() if ".lora_B." not in n]
+    assert len(b_rates) == sum(".lora_A." in n for n in named) > 0
+    assert b_rates == pytest.approx([1.6e-3] * len(b_rates)) and others == pytest.approx([1e-4] * len(others))
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == [pytest.approx(1e-5), pytest.approx(1.6e-4), pytest.approx(1e-5)]

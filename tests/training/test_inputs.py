@@ -68,6 +68,8 @@ def test_config_error_lists_every_problem_with_name_and_value():
                 "lerning_rate": "1",
                 "precision": "fp8",
                 "lora_scaling": "sqrt",
+                "lora_plus_ratio": "0.5",
+                "min_lr_ratio": "1",
             },
             train_path="t",
             model_channel="m",
@@ -80,6 +82,8 @@ def test_config_error_lists_every_problem_with_name_and_value():
         "lerning_rate='1': unknown hyperparameter",
         "precision='fp8': must be one of auto, bf16, fp32",
         "lora_scaling='sqrt': must be one of rslora, standard",
+        "lora_plus_ratio=0.5: must be >= 1 and <= 64",
+        "min_lr_ratio=1.0: must be >= 0 and < 1",
     ):
         assert expected in message
 

@@ -74,6 +74,8 @@ class TrainConfig:
     Default: 1024 causal-lm, 128 classification."""
     warmup_ratio: float = 0.05
     """Fraction of the steps spent warming the learning rate up linearly before cosine decay."""
+    min_lr_ratio: float = 0.0
+    """Where the cosine decay ends, as a fraction of the peak learning rate (0: decays to zero)."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and norms)."""
     lora_r: int = 16
@@ -86,6 +88,9 @@ class TrainConfig:
     update's size does not shrink as the rank grows; at r=16 it acts like a 4x learning rate)."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA input."""
+    lora_plus_ratio: float = 1.0
+    """LoRA+ (Hayou et al., 2024): the learning rate of the adapters' B matrices as a multiple of the A matrices'
+    (1: plain LoRA, one learning rate)."""
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt, or ``all-linear``."""
     packing: bool | None = None
@@ -184,7 +189,9 @@ class TrainConfig:
                 bad(name, "must be >= 1")
         if self.max_seq_length < 8:
             bad("max_seq_length", "must be >= 8")
-        for name in ("warmup_ratio", "lora_dropout"):
+        if not (math.isfinite(self.lora_plus_ratio) and 1 <= self.lora_plus_ratio <= 64):
+            bad("lora_plus_ratio", "must be >= 1 and <= 64")
+        for name in ("warmup_ratio", "lora_dropout", "min_lr_ratio"):
             if not 0 <= getattr(self, name) < 1:
                 bad(name, "must be >= 0 and < 1")
         if not 0 <= self.weight_decay < 1:

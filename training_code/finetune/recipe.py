@@ -259,18 +259,23 @@ def _use_packing(config: TrainConfig, model, is_main: bool) -> bool:
 
 
 def _optimizer(config: TrainConfig, model, device: torch.device, total_steps: int):
-    """AdamW (no weight decay on biases and norms) and the warmup + cosine schedule; and the trainable parameters."""
-    from transformers import get_cosine_schedule_with_warmup
+    """AdamW (no weight decay on biases and norms; LoRA+ learning rate on the adapters' B matrices) and the warmup
+    + cosine schedule; and the trainable parameters."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    lr = _resolved(config.learning_rate, "learning_rate")
+    lora_b = [p for n, p in trainable if ".lora_B." in n or ".lora_embedding_B." in n]
+    ids_b = {id(p) for p in lora_b}
     groups = [
-        {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for _, p in trainable if p.ndim >= 2 and id(p) not in ids_b], "weight_decay": config.weight_decay},
+        {"params": lora_b, "weight_decay": config.weight_decay, "lr": lr * config.lora_plus_ratio},
+        {"params": [p for _, p in trainable if p.ndim < 2 and id(p) not in ids_b], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(
-        groups, lr=_resolved(config.learning_rate, "learning_rate"), fused=device.type == "cuda"
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=device.type == "cuda")
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps, min_lr_rate=config.min_lr_ratio
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return [p for _, p in trainable], optimizer, scheduler
 
 
