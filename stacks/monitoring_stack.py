@@ -15,17 +15,25 @@ from stacks.components import platform_metrics as metrics
 from stacks.components.gpu_host import GPU_MEMORY_METRIC, GPU_METRIC
 from stacks.data_stack import DataStack
 from stacks.hosts_stack import HostsStack
-from stacks.settings import StageConfig
+from stacks.settings import EndpointSpec, StageConfig
 
 # Alarm thresholds. ModelLatency is in microseconds: an LLM answer takes seconds, a classifier milliseconds.
 ERROR_COUNT_THRESHOLD = 5  # per 5 minutes, for endpoint 5xx, proxy errors and API 5xx
 LATENCY_P90_MICROSECONDS = {"llm": 30_000_000, "classifier": 1_000_000}
 LATENCY_PERIODS = 3  # consecutive 5-minute periods above the threshold
+ALARM_NAME_MAX_LENGTH = 255  # CloudWatch's limit on AlarmName
 
 # Budget alerts: (notification type, percent of the monthly limit).
 BUDGET_ALERTS = (("ACTUAL", 80), ("ACTUAL", 100), ("FORECASTED", 100))
 
 TRAINING_WIDGET_METRICS = ("train_loss", "eval_loss", "learning_rate", "tokens_per_second")
+
+
+def latency_threshold_microseconds(spec: EndpointSpec) -> float:
+    """The endpoint's p90 ModelLatency alarm threshold: its own `latency_alarm_seconds`, else its kind's default."""
+    if spec.latency_alarm_seconds is not None:
+        return spec.latency_alarm_seconds * 1e6
+    return LATENCY_P90_MICROSECONDS[spec.kind]
 
 
 class MonitoringStack(Stack):
@@ -63,10 +71,17 @@ class MonitoringStack(Stack):
                 cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
             ),
         ) -> cloudwatch.Alarm:
+            alarm_name = f"{q}-{name}"
+            # CloudFormation would only fail at deploy time: two alarms of one name (an endpoint named like a
+            # LoRA endpoint's component, `chat-base` next to `chat`), or a name CloudWatch refuses.
+            if name in self.alarms:
+                raise ValueError(f"two alarms of {q} are named {alarm_name}: rename an endpoint or adapter")
+            if len(alarm_name) > ALARM_NAME_MAX_LENGTH:
+                raise ValueError(f"alarm name {alarm_name} is longer than {ALARM_NAME_MAX_LENGTH} characters")
             created = cloudwatch.Alarm(
                 self,
                 construct_id,
-                alarm_name=f"{q}-{name}",
+                alarm_name=alarm_name,
                 alarm_description=description,
                 metric=metric,
                 threshold=threshold,
@@ -79,6 +94,79 @@ class MonitoringStack(Stack):
             created.add_ok_action(notify)
             self.alarms[name] = created
             return created
+
+        def component_rows(spec: EndpointSpec) -> list[list[cloudwatch.IWidget]]:
+            """A LoRA endpoint's rows and alarms, one row per inference component: the base, then each adapter.
+
+            SageMaker publishes these per component (`InferenceComponentName` alone), not per endpoint variant.
+            Adapters reserved without an artifact are watched too: the FineTune pipeline creates their components
+            under the same names, and until then their metrics are missing, which the alarms treat as not breaching.
+            Copies and utilisation belong to the base: adapters run inside its copies and reserve nothing.
+            """
+            rows: list[list[cloudwatch.IWidget]] = []
+            for adapter in (None, *spec.adapter_names):
+                component = naming.inference_component(q, spec.name, adapter)
+                short = component.removeprefix(f"{q}-")  # so the alarms are named `{component}-5xx`, `-latency`
+                model = f"{adapter or spec.name} ({component})"
+                invocations = [
+                    metrics.component(q, spec.name, adapter, name)
+                    for name in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors")
+                ]
+                latency = [
+                    metrics.component(q, spec.name, adapter, "ModelLatency", cloudwatch.Stats.percentile(90)),
+                    # SageMaker documents no percentiles for OverheadLatency.
+                    metrics.component(q, spec.name, adapter, "OverheadLatency", cloudwatch.Stats.AVERAGE),
+                ]
+                width = 12 if adapter else 6
+                row: list[cloudwatch.IWidget] = [
+                    cloudwatch.GraphWidget(title=f"{model}: invocations and errors", left=invocations, width=width),
+                    cloudwatch.GraphWidget(
+                        title=f"{adapter or spec.name}: ModelLatency p90, OverheadLatency average (microseconds)",
+                        left=latency,
+                        width=width,
+                    ),
+                ]
+                if adapter is None:
+                    row.append(
+                        cloudwatch.GraphWidget(
+                            title=f"{spec.name}: copies", left=[metrics.component_copies(q, spec.name)], width=6
+                        )
+                    )
+                    row.append(
+                        cloudwatch.GraphWidget(
+                            title=f"{spec.name}: utilisation per copy (% of its reservation)",
+                            left=[
+                                metrics.component(q, spec.name, None, name, cloudwatch.Stats.AVERAGE)
+                                for name in metrics.COMPONENT_UTILISATION_METRICS
+                            ],
+                            left_y_axis=cloudwatch.YAxisProps(min=0, max=100),
+                            width=6,
+                        )
+                    )
+                rows.append(row)
+                construct_id = f"Component{short.title().replace('-', '')}"
+                alarm(
+                    f"{construct_id}5xxAlarm",
+                    f"{short}-5xx",
+                    f"Inference component {component} (model {adapter or spec.name} on endpoint "
+                    f"{naming.endpoint(q, spec.name)}) returned {ERROR_COUNT_THRESHOLD} or more 5xx errors "
+                    "in 5 minutes.",
+                    invocations[2],
+                    ERROR_COUNT_THRESHOLD,
+                )
+                if adapter is None:
+                    threshold = latency_threshold_microseconds(spec)
+                    alarm(
+                        f"{construct_id}LatencyAlarm",
+                        f"{short}-latency",
+                        f"Inference component {component} (base model of endpoint {naming.endpoint(q, spec.name)}): "
+                        f"p90 ModelLatency above {threshold / 1e6:g} s for {LATENCY_PERIODS * 5} minutes.",
+                        latency[0],
+                        threshold,
+                        periods=LATENCY_PERIODS,
+                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    )
+            return rows
 
         # The pipeline.
         executions = [
@@ -127,8 +215,7 @@ class MonitoringStack(Stack):
         # Endpoints and the inference API (only where the stage has endpoints).
         for spec in stage.endpoints:
             if spec.lora is not None:
-                # Inference components publish per component (InferenceComponentName), not per variant; their
-                # widgets and alarms are not built yet (README: many LoRA adapters, what is not monitored).
+                widgets.extend(component_rows(spec))
                 continue
             invocations = [
                 metrics.endpoint(q, spec.name, name)
@@ -158,11 +245,7 @@ class MonitoringStack(Stack):
                 invocations[2],
                 ERROR_COUNT_THRESHOLD,
             )
-            threshold = (
-                spec.latency_alarm_seconds * 1e6
-                if spec.latency_alarm_seconds is not None
-                else LATENCY_P90_MICROSECONDS[spec.kind]
-            )
+            threshold = latency_threshold_microseconds(spec)
             alarm(
                 f"Endpoint{spec.name.title().replace('-', '')}LatencyAlarm",
                 f"{spec.name}-latency",

@@ -8,6 +8,7 @@ from the config, without cross-stack lookups or timestamps. The rules live in th
 from __future__ import annotations
 
 from finetune import contract
+from lambda_handlers.inference_proxy.settings import qualified_component_name
 
 METRICS_NAMESPACE = "FineTuneStack"
 """CloudWatch namespace of the platform's own metrics (inference proxy, hosts)."""
@@ -21,3 +22,6 @@ model_package_group = contract.model_package_group
 team_topic = contract.team_topic
 host = contract.host_name
 bucket = contract.bucket_name
+inference_component = qualified_component_name
+"""`{team}-{stage}-{endpoint}-{adapter or 'base'}`: the one definition the Inference stack, the FineTune
+pipeline and the proxy use (lambda_handlers/inference_proxy/settings.py), so alarms watch the components they make."""

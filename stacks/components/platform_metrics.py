@@ -92,6 +92,67 @@ def endpoint_instances(qualified_name: str, short_name: str) -> cloudwatch.MathE
     )
 
 
+COMPONENT_INVOCATION_METRICS = (
+    "Invocations",
+    "Invocation4XXErrors",
+    "Invocation5XXErrors",
+    "InvocationsPerCopy",
+    "ModelLatency",
+    "OverheadLatency",
+)
+"""What SageMaker publishes per inference component in AWS/SageMaker (latencies in microseconds)."""
+COMPONENT_UTILISATION_NAMESPACE = "/aws/sagemaker/InferenceComponents"
+COMPONENT_UTILISATION_METRICS = (
+    "GPUUtilizationNormalized",
+    "GPUMemoryUtilizationNormalized",
+    "CPUUtilizationNormalized",
+    "MemoryUtilizationNormalized",
+)
+"""What each copy of an inference component reports in COMPONENT_UTILISATION_NAMESPACE (0-100 % of its reservation)."""
+
+
+def component(
+    qualified_name: str,
+    endpoint_name: str,
+    adapter: str | None,
+    metric_name: str,
+    statistic: str = cloudwatch.Stats.SUM,
+) -> cloudwatch.Metric:
+    """A metric of the inference component serving `endpoint_name`'s base model (`adapter` None) or one adapter.
+
+    SageMaker publishes these by `InferenceComponentName` alone (no endpoint or variant dimension): invocations in
+    AWS/SageMaker, the copies' utilisation in /aws/sagemaker/InferenceComponents.
+    """
+    if metric_name in COMPONENT_INVOCATION_METRICS:
+        namespace = "AWS/SageMaker"
+    elif metric_name in COMPONENT_UTILISATION_METRICS:
+        namespace = COMPONENT_UTILISATION_NAMESPACE
+    else:
+        raise ValueError(f"{metric_name} is not a metric SageMaker publishes per inference component")
+    return cloudwatch.Metric(
+        namespace=namespace,
+        metric_name=metric_name,
+        dimensions_map={"InferenceComponentName": naming.inference_component(qualified_name, endpoint_name, adapter)},
+        statistic=statistic,
+        period=FIVE_MINUTES,
+        label=f"{adapter or endpoint_name} {metric_name}",
+    )
+
+
+def component_copies(qualified_name: str, endpoint_name: str) -> cloudwatch.MathExpression:
+    """Copies of the base component, while it has traffic: Invocations / InvocationsPerCopy (adapters run inside
+    these copies and have none of their own)."""
+    return cloudwatch.MathExpression(
+        expression="IF(perCopy > 0, invocations / perCopy, 0)",
+        using_metrics={
+            "invocations": component(qualified_name, endpoint_name, None, "Invocations"),
+            "perCopy": component(qualified_name, endpoint_name, None, "InvocationsPerCopy"),
+        },
+        label=f"{endpoint_name} copies (with traffic)",
+        period=FIVE_MINUTES,
+    )
+
+
 def proxy(qualified_name: str, metric_name: str, statistic: str = cloudwatch.Stats.SUM) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace="AWS/Lambda",

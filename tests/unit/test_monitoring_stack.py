@@ -8,8 +8,10 @@ import re
 
 import pytest
 
+from scripts.asl_check import resolve_tokens
 from stacks import naming
 from stacks.components.gpu_host import agent_config
+from stacks.monitoring_stack import ERROR_COUNT_THRESHOLD, LATENCY_P90_MICROSECONDS, LATENCY_PERIODS
 from training_code.finetune.metrics import METRIC_NAMES
 
 pytestmark = pytest.mark.synth
@@ -65,6 +67,10 @@ def test_budget_alerts_the_team_at_80_and_100_percent_actual_and_100_forecast(as
                 "assistant-latency",
                 "sentiment-5xx",
                 "sentiment-latency",
+                "chat-base-5xx",  # the LoRA endpoint chat: one alarm per inference component
+                "chat-base-latency",
+                "chat-support-tone-5xx",
+                "chat-sql-helper-5xx",
                 "proxy-errors",
                 "api-5xx",
             },
@@ -134,13 +140,18 @@ def test_an_endpoint_can_set_its_own_latency_alarm(assembly):
     assert "above 20 s for 15 minutes" in latency["AlarmDescription"]
 
 
-def _dashboard_metrics(stack) -> list[list]:
-    """The metric arrays of every dashboard widget, with the body's Fn::Join flattened to text."""
+def _dashboard_widgets(stack) -> list[dict]:
+    """The dashboard's widgets, with the body's Fn::Join flattened to text."""
     [dashboard] = stack.resources_of_type("AWS::CloudWatch::Dashboard").values()
     body = dashboard["Properties"]["DashboardBody"]
     if isinstance(body, dict):  # Fn::Join of literal parts and references (the host's instance id)
         body = "".join(part if isinstance(part, str) else "INSTANCE_ID" for part in body["Fn::Join"][1])
-    widgets = json.loads(body)["widgets"]
+    return json.loads(body)["widgets"]
+
+
+def _dashboard_metrics(stack) -> list[list]:
+    """The metric arrays of every dashboard widget."""
+    widgets = _dashboard_widgets(stack)
     return [metric for widget in widgets for metric in widget.get("properties", {}).get("metrics", [])]
 
 
@@ -169,6 +180,24 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
         ),
     }
     endpoints = {naming.endpoint("search-dev", name) for name in ("assistant", "sentiment")}
+    components = _components(assembly, "search-dev")
+    component_names = {  # docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html, by InferenceComponentName
+        "AWS/SageMaker": {
+            "Invocations",
+            "Invocation4XXErrors",
+            "Invocation5XXErrors",
+            "InvocationsPerCopy",
+            "ModelLatency",
+            "OverheadLatency",
+        },
+        "/aws/sagemaker/InferenceComponents": {
+            "CPUUtilizationNormalized",
+            "GPUUtilizationNormalized",
+            "GPUMemoryUtilizationNormalized",
+            "MemoryUtilizationNormalized",
+        },
+    }
+    watched = set()
     sagemaker_names = {
         "Invocations",
         "InvocationsPerInstance",
@@ -188,6 +217,14 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
         namespace, name, *rest = [m for m in metric if not isinstance(m, dict)]
         dimensions = dict(zip(rest[::2], rest[1::2], strict=True))
         seen_namespaces.add(namespace)
+        if "InferenceComponentName" in dimensions:
+            assert name in component_names[namespace], (namespace, name)
+            assert set(dimensions) == {"InferenceComponentName"}, (namespace, name)
+            assert dimensions["InferenceComponentName"] in components, dimensions
+            if namespace != "AWS/SageMaker":  # copies' utilisation: adapters have no copies of their own
+                assert components[dimensions["InferenceComponentName"]] is None, dimensions
+            watched.add(dimensions["InferenceComponentName"])
+            continue
         if namespace == "AWS/SageMaker":
             assert name in sagemaker_names
             assert dimensions["EndpointName"] in endpoints and dimensions["VariantName"] == "AllTraffic"
@@ -195,7 +232,15 @@ def test_dashboard_metrics_exist_with_the_namespaces_names_and_dimensions_they_a
         names, expected_dimensions = published[namespace]
         assert name in names, (namespace, name)
         assert dimensions == expected_dimensions, (namespace, name)
-    assert seen_namespaces == {"AWS/States", "AWS/Lambda", "AWS/ApiGateway", "AWS/SageMaker", naming.METRICS_NAMESPACE}
+    assert seen_namespaces == {
+        "AWS/States",
+        "AWS/Lambda",
+        "AWS/ApiGateway",
+        "AWS/SageMaker",
+        "/aws/sagemaker/InferenceComponents",
+        naming.METRICS_NAMESPACE,
+    }
+    assert watched == set(components)
     trained = {re.search(r'MetricName="([a-z_]+)"', s).group(1) for s in searches}
     assert trained and trained <= set(METRIC_NAMES)
     assert all("{/aws/sagemaker/TrainingJobs,Host}" in s for s in searches)
@@ -208,3 +253,117 @@ def test_a_stage_without_endpoints_or_hosts_has_only_pipeline_and_training_widge
         if isinstance(m[0], str) and not m[0].startswith("{")
     }
     assert namespaces == {"AWS/States"}
+
+
+# ---- LoRA endpoints: inference components, joined to the components the other stacks create ----
+
+
+def _components(assembly, stage: str) -> dict[str, str | None]:
+    """Every inference component of the stage (name -> its base component, None for a base): those the Inference
+    stack creates, and the adapters' the FineTune pipeline's Deploy step creates (reserved without an artifact)."""
+    created = {
+        c["Properties"]["InferenceComponentName"]: c["Properties"]["Specification"].get("BaseInferenceComponentName")
+        for c in assembly.stack(stage, "Inference").resources_of_type("AWS::SageMaker::InferenceComponent").values()
+    }
+    (machine,) = assembly.stack(stage, "Training").resources_of_type("AWS::StepFunctions::StateMachine").values()
+    definition = json.loads(resolve_tokens(machine["Properties"]["DefinitionString"]))
+    deployed = {
+        parameters["component_name"]: parameters["base_component_name"]
+        for state in definition["States"].values()
+        for parameters in [state.get("Parameters", {})]
+        if isinstance(parameters.get("component_name"), str)
+    }
+    for name, base in deployed.items():
+        assert created.get(name, base) == base, name  # both stacks agree on an adapter's base
+    return created | deployed
+
+
+def test_the_lora_endpoint_has_a_base_and_two_adapter_components_to_watch(assembly):
+    # Given search-dev's chat: support-tone has an artifact (the Inference stack creates it), sql-helper is reserved
+    # (the pipeline creates it on its first deploy)
+    inference = assembly.stack("search-dev", "Inference").resources_of_type("AWS::SageMaker::InferenceComponent")
+    components = _components(assembly, "search-dev")
+    assert len(inference) == 2 and len(components) == 3
+    (base,) = [name for name, parent in components.items() if parent is None]
+    assert set(components.values()) == {None, base}
+
+
+def test_every_inference_component_has_a_5xx_alarm_on_its_own_metric(assembly):
+    found = alarms(assembly.stack("search-dev", "Monitoring"))
+    components = _components(assembly, "search-dev")
+    for component in components:
+        alarm = found[f"{component}-5xx"]
+        assert _metric(alarm) == (
+            "AWS/SageMaker",
+            "Invocation5XXErrors",
+            {"InferenceComponentName": component},
+            "Sum",
+        )
+        assert alarm["Threshold"] == ERROR_COUNT_THRESHOLD == found["search-dev-assistant-5xx"]["Threshold"]
+        assert (alarm["EvaluationPeriods"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+        assert component in alarm["AlarmDescription"]
+    # and no alarm watches a component that neither stack creates
+    watched = {
+        dimension["Value"]
+        for alarm in found.values()
+        for query in alarm.get("Metrics", [])
+        for dimension in query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", [])
+        if dimension["Name"] == "InferenceComponentName"
+    }
+    assert watched == set(components)
+
+
+def test_the_base_component_has_a_p90_model_latency_alarm_and_the_adapters_none(assembly):
+    found = alarms(assembly.stack("search-dev", "Monitoring"))
+    components = _components(assembly, "search-dev")
+    (base,) = [name for name, parent in components.items() if parent is None]
+    latency = found[f"{base}-latency"]
+    assert _metric(latency) == ("AWS/SageMaker", "ModelLatency", {"InferenceComponentName": base}, "p90")
+    # chat sets no latency_alarm_seconds: the LLM default, like whole-model LLM endpoints
+    assert latency["Threshold"] == LATENCY_P90_MICROSECONDS["llm"] == found["search-dev-assistant-latency"]["Threshold"]
+    assert (latency["EvaluationPeriods"], latency["DatapointsToAlarm"]) == (LATENCY_PERIODS, LATENCY_PERIODS)
+    assert latency["ComparisonOperator"] == "GreaterThanThreshold"
+    adapters = {name for name, parent in components.items() if parent is not None}
+    assert not {f"{adapter}-latency" for adapter in adapters} & set(found)
+
+
+def test_component_alarm_names_are_unique_and_within_cloudwatchs_limit(assembly):
+    for stage in ("search-dev", "search-prod", "support-dev"):
+        names = [
+            a["Properties"]["AlarmName"]
+            for a in assembly.stack(stage, "Monitoring").resources_of_type("AWS::CloudWatch::Alarm").values()
+        ]
+        assert len(names) == len(set(names)), stage
+        assert all(len(name) <= 255 for name in names), stage
+
+
+def test_the_dashboard_has_a_row_for_every_inference_component(assembly):
+    widgets = _dashboard_widgets(assembly.stack("search-dev", "Monitoring"))
+    body = json.dumps(widgets)
+    titles = [widget["properties"].get("title", "") for widget in widgets]
+    for component in _components(assembly, "search-dev"):
+        assert component in body
+        assert any(title.endswith(f"({component}): invocations and errors") for title in titles), component
+
+
+def test_two_alarms_of_one_name_fail_synthesis_rather_than_the_deployment():
+    # Given search-dev with a whole-model endpoint named like chat's base component (its alarm is chat-base-5xx too)
+    from types import SimpleNamespace
+
+    from aws_cdk import App, Environment, Stack
+    from aws_cdk import aws_sns as sns
+
+    from stacks.monitoring_stack import MonitoringStack
+    from stacks.settings import load_config
+    from tests.conftest import EXAMPLE_CONFIG
+
+    (stage,) = [s for s in load_config(EXAMPLE_CONFIG) if s.qualified_name == "search-dev"]
+    (assistant,) = [e for e in stage.endpoints if e.name == "assistant"]
+    chat_base = assistant.model_copy(update={"name": "chat-base"})
+    clash = stage.model_copy(update={"endpoints": [*stage.endpoints, chat_base]})
+    app = App()
+    env = Environment(account=clash.account, region=clash.region)
+    data = SimpleNamespace(topic=sns.Topic(Stack(app, "Data", env=env), "TeamTopic"))  # all Monitoring uses of Data
+    # When the Monitoring stack is built, then it stops, naming the alarm
+    with pytest.raises(ValueError, match="search-dev-chat-base-5xx"):
+        MonitoringStack(app, "Monitoring", stage=clash, data=data, env=env)
