@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from finetune.contract import (
     BATCH_INPUT_PREFIX,
     BATCH_OUTPUT_PREFIX,
+    DATASETS_PREFIX,
     TASKS,
     base_model_prefix,
     dataset_prefix,
@@ -174,7 +175,7 @@ class Cli:
         args, res = self.args, self.resources()
         dataset = args.dataset
         if not dataset.startswith("s3://"):
-            dataset = f"s3://{res.data_bucket}/datasets/{dataset.strip('/')}/"
+            dataset = f"s3://{res.data_bucket}/{DATASETS_PREFIX}{dataset.strip('/')}/"
         execution_input: dict[str, Any] = {
             "dataset": dataset,
             "task": args.task,
