@@ -268,7 +268,10 @@ def _optimizer(config: TrainConfig, model, device: torch.device, total_steps: in
     lora_b = [p for n, p in trainable if ".lora_B." in n or ".lora_embedding_B." in n]
     ids_b = {id(p) for p in lora_b}
     groups = [
-        {"params": [p for _, p in trainable if p.ndim >= 2 and id(p) not in ids_b], "weight_decay": config.weight_decay},
+        {
+            "params": [p for _, p in trainable if p.ndim >= 2 and id(p) not in ids_b],
+            "weight_decay": config.weight_decay,
+        },
         {"params": lora_b, "weight_decay": config.weight_decay, "lr": lr * config.lora_plus_ratio},
         {"params": [p for _, p in trainable if p.ndim < 2 and id(p) not in ids_b], "weight_decay": 0.0},
     ]
