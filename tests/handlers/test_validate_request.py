@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from finetune.config import TrainConfig
 from lambda_handlers.validate_request.errors import InvalidRequest
 from lambda_handlers.validate_request.logic import validate_request
 from lambda_handlers.validate_request.request import JOB_NAME_PREFIX_MAX, job_name_prefix
@@ -299,13 +300,10 @@ BAD_INPUTS = [
     ),
     pytest.param(
         good_chat(hyperparameters={"lora_rank": 8}),
+        # the known names are the training container's own (TrainConfig), in its order
         [
-            "hyperparameters.lora_rank='8': unknown hyperparameter (known: task, method, base_model, epochs, "
-            "max_steps, learning_rate, batch_size, gradient_accumulation_steps, max_seq_length, warmup_ratio, "
-            "weight_decay, lora_r, lora_alpha, lora_scaling, lora_dropout, lora_target_modules, packing, "
-            "classifier_pooling, gradient_checkpointing, precision, torch_compile, eval_steps, save_steps, "
-            "early_stopping_patience, keep_best, seed, validation_split, logging_steps, max_eval_rows, "
-            "distributed_strategy, progress)"
+            "hyperparameters.lora_rank='8': unknown hyperparameter "
+            f"(known: {', '.join(TrainConfig.hyperparameter_names())})"
         ],
         id="hp-unknown",
     ),
