@@ -11,7 +11,7 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from finetune.contract import ADAPTERS_PREFIX
 from stacks.components.acknowledgements import acknowledge
@@ -65,6 +65,45 @@ def autoscaling_service_role(scope: Construct, stack: Stack) -> iam.IRole:
         "sagemaker.application-autoscaling.amazonaws.com/"
         "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
     )
+
+
+def tracked_scalable_target(
+    scope: Construct,
+    id_: str,
+    *,
+    resource_id: str,
+    scalable_dimension: str,
+    min_capacity: int,
+    max_capacity: int,
+    depends_on: IConstruct,
+    policy_id: str,
+    metric: appscaling.PredefinedMetric,
+    target_value: int,
+) -> appscaling.ScalableTarget:
+    """A SageMaker scalable target (an endpoint variant or an inference component) tracking `metric` at
+    `target_value`, with the cooldowns every endpoint shares: one minute to scale out, five to scale in.
+
+    It is registered after `depends_on`, the resource it scales, which CloudFormation must create first.
+    """
+    target = appscaling.ScalableTarget(
+        scope,
+        id_,
+        service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+        resource_id=resource_id,
+        scalable_dimension=scalable_dimension,
+        min_capacity=min_capacity,
+        max_capacity=max_capacity,
+        role=autoscaling_service_role(scope, Stack.of(scope)),
+    )
+    target.node.add_dependency(depends_on)
+    target.scale_to_track_metric(
+        policy_id,
+        predefined_metric=metric,
+        target_value=target_value,
+        scale_in_cooldown=Duration.minutes(5),
+        scale_out_cooldown=Duration.minutes(1),
+    )
+    return target
 
 
 def has_instance_storage(instance_type: str) -> bool:
@@ -242,6 +281,65 @@ class EndpointNetwork:
     security_group_ids: list[str]
 
 
+VOLUME_KEY_FINDINGS = (
+    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured",
+    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured",
+)
+"""The rule-pack findings on an endpoint config that names no KmsKeyId for its instances' storage volumes."""
+
+
+def local_storage_reason(instance_type: str) -> str:
+    """Why an endpoint config on an instance type with local NVMe storage names no volume key."""
+    return (
+        f"{instance_type} has local NVMe instance storage, which the instance's hardware module encrypts "
+        "(XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types."
+    )
+
+
+def endpoint_with_config(
+    scope: Construct,
+    *,
+    endpoint_name: str,
+    variant: sagemaker.CfnEndpointConfig.ProductionVariantProperty,
+    key: kms.IKey,
+    no_volume_key_reason: str | None,
+    execution_role_arn: str | None = None,
+    network: EndpointNetwork | None = None,
+    data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
+) -> tuple[sagemaker.CfnEndpointConfig, sagemaker.CfnEndpoint]:
+    """`Config` (named by CloudFormation) -> `Endpoint` (named `endpoint_name`) under `scope`, with one variant.
+
+    Only the endpoint carries a fixed name, so a changed config is created anew and the endpoint updated in
+    place. The config encrypts its instances' volumes with `key`, unless `no_volume_key_reason` says why it
+    cannot; then it names no key and the rule packs' findings are acknowledged with that reason. A role and
+    network belong to the config only where no model carries them (inference components): it then runs in the
+    network with network isolation.
+    """
+    endpoint_config = sagemaker.CfnEndpointConfig(
+        scope,
+        "Config",
+        production_variants=[variant],
+        kms_key_id=None if no_volume_key_reason else key.key_arn,
+        data_capture_config=data_capture_config,
+        execution_role_arn=execution_role_arn,
+        enable_network_isolation=True if network is not None else None,
+        vpc_config=sagemaker.CfnEndpointConfig.VpcConfigProperty(
+            subnets=network.subnet_ids, security_group_ids=network.security_group_ids
+        )
+        if network is not None
+        else None,
+    )
+    if no_volume_key_reason:
+        acknowledge(endpoint_config, dict.fromkeys(VOLUME_KEY_FINDINGS, no_volume_key_reason))
+    endpoint = sagemaker.CfnEndpoint(
+        scope,
+        "Endpoint",
+        endpoint_name=endpoint_name,
+        endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+    )
+    return endpoint_config, endpoint
+
+
 class ModelEndpoint(Construct):
     """One configured endpoint: CfnModel -> CfnEndpointConfig (named by CloudFormation) -> CfnEndpoint.
 
@@ -326,35 +424,23 @@ class ModelEndpoint(Construct):
                     json_content_types=["application/json"]
                 ),
             )
-        volume_key = not serverless and not has_instance_storage(spec.instance_type)
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
-            self,
-            "Config",
-            production_variants=[variant],
-            kms_key_id=key.key_arn if volume_key else None,
-            data_capture_config=capture,
-        )
-        if not volume_key:
-            reason = (
+        no_volume_key_reason = None
+        if serverless:
+            no_volume_key_reason = (
                 "Serverless Inference has no storage volume a customer key can encrypt; SageMaker rejects KmsKeyId "
                 "for serverless variants. The model artifact itself stays encrypted with the team key in S3."
-                if serverless
-                else f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
-                "encrypts (XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types. Data capture is "
-                "still encrypted with the team key."
             )
-            acknowledge(
-                self.endpoint_config,
-                {
-                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                },
+        elif has_instance_storage(spec.instance_type):
+            no_volume_key_reason = (
+                f"{local_storage_reason(spec.instance_type)} Data capture is still encrypted with the team key."
             )
-        self.endpoint = sagemaker.CfnEndpoint(
+        self.endpoint_config, self.endpoint = endpoint_with_config(
             self,
-            "Endpoint",
             endpoint_name=endpoint_name,
-            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            variant=variant,
+            key=key,
+            no_volume_key_reason=no_volume_key_reason,
+            data_capture_config=capture,
         )
 
         self.scalable_target: appscaling.ScalableTarget | None = None
@@ -362,24 +448,17 @@ class ModelEndpoint(Construct):
             self.scalable_target = self._autoscaling(spec, office_hours)
 
     def _autoscaling(self, spec: EndpointSpec, office_hours: OfficeHours) -> appscaling.ScalableTarget:
-        stack = Stack.of(self)
-        target = appscaling.ScalableTarget(
+        target = tracked_scalable_target(
             self,
             "ScalableTarget",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=spec.min_instances,
             max_capacity=spec.max_instances,
-            role=autoscaling_service_role(self, stack),
-        )
-        target.node.add_dependency(self.endpoint)
-        target.scale_to_track_metric(
-            "InvocationsPerInstance",
-            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            depends_on=self.endpoint,
+            policy_id="InvocationsPerInstance",
+            metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
             target_value=spec.invocations_per_instance,
-            scale_in_cooldown=Duration.minutes(5),
-            scale_out_cooldown=Duration.minutes(1),
         )
         if spec.scale_down_out_of_hours:
             time_zone = office_hours.timezone

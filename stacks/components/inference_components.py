@@ -3,7 +3,7 @@ component per LoRA adapter, all sharing the base component's GPUs."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -14,12 +14,13 @@ from constructs import Construct
 
 from finetune.contract import ADAPTER_ARCHIVE, adapter_prefix
 from lambda_handlers.inference_proxy.settings import inference_component_name
-from stacks.components.acknowledgements import acknowledge
 from stacks.components.endpoints import (
     VARIANT_NAME,
     EndpointNetwork,
-    autoscaling_service_role,
+    endpoint_with_config,
     has_instance_storage,
+    local_storage_reason,
+    tracked_scalable_target,
 )
 from stacks.settings import EndpointSpec, LoraServing
 
@@ -80,53 +81,34 @@ class InferenceComponentEndpoint(Construct):
         self.spec = spec
         self.endpoint_name = endpoint_name
         self.base_component_name = inference_component_name(team, stage_name, spec.name)
-        volume_key = not has_instance_storage(spec.instance_type)
         scale_to_zero = lora.min_copies == 0
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
+        variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=VARIANT_NAME,
+            instance_type=spec.instance_type,
+            initial_instance_count=spec.min_instances,
+            # SageMaker adds and removes instances as the components' copies need them, down to none when every
+            # copy has scaled to zero.
+            managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                status="ENABLED",
+                min_instance_count=0 if scale_to_zero else spec.min_instances,
+                max_instance_count=spec.max_instances,
+            ),
+            routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+            ),
+        )
+        no_volume_key_reason = (
+            local_storage_reason(spec.instance_type) if has_instance_storage(spec.instance_type) else None
+        )
+        self.endpoint_config, self.endpoint = endpoint_with_config(
             self,
-            "Config",
+            endpoint_name=endpoint_name,
+            variant=variant,
+            key=key,
+            no_volume_key_reason=no_volume_key_reason,
             # With inference components the role, VPC and isolation belong to the endpoint config, not a model.
             execution_role_arn=role.role_arn,
-            enable_network_isolation=True,
-            vpc_config=sagemaker.CfnEndpointConfig.VpcConfigProperty(
-                subnets=network.subnet_ids, security_group_ids=network.security_group_ids
-            ),
-            kms_key_id=key.key_arn if volume_key else None,
-            production_variants=[
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                    variant_name=VARIANT_NAME,
-                    instance_type=spec.instance_type,
-                    initial_instance_count=spec.min_instances,
-                    # SageMaker adds and removes instances as the components' copies need them, down to none
-                    # when every copy has scaled to zero.
-                    managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
-                        status="ENABLED",
-                        min_instance_count=0 if scale_to_zero else spec.min_instances,
-                        max_instance_count=spec.max_instances,
-                    ),
-                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
-                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
-                    ),
-                )
-            ],
-        )
-        if not volume_key:
-            reason = (
-                f"{spec.instance_type} has local NVMe instance storage, which the instance's hardware module "
-                "encrypts (XTS-AES-256); SageMaker rejects a KmsKeyId for such instance types."
-            )
-            acknowledge(
-                self.endpoint_config,
-                {
-                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
-                },
-            )
-        self.endpoint = sagemaker.CfnEndpoint(
-            self,
-            "Endpoint",
-            endpoint_name=endpoint_name,
-            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            network=network,
         )
 
         self.base_component = sagemaker.CfnInferenceComponent(
@@ -174,24 +156,17 @@ class InferenceComponentEndpoint(Construct):
         self.scalable_target = self._copy_scaling(spec, lora)
 
     def _copy_scaling(self, spec: EndpointSpec, lora: LoraServing) -> appscaling.ScalableTarget:
-        stack = Stack.of(self)
-        target = appscaling.ScalableTarget(
+        target = tracked_scalable_target(
             self,
             "CopyScaling",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"inference-component/{self.base_component_name}",
             scalable_dimension=COPY_COUNT_DIMENSION,
             min_capacity=lora.min_copies,
             max_capacity=lora.max_copies,
-            role=autoscaling_service_role(self, stack),
-        )
-        target.node.add_dependency(self.base_component)
-        target.scale_to_track_metric(
-            "InvocationsPerCopy",
-            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY,
+            depends_on=self.base_component,
+            policy_id="InvocationsPerCopy",
+            metric=appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY,
             target_value=spec.invocations_per_instance,
-            scale_in_cooldown=Duration.minutes(5),
-            scale_out_cooldown=Duration.minutes(1),
         )
         if lora.min_copies == 0:
             # Target tracking never leaves zero copies (no copy, no invocations per copy): a request that found
