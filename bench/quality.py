@@ -125,7 +125,8 @@ def run_case(name: str, extra: list[str]) -> dict:
         if proc.returncode != 0:
             return {"case": name, "error": proc.stderr[-2000:]}
         report = json.loads((workdir / "model" / "evaluation.json").read_text())
-        summary = json.loads((workdir / "model" / "training_metrics.json").read_text())["summary"]
+        metrics = json.loads((workdir / "model" / "training_metrics.json").read_text())
+        summary = metrics["summary"]
         rows = sum(1 for _ in train.open()), sum(1 for _ in validation.open())
     metric = case["metric"]
     base, tuned = report["base"][metric], report["fine_tuned"][metric]
@@ -140,6 +141,8 @@ def run_case(name: str, extra: list[str]) -> dict:
         "relative_change": (tuned - base) / base,
         "target": case["target"],
         "steps": summary["global_step"],
+        # With --eval_steps: the metric at each evaluation during training (the result above is the kept weights').
+        "evaluations": [{"step": e["step"], metric: e.get(metric)} for e in metrics.get("evaluations", [])],
         "packing": summary["packing"],
         "seconds": round(seconds, 1),
         "load_average_before": load_before[0],

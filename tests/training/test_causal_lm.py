@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from finetune.data import IGNORE_INDEX, collate_packed, encode_causal, pack_best_fit_decreasing
+from finetune.data import IGNORE_INDEX, collate_packed, encode_causal, pack_balanced, pack_best_fit_decreasing
 from finetune.formats import Record
 
 pytestmark = pytest.mark.training
@@ -96,3 +96,29 @@ def test_best_fit_decreasing_fills_rows():
     assert sorted(len(e) for row in rows for e in row) == sorted(len(e) for e in examples)
     assert all(sum(len(e) for e in row) <= 64 for row in rows)
     assert len(rows) == 4  # 220 tokens need at least 4 rows of 64
+
+
+def test_balanced_packing_keeps_the_row_count_and_evens_the_rows():
+    # Given examples best fit decreasing packs into a full row and a short one (the short one padded to the full
+    # width), balanced packing uses as many rows, no wider than any example allows, and so fewer padded slots.
+    from finetune.data import Example
+
+    examples = [Example([1] * n, [1] * n) for n in (40, 30, 20, 20, 10, 5)]
+    greedy = pack_best_fit_decreasing(examples, 100)
+    balanced = pack_balanced(examples, 100)
+    widths = [sum(len(e) for e in row) for row in balanced]
+    assert sorted(len(e) for row in balanced for e in row) == sorted(len(e) for e in examples)
+    assert len(balanced) == len(greedy) == 2
+    assert max(sum(len(e) for e in row) for row in greedy) == 100
+    assert max(widths) == 65  # 125 tokens in 2 rows, every subset a multiple of 5: one row holds 65
+    assert len(balanced) * max(widths) < len(greedy) * 100
+    # A single example wider than the even split sets the width.
+    assert (
+        max(
+            sum(len(e) for e in row)
+            for row in pack_balanced(
+                [Example([1] * 90, [1] * 90), Example([1] * 10, [1] * 10), Example([1] * 20, [1] * 20)], 100
+            )
+        )
+        == 90
+    )

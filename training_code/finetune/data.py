@@ -197,13 +197,38 @@ def pack_best_fit_decreasing(examples: list[Example], capacity: int) -> list[lis
     return bins
 
 
+def _width(rows: list[list[Example]]) -> int:
+    return max(sum(len(e) for e in row) for row in rows)
+
+
+def pack_balanced(examples: list[Example], capacity: int) -> list[list[Example]]:
+    """As few rows as best fit decreasing needs at ``capacity``, packed as narrow as they will go.
+
+    A micro-batch's rows are padded to its widest row, so best fit decreasing alone (fill each row to
+    ``capacity``, leave the last one short) pads the short row up to ``capacity``: about a fifth of the slots on
+    Dolly-like data. Searching for the narrowest capacity that still fits the examples in the same number of rows
+    evens the rows out (about 8% padding there) at the cost of a few more packings of a handful of examples.
+    """
+    rows = pack_best_fit_decreasing(examples, capacity)
+    total = sum(len(e) for e in examples)
+    low, high = max(max(len(e) for e in examples), -(-total // len(rows))), _width(rows) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        trial = pack_best_fit_decreasing(examples, middle)
+        if len(trial) <= len(rows):
+            rows, high = trial, _width(trial) - 1
+        else:
+            low = middle + 1
+    return rows
+
+
 def collate_packed(rows: list[list[Example]], pad_id: int):
     """Packed rows -> input_ids, position_ids (restarting per example) and labels; no attention mask, so the
     model's packed-sequence masking keeps examples from attending to each other. Rows are padded to the longest;
     padding forms its own segment and carries no loss."""
     import torch
 
-    width = max(sum(len(e) for e in row) for row in rows)
+    width = _width(rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -297,11 +322,12 @@ class BatchPlan:
 
 
 def collate_micro_batch(examples: list[Example], pad_id: int, *, classification: bool, packed_width: int | None):
-    """One micro-batch as tensors: packed into rows of at most ``packed_width`` tokens (best fit decreasing, no
-    attention mask, position ids restarting per example) or, when ``packed_width`` is None, right-padded."""
+    """One micro-batch as tensors: packed into rows of at most ``packed_width`` tokens (``pack_balanced``: the
+    fewest rows, as even as they go; no attention mask, position ids restarting per example) or, when
+    ``packed_width`` is None, right-padded."""
     if packed_width is None:
         return collate_padded(examples, pad_id, classification=classification)
-    return collate_packed(pack_best_fit_decreasing(examples, packed_width), pad_id)
+    return collate_packed(pack_balanced(examples, packed_width), pad_id)
 
 
 def rank_env() -> tuple[int, int, int]:
