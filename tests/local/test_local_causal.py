@@ -176,3 +176,22 @@ def test_chat_completions_answers_with_the_fine_tuned_model(causal_local_run, lo
     from finetune import local_models
 
     assert served != _greedy(local_models.smollm2())
+
+
+def test_local_serve_chat_completions_honour_stop(causal_local_run, local_state):
+    # Given the deployed fine-tuned model behind `finetune local serve`, asked once freely and once with a stop string
+    assert causal_local_run.code == 0, causal_local_run.output[-3000:]
+    out = io.StringIO()
+    stage = LocalStage(config_path=CONFIG, team="search", stage="dev", state=local_state, out=out)
+    request = {"model": "assistant", "messages": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}
+    with LocalApi(stage, port=0).running(out) as running:
+        _, free = _post(f"{running.url}/chat/completions", request)
+        status, stopped = _post(f"{running.url}/chat/completions", {**request, "stop": [" "]})
+    assert status == 200, stopped
+    free_text = free["choices"][0]["message"]["content"]
+    assert " " in free_text, free_text
+    # Then the completion ends before the stop string, with fewer tokens, in OpenAI's words for it
+    [choice] = stopped["choices"]
+    assert choice["message"]["content"] == free_text[: free_text.index(" ")]
+    assert 0 < stopped["usage"]["completion_tokens"] < free["usage"]["completion_tokens"]
+    assert choice["finish_reason"] == "stop"  # the container's LMI "eos_token", mapped by the proxy
