@@ -86,8 +86,10 @@ class TrainConfig:
     lora_scaling: str = "standard"
     """``standard`` (alpha / r, the original LoRA paper's) or ``rslora`` (rank-stabilised, alpha / sqrt(r): the
     update's size does not shrink as the rank grows; at r=16 it acts like a 4x learning rate)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input. Off by default: a one-epoch run sees each example once, so it regularises
+    nothing there (Dolly, 1 epoch: eval_loss 2.611 with 0.05, 2.610 without), and on CPUs it was about 40% of
+    the forward pass (a random mask over every adapted layer's input)."""
     lora_plus_ratio: float = 1.0
     """LoRA+ (Hayou et al., 2024): the learning rate of the adapters' B matrices as a multiple of the A matrices'
     (1: plain LoRA, one learning rate)."""
