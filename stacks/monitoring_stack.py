@@ -95,6 +95,21 @@ class MonitoringStack(Stack):
             self.alarms[name] = created
             return created
 
+        def latency_alarm(
+            construct_id: str, name: str, subject: str, metric: cloudwatch.IMetric, spec: EndpointSpec
+        ) -> cloudwatch.Alarm:
+            """p90 ModelLatency above the endpoint's threshold for LATENCY_PERIODS five-minute periods."""
+            threshold = latency_threshold_microseconds(spec)
+            return alarm(
+                construct_id,
+                name,
+                f"{subject}: p90 ModelLatency above {threshold / 1e6:g} s for {LATENCY_PERIODS * 5} minutes.",
+                metric,
+                threshold,
+                periods=LATENCY_PERIODS,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            )
+
         def component_rows(spec: EndpointSpec) -> list[list[cloudwatch.IWidget]]:
             """A LoRA endpoint's rows and alarms, one row per inference component: the base, then each adapter.
 
@@ -155,16 +170,12 @@ class MonitoringStack(Stack):
                     ERROR_COUNT_THRESHOLD,
                 )
                 if adapter is None:
-                    threshold = latency_threshold_microseconds(spec)
-                    alarm(
+                    latency_alarm(
                         f"{construct_id}LatencyAlarm",
                         f"{short}-latency",
-                        f"Inference component {component} (base model of endpoint {naming.endpoint(q, spec.name)}): "
-                        f"p90 ModelLatency above {threshold / 1e6:g} s for {LATENCY_PERIODS * 5} minutes.",
+                        f"Inference component {component} (base model of endpoint {naming.endpoint(q, spec.name)})",
                         latency[0],
-                        threshold,
-                        periods=LATENCY_PERIODS,
-                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        spec,
                     )
             return rows
 
@@ -245,16 +256,12 @@ class MonitoringStack(Stack):
                 invocations[2],
                 ERROR_COUNT_THRESHOLD,
             )
-            threshold = latency_threshold_microseconds(spec)
-            alarm(
+            latency_alarm(
                 f"Endpoint{spec.name.title().replace('-', '')}LatencyAlarm",
                 f"{spec.name}-latency",
-                f"Endpoint {naming.endpoint(q, spec.name)}: p90 ModelLatency above {threshold / 1e6:g} s for "
-                f"{LATENCY_PERIODS * 5} minutes.",
+                f"Endpoint {naming.endpoint(q, spec.name)}",
                 latency[0],
-                threshold,
-                periods=LATENCY_PERIODS,
-                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                spec,
             )
         if stage.endpoints:
             widgets.append(
