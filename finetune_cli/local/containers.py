@@ -27,6 +27,8 @@ from types import ModuleType
 from typing import Any, Protocol, TypeGuard
 from unittest import mock
 
+from lambda_handlers.inference_proxy.schemas import MAX_STOP_STRINGS  # the proxy's limit, which it enforces first
+
 #: Where SageMaker unpacks a model's model.tar.gz in its container.
 MODEL_DIR = "/opt/ml/model"
 
@@ -125,8 +127,6 @@ class HuggingFaceContainer:
 LMI_FINISH_REASONS: Mapping[str, str] = {"stop": "eos_token", "length": "length"}
 #: The same as vLLM's own OpenAI server (and OpenAI) report them.
 OPENAI_FINISH_REASONS: Mapping[str, str] = {"stop": "stop", "length": "length"}
-#: Stop strings one request may carry (OpenAI's limit, which the inference proxy enforces too).
-MAX_STOP_STRINGS = 4
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ UNSUPPORTED_PART_TYPES = frozenset({"image_url", "input_image", "image", "input_
 MAX_TOOLS = 128
 MAX_TOOL_CALLS = 128
 MAX_LOGIT_BIAS = 1024
+#: Stop strings one request may carry (OpenAI's limit).
+MAX_STOP_STRINGS = 4
 _FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
@@ -217,7 +219,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=131072)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
     n: int | None = Field(default=None, ge=1, le=8)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
